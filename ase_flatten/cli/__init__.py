@@ -1,0 +1,1 @@
+"""The ``ase-flatten`` command line: one module per subcommand."""

@@ -1,0 +1,107 @@
+"""Arguments and steps shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+DATA_HELP = (
+    "labelled trajectory: any ASE-readable file (.xyz, .extxyz, .xyz.gz, .traj, ...) "
+    "or an sGDML/MD17 .npz"
+)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help=DATA_HELP)
+    parser.add_argument(
+        "--index", default=":", help="frames to read, ASE-style (default: all)"
+    )
+    parser.add_argument(
+        "--format", help="ASE format of DATA when its suffix is unusual"
+    )
+    parser.add_argument(
+        "--energy-key", help="info key of the reference energy (default: calculator)"
+    )
+    parser.add_argument(
+        "--forces-key", help="arrays key of the reference forces (default: calculator)"
+    )
+
+
+def add_clustering_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("clustering (the paper's defaults)")
+    group.add_argument(
+        "--n-geometry",
+        type=positive_int,
+        default=10,
+        help="Ward clusters on the descriptor (default: 10)",
+    )
+    group.add_argument(
+        "--n-energy",
+        type=positive_int,
+        default=5,
+        help="KMeans energy levels in each geometry cluster (default: 5)",
+    )
+    group.add_argument(
+        "--subset-size",
+        type=positive_int,
+        default=5000,
+        help="Ward runs on at most this many frames, the rest are assigned "
+        "(default: 5000)",
+    )
+    group.add_argument(
+        "--assign",
+        choices=("average", "max"),
+        default="average",
+        help="assign frames to the cluster of smallest average (paper) or maximum "
+        "(authors' code) distance (default: average)",
+    )
+    group.add_argument(
+        "--descriptor",
+        choices=("distances", "inverse"),
+        default="distances",
+        help="pairwise distances (paper) or inverse distances (default: distances)",
+    )
+    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def read_dataset_arg(args):
+    from ..data import read_dataset
+
+    return read_dataset(
+        args.data,
+        index=args.index,
+        format=args.format,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+    )
+
+
+def fit_clusters(dataset, args):
+    """Fit the two-stage clustering with the command-line options."""
+    from ..clustering import cluster_dataset
+
+    return cluster_dataset(
+        dataset,
+        descriptor=args.descriptor,
+        n_geometry=args.n_geometry,
+        n_energy=args.n_energy,
+        subset_size=args.subset_size,
+        assign=args.assign,
+        random_state=args.seed,
+    )
+
+
+def clusters_meta(dataset, args) -> dict:
+    """What a clusters file records besides the model."""
+    return {
+        "fingerprint": dataset.fingerprint(),
+        "source": str(args.data),
+        "descriptor": args.descriptor,
+        "seed": args.seed,
+    }

@@ -1,0 +1,161 @@
+"""Per-cluster error analysis of a model's predictions (outlier detection).
+
+Compares predicted energies and forces with the reference labels of DATA, frame by
+frame, and reports them per cluster: DIR/cluster_errors.csv (one row per cluster,
+sorted by force RMSE), DIR/frame_errors.csv, DIR/summary.json and
+DIR/cluster_errors.png (the paper's Fig. 2). Errors in eV and eV/Å, with kcal/mol
+columns beside them.
+
+example: ase-flatten errors traj.xyz --predicted mace_out.xyz -o report/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from .common import add_clustering_arguments, add_dataset_arguments, positive_int
+
+description = __doc__
+logger = logging.getLogger(__name__)
+
+OUTPUTS = (
+    "cluster_errors.csv",
+    "frame_errors.csv",
+    "summary.json",
+    "cluster_errors.png",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    parser.add_argument(
+        "--predicted",
+        required=True,
+        metavar="PRED",
+        help="trajectory of the same frames with the model's energies and forces",
+    )
+    parser.add_argument(
+        "--pred-energy-key", help="info key of predicted energies (e.g. MACE_energy)"
+    )
+    parser.add_argument(
+        "--pred-forces-key", help="arrays key of predicted forces (e.g. MACE_forces)"
+    )
+    parser.add_argument(
+        "--clusters",
+        metavar="NPZ",
+        help="labels from `ase-flatten cluster` (default: cluster DATA here)",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="DIR")
+    parser.add_argument(
+        "--write-worst",
+        type=positive_int,
+        metavar="K",
+        help="write the frames of the K worst clusters to DIR/worst_clusters.extxyz",
+    )
+    parser.add_argument(
+        "--align-energies",
+        action="store_true",
+        help="remove the mean energy difference first (a model with another zero)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs in DIR"
+    )
+    add_clustering_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..clustering import save_clusters
+    from ..errors import cluster_errors, read_predictions
+    from ..outputs import check_writable
+    from ..plots import plot_cluster_errors
+    from .common import clusters_meta, fit_clusters, read_dataset_arg
+
+    outputs = [os.path.join(args.output, name) for name in OUTPUTS]
+    if args.write_worst:
+        outputs.append(os.path.join(args.output, "worst_clusters.extxyz"))
+    if not args.clusters:
+        outputs.append(os.path.join(args.output, "clusters.npz"))
+    check_writable(outputs, args.overwrite)
+
+    dataset = read_dataset_arg(args)
+    energies, forces = read_predictions(
+        args.predicted, dataset, args.pred_energy_key, args.pred_forces_key
+    )
+    if args.clusters:
+        labels = _load_labels(args.clusters, dataset)
+    else:
+        model = fit_clusters(dataset, args)
+        labels = model.labels_
+        save_clusters(
+            os.path.join(args.output, "clusters.npz"),
+            model,
+            **clusters_meta(dataset, args),
+        )
+    errors = cluster_errors(
+        dataset, energies, forces, labels, align_energies=args.align_energies
+    )
+    errors.write(
+        args.output,
+        dataset=str(args.data),
+        predicted=str(args.predicted),
+        fingerprint=dataset.fingerprint(),
+        clusters=args.clusters,
+    )
+    plot_cluster_errors(errors, os.path.join(args.output, "cluster_errors.png"))
+    if args.write_worst:
+        worst = errors.worst(args.write_worst)
+        frames = errors.frames_in(worst)
+        dataset.write(
+            os.path.join(args.output, "worst_clusters.extxyz"),
+            frames,
+            cluster=errors.labels[frames],
+            force_rmse=errors.frame_force_rmse[frames],
+        )
+    _print_report(errors, args.output)
+
+
+def _load_labels(path, dataset):
+    from ..clustering import load_clusters
+    from ..exceptions import InputError
+
+    _, arrays = load_clusters(path)
+    labels = arrays["labels"]
+    if len(labels) != len(dataset):
+        raise InputError(
+            f"{path}: {len(labels)} labels, but {dataset.source} has {len(dataset)} "
+            "frames"
+        )
+    fingerprint = str(arrays.get("fingerprint", ""))
+    if fingerprint and fingerprint != dataset.fingerprint():
+        raise InputError(
+            f"{path}: made from a different dataset than {dataset.source} "
+            f"(fingerprint {fingerprint} vs {dataset.fingerprint()})"
+        )
+    return labels
+
+
+def _print_report(errors, directory):
+    from ..errors import KCAL_MOL
+
+    s = errors.summary()
+    print(
+        f"overall force RMSE {s['force_rmse']:.4f} eV/Å "
+        f"({s['force_rmse'] / KCAL_MOL:.3f} kcal/(mol Å)), energy RMSE "
+        f"{s['energy_rmse']:.4f} eV over {s['n_frames']} frames in "
+        f"{s['n_clusters']} clusters"
+    )
+    print(
+        f"worst cluster {s['max_cluster']}: {s['max_cluster_force_rmse']:.4f} eV/Å "
+        f"= {s['max_ratio']:.2f}x overall; best {s['min_cluster']}: "
+        f"{s['min_ratio']:.2f}x"
+    )
+    print("worst clusters (cluster, frames, force RMSE eV/Å, ratio):")
+    for c in errors.worst(5):
+        print(
+            f"  {c:4d} {errors.n_frames[c]:6d} {errors.force_rmse[c]:.4f} "
+            f"{errors.force_rmse[c] / s['force_rmse']:.2f}x"
+        )
+    print(f"report: {os.path.join(directory, 'cluster_errors.csv')}")
+    print(f"plot:   {os.path.join(directory, 'cluster_errors.png')}")

@@ -1,0 +1,78 @@
+"""Entry point of ``ase-flatten``: parses arguments, runs one subcommand.
+
+Every subcommand module has ``description``, ``add_arguments(parser)`` and
+``run(args)``; heavy imports live inside ``run``. User mistakes raise
+:class:`~ase_flatten.exceptions.InputError`, printed here as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+from ..exceptions import InputError
+
+COMMANDS = {
+    "cluster": "ase_flatten.cli.cluster",
+    "errors": "ase_flatten.cli.errors",
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``ase-flatten errors: error: ...``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="ase-flatten",
+        description="Find where a machine-learning force field fails on its data, "
+        "and pick training sets that flatten the error.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(
+            name,
+            help=module.description.splitlines()[0],
+            description=module.description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        verbosity = sub_parser.add_mutually_exclusive_group()
+        verbosity.add_argument("-v", "--verbose", action="store_true", help="debug log")
+        verbosity.add_argument(
+            "-q", "--quiet", action="store_true", help="warnings and errors only"
+        )
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ase-flatten``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else None
+    logging.basicConfig(
+        level=level or logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.run(args)
+    except InputError as exc:
+        print(f"ase-flatten {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ase-flatten {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

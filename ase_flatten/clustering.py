@@ -1,0 +1,359 @@
+"""Two-stage clustering of configurational space (the paper's "Initial clustering").
+
+Stage 1 groups frames of similar geometry: agglomerative clustering with Ward linkage
+on the pairwise-distance descriptor (default 10 clusters). Ward is O(n^2) in memory,
+so on large datasets it runs on a random subset and every other frame joins the
+geometry cluster with the smallest average distance to that cluster's subset members
+(the paper's rule; ``assign="max"`` uses the smallest maximum distance, as the
+authors' code did).
+
+Stage 2 splits each geometry cluster into energy levels with KMeans (k-means++,
+default 5), giving 50 clusters in all. Energy levels are numbered from the lowest
+mean energy up, so cluster ``g * n_energy + e`` is geometry ``g``, energy level ``e``
+(when every geometry cluster holds at least ``n_energy`` distinct energies).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .exceptions import InputError
+
+logger = logging.getLogger(__name__)
+
+ASSIGN_RULES = ("average", "max")
+
+
+class TwoStageClustering(ClusterMixin, BaseEstimator):
+    """Ward clustering on geometry, then KMeans on energy inside each cluster.
+
+    Parameters
+    ----------
+    n_geometry : int, default 10
+        Number of Ward clusters on the descriptor.
+    n_energy : int, default 5
+        Number of KMeans energy levels inside each geometry cluster.
+    subset_size : int or None, default 5000
+        Ward runs on at most this many randomly chosen frames; the others are
+        assigned. None runs Ward on every frame (O(n^2) memory).
+    assign : {"average", "max"}, default "average"
+        Assignment rule for frames outside the subset: smallest average (paper) or
+        smallest maximum (authors' code) distance to a cluster's subset members.
+    n_init : int, default 10
+        KMeans restarts (k-means++ initialisation).
+    chunk_size : int, default 256
+        Frames per block in the assignment step; bounds memory to about
+        ``chunk_size * subset_size * 8`` bytes.
+    random_state : int, RandomState or None, default 0
+        Seed for the subset and KMeans. The default makes runs reproducible.
+
+    Attributes
+    ----------
+    labels_ : ndarray, shape (M,)
+        Cluster of each frame, 0 .. n_clusters_ - 1.
+    geometry_labels_ : ndarray, shape (M,)
+        Stage-1 (Ward) cluster of each frame.
+    energy_labels_ : ndarray, shape (M,)
+        Stage-2 energy level of each frame inside its geometry cluster, 0 = lowest.
+    n_clusters_ : int
+        Total number of clusters.
+    cluster_offsets_ : ndarray, shape (n_geometry + 1,)
+        ``labels_ = cluster_offsets_[geometry] + energy``.
+    subset_indices_ : ndarray
+        Frames Ward ran on.
+    subset_descriptors_ : ndarray
+        Their descriptors (kept to assign new frames).
+    subset_labels_ : ndarray
+        Their geometry clusters.
+    energy_centers_ : list of ndarray
+        Sorted KMeans energy centres (eV) per geometry cluster.
+    """
+
+    def __init__(
+        self,
+        n_geometry: int = 10,
+        n_energy: int = 5,
+        subset_size: int | None = 5000,
+        assign: str = "average",
+        n_init: int = 10,
+        chunk_size: int = 256,
+        random_state=0,
+    ):
+        self.n_geometry = n_geometry
+        self.n_energy = n_energy
+        self.subset_size = subset_size
+        self.assign = assign
+        self.n_init = n_init
+        self.chunk_size = chunk_size
+        self.random_state = random_state
+
+    # -- fitting ---------------------------------------------------------------
+    def fit(self, X, energies) -> TwoStageClustering:
+        """Cluster frames by descriptor ``X`` (M, D) and energies (M,) in eV."""
+        X, energies = self._validate(X, energies)
+        _check_assign_rule(self.assign)
+        n_frames = len(X)
+        n_wanted = self.n_geometry * self.n_energy
+        if n_frames < n_wanted:
+            raise InputError(
+                f"{n_frames} frames are too few for {self.n_geometry} x "
+                f"{self.n_energy} = {n_wanted} clusters"
+            )
+        if self.subset_size is not None and self.subset_size < self.n_geometry:
+            raise InputError(
+                f"subset_size {self.subset_size} is smaller than n_geometry "
+                f"{self.n_geometry}"
+            )
+        rng = check_random_state(self.random_state)
+        start = time.perf_counter()
+
+        if self.subset_size is None or n_frames <= self.subset_size:
+            subset = np.arange(n_frames)
+        else:
+            subset = np.sort(rng.choice(n_frames, self.subset_size, replace=False))
+        ward = AgglomerativeClustering(n_clusters=self.n_geometry, linkage="ward")
+        self.subset_indices_ = subset
+        self.subset_descriptors_ = X[subset].copy()
+        self.subset_labels_ = ward.fit_predict(self.subset_descriptors_)
+        t_ward = time.perf_counter()
+
+        geometry = np.empty(n_frames, dtype=int)
+        geometry[subset] = self.subset_labels_
+        rest = np.setdiff1d(np.arange(n_frames), subset, assume_unique=True)
+        if len(rest):
+            geometry[rest] = self._assign_geometry(X[rest])
+        t_assign = time.perf_counter()
+
+        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_geometry)
+        energy = np.empty(n_frames, dtype=int)
+        self.energy_centers_ = []
+        for g in range(self.n_geometry):
+            members = np.flatnonzero(geometry == g)
+            levels, centers = _energy_levels(
+                energies[members], self.n_energy, self.n_init, seeds[g]
+            )
+            energy[members] = levels
+            self.energy_centers_.append(centers)
+        sizes = [len(c) for c in self.energy_centers_]
+        self.cluster_offsets_ = np.concatenate([[0], np.cumsum(sizes)])
+        self.n_clusters_ = int(self.cluster_offsets_[-1])
+        if self.n_clusters_ < n_wanted:
+            logger.warning(
+                "%d clusters instead of %d: some geometry clusters hold fewer than "
+                "%d distinct energies",
+                self.n_clusters_,
+                n_wanted,
+                self.n_energy,
+            )
+        self.geometry_labels_ = geometry
+        self.energy_labels_ = energy
+        self.labels_ = self.cluster_offsets_[geometry] + energy
+        logger.info(
+            "clustered %d frames into %d clusters: Ward on %d frames %.2f s, "
+            "assignment %.2f s, KMeans %.2f s",
+            n_frames,
+            self.n_clusters_,
+            len(subset),
+            t_ward - start,
+            t_assign - t_ward,
+            time.perf_counter() - t_assign,
+        )
+        return self
+
+    def fit_predict(self, X, energies) -> np.ndarray:
+        """Fit and return ``labels_``."""
+        return self.fit(X, energies).labels_
+
+    # -- using a fitted model --------------------------------------------------
+    def predict(self, X, energies) -> np.ndarray:
+        """Cluster of new frames: assignment rule on geometry, nearest energy level.
+
+        Frames of the Ward subset may be given a different geometry cluster here
+        than the one Ward gave them (the assignment rule is not Ward's linkage).
+        """
+        check_is_fitted(self, "labels_")
+        X, energies = self._validate(X, energies)
+        geometry = self._assign_geometry(X)
+        energy = np.empty(len(X), dtype=int)
+        for g, centers in enumerate(self.energy_centers_):
+            members = np.flatnonzero(geometry == g)
+            distance = np.abs(energies[members, None] - centers[None, :])
+            energy[members] = distance.argmin(axis=1)
+        return self.cluster_offsets_[geometry] + energy
+
+    def _geometry_scores(self, X):
+        """Yield (chunk, n_geometry) assignment scores block by block."""
+        _check_assign_rule(self.assign)
+        order = np.argsort(self.subset_labels_, kind="stable")
+        members = self.subset_descriptors_[order]
+        counts = np.bincount(self.subset_labels_, minlength=self.n_geometry)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        members_sq = np.einsum("ij,ij->i", members, members)
+        for start in range(0, len(X), self.chunk_size):
+            block = X[start : start + self.chunk_size]
+            d = block @ members.T
+            d *= -2.0
+            d += members_sq[None, :]
+            d += np.einsum("ij,ij->i", block, block)[:, None]
+            np.maximum(d, 0.0, out=d)
+            np.sqrt(d, out=d)
+            if self.assign == "average":
+                yield np.add.reduceat(d, starts, axis=1) / counts
+            else:
+                yield np.maximum.reduceat(d, starts, axis=1)
+
+    def _assign_geometry(self, X) -> np.ndarray:
+        return np.concatenate([s.argmin(axis=1) for s in self._geometry_scores(X)])
+
+    def _validate(self, X, energies):
+        X = np.asarray(X, dtype=float)
+        energies = np.asarray(energies, dtype=float).reshape(-1)
+        if X.ndim != 2:
+            raise InputError(
+                f"descriptor must be 2-D (frames, features), got {X.shape}"
+            )
+        if len(X) != len(energies):
+            raise InputError(f"{len(X)} descriptor rows but {len(energies)} energies")
+        if not (np.isfinite(X).all() and np.isfinite(energies).all()):
+            raise InputError("descriptor or energies contain NaN or inf")
+        return X, energies
+
+    # -- persistence -----------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Learned state and hyperparameters as plain arrays (for ``np.savez``)."""
+        check_is_fitted(self, "labels_")
+        centers = np.full((self.n_geometry, self.n_energy), np.nan)
+        for g, c in enumerate(self.energy_centers_):
+            centers[g, : len(c)] = c
+        params = {k: np.asarray(-1 if v is None else v) for k, v in self._params()}
+        return {
+            **{f"param_{k}": v for k, v in params.items()},
+            "subset_indices": self.subset_indices_,
+            "subset_descriptors": self.subset_descriptors_,
+            "subset_labels": self.subset_labels_,
+            "energy_centers": centers,
+            "cluster_offsets": self.cluster_offsets_,
+        }
+
+    def _params(self):
+        for key in ("n_geometry", "n_energy", "subset_size", "assign", "n_init"):
+            yield key, getattr(self, key)
+
+    @classmethod
+    def from_state_arrays(cls, arrays) -> TwoStageClustering:
+        """Rebuild a fitted model (without ``labels_`` of the training frames)."""
+        params = {}
+        for key in ("n_geometry", "n_energy", "subset_size", "n_init"):
+            value = int(arrays[f"param_{key}"])
+            params[key] = None if value == -1 else value
+        params["assign"] = str(arrays["param_assign"])
+        model = cls(**params)
+        model.subset_indices_ = np.asarray(arrays["subset_indices"])
+        model.subset_descriptors_ = np.asarray(arrays["subset_descriptors"])
+        model.subset_labels_ = np.asarray(arrays["subset_labels"])
+        model.cluster_offsets_ = np.asarray(arrays["cluster_offsets"])
+        model.n_clusters_ = int(model.cluster_offsets_[-1])
+        centers = np.asarray(arrays["energy_centers"])
+        model.energy_centers_ = [row[np.isfinite(row)] for row in centers]
+        model.labels_ = np.asarray(arrays["labels"]) if "labels" in arrays else None
+        return model
+
+
+def _check_assign_rule(rule: str) -> None:
+    if rule not in ASSIGN_RULES:
+        raise InputError(
+            f"unknown assign rule {rule!r}; choose one of {', '.join(ASSIGN_RULES)}"
+        )
+
+
+def _energy_levels(energies, n_levels, n_init, seed):
+    """KMeans on 1-D energies; levels renumbered from the lowest centre up."""
+    k = min(n_levels, len(np.unique(energies)))
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=seed)
+    km.fit(energies[:, None])
+    centers = km.cluster_centers_.ravel()
+    order = np.argsort(centers)
+    rank = np.empty(k, dtype=int)
+    rank[order] = np.arange(k)
+    return rank[km.labels_], centers[order]
+
+
+def save_clusters(path: str | os.PathLike, model: TwoStageClustering, **meta) -> None:
+    """Write labels, sub-labels, the fitted model and ``meta`` to an npz, atomically.
+
+    Keys: ``labels``, ``geometry_labels``, ``energy_labels`` (one int per frame),
+    the model's state arrays, and every ``meta`` item (e.g. ``fingerprint``).
+    """
+    from .outputs import save_npz
+
+    save_npz(
+        path,
+        labels=model.labels_,
+        geometry_labels=model.geometry_labels_,
+        energy_labels=model.energy_labels_,
+        **model.state_arrays(),
+        **{k: np.asarray(v) for k, v in meta.items()},
+    )
+
+
+def load_clusters(path: str | os.PathLike) -> tuple[TwoStageClustering, dict]:
+    """Read a file written by :func:`save_clusters`.
+
+    Returns
+    -------
+    model : TwoStageClustering
+        Fitted model; ``labels_`` holds the per-frame labels of the file.
+    arrays : dict
+        Everything in the file.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        model = TwoStageClustering.from_state_arrays(arrays)
+        model.geometry_labels_ = arrays["geometry_labels"]
+        model.energy_labels_ = arrays["energy_labels"]
+    except Exception as exc:
+        raise InputError(
+            f"{path}: not a clusters file written by `ase-flatten cluster` "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    return model, arrays
+
+
+def cluster_dataset(dataset, descriptor: str = "distances", **params):
+    """Describe a :class:`~ase_flatten.data.Dataset` and fit the two-stage clustering.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Frames to cluster (positions and energies are used).
+    descriptor : {"distances", "inverse"}
+        Pairwise distances (paper) or inverse distances.
+    **params
+        Passed to :class:`TwoStageClustering`.
+
+    Returns
+    -------
+    TwoStageClustering
+        Fitted; ``labels_`` holds one cluster per frame.
+    """
+    from .descriptors import pairwise_distances
+
+    X = pairwise_distances(dataset.positions, kind=descriptor)
+    try:
+        return TwoStageClustering(**params).fit(X, dataset.energies)
+    except InputError as exc:
+        raise InputError(f"{dataset.source}: {exc}") from None

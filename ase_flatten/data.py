@@ -1,0 +1,329 @@
+"""The in-memory dataset every step works on, and the readers that fill it.
+
+A :class:`Dataset` holds one molecule's labelled frames as arrays in ASE units:
+positions (M, N, 3) in Å, atomic numbers (N,), energies (M,) in eV and forces
+(M, N, 3) in eV/Å. Everything downstream takes a Dataset and integer frame indices;
+nothing else re-reads files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from .exceptions import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Dataset", "read_dataset", "read_frames"]
+
+
+@dataclass(eq=False)
+class Dataset:
+    """Labelled frames of one molecule, in eV and Å.
+
+    Parameters
+    ----------
+    numbers : ndarray, shape (N,)
+        Atomic numbers, the same order in every frame.
+    positions : ndarray, shape (M, N, 3)
+        Cartesian positions in Å.
+    energies : ndarray, shape (M,)
+        Potential energies in eV.
+    forces : ndarray, shape (M, N, 3)
+        Forces in eV/Å.
+    source : str
+        Where the frames came from (a path), used in messages.
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    energies: np.ndarray
+    forces: np.ndarray
+    source: str = "<memory>"
+
+    def __post_init__(self):
+        self.numbers = np.asarray(self.numbers, dtype=int).reshape(-1)
+        self.positions = np.asarray(self.positions, dtype=float)
+        self.energies = np.asarray(self.energies, dtype=float).reshape(-1)
+        self.forces = np.asarray(self.forces, dtype=float)
+        n_frames, n_atoms = len(self.energies), len(self.numbers)
+        if n_frames == 0:
+            raise InputError(f"{self.source}: no frames")
+        for name, array in (("positions", self.positions), ("forces", self.forces)):
+            if array.shape != (n_frames, n_atoms, 3):
+                raise InputError(
+                    f"{self.source}: {name} have shape {array.shape}, expected "
+                    f"({n_frames}, {n_atoms}, 3)"
+                )
+        for name in ("positions", "energies", "forces"):
+            _check_finite(getattr(self, name), name, self.source)
+
+    def __len__(self) -> int:
+        return len(self.energies)
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of atoms per frame."""
+        return len(self.numbers)
+
+    @property
+    def formula(self) -> str:
+        """Chemical formula, e.g. ``C2H6O``."""
+        return Atoms(numbers=self.numbers).get_chemical_formula()
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
+        """Return a new Dataset holding the frames ``indices``, in that order."""
+        idx = np.asarray(indices, dtype=int)
+        return Dataset(
+            self.numbers,
+            self.positions[idx],
+            self.energies[idx],
+            self.forces[idx],
+            source=self.source,
+        )
+
+    def to_atoms(self, i: int) -> Atoms:
+        """Frame ``i`` as :class:`ase.Atoms` with its reference energy and forces.
+
+        The labels sit in a :class:`SinglePointCalculator` and, under the keys
+        ``ref_energy`` / ``ref_forces``, in ``info`` / ``arrays``, where they survive
+        when another calculator is attached.
+        """
+        atoms = Atoms(numbers=self.numbers, positions=self.positions[i])
+        atoms.info["ref_energy"] = float(self.energies[i])
+        atoms.arrays["ref_forces"] = self.forces[i].copy()
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=float(self.energies[i]), forces=self.forces[i].copy()
+        )
+        return atoms
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the numbers, positions, energies and forces (first 16 hex)."""
+        digest = hashlib.sha256()
+        for array in (self.numbers, self.positions, self.energies, self.forces):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
+
+    def write(self, path: str | os.PathLike, indices=None, **info_arrays) -> None:
+        """Write frames as extended XYZ with energy and forces.
+
+        Parameters
+        ----------
+        path : path
+            Output file (written atomically).
+        indices : sequence of int, optional
+            Frames to write (default: all).
+        **info_arrays
+            Extra per-frame values of length ``len(indices)`` stored in ``info``.
+        """
+        import ase.io
+
+        from .outputs import atomic_path
+
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, int)
+        frames = []
+        for k, i in enumerate(idx):
+            atoms = Atoms(numbers=self.numbers, positions=self.positions[i])
+            atoms.info["frame"] = int(i)
+            for key, values in info_arrays.items():
+                atoms.info[key] = np.asarray(values)[k].item()
+            atoms.calc = SinglePointCalculator(
+                atoms, energy=float(self.energies[i]), forces=self.forces[i]
+            )
+            frames.append(atoms)
+        with atomic_path(path) as tmp:
+            ase.io.write(tmp, frames, format="extxyz")
+
+
+def _check_finite(array: np.ndarray, name: str, source: str) -> None:
+    if np.isfinite(array).all():
+        return
+    flat = array.reshape(len(array), -1) if array.ndim > 1 else array[:, None]
+    frame = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
+    raise InputError(f"{source}: frame {frame} has non-finite {name} (NaN or inf)")
+
+
+def read_frames(path: str | os.PathLike, index=":", format: str | None = None):
+    """Read frames with ASE, avoiding ASE's quadratic path for gzipped XYZ.
+
+    ``ase.io.read`` on a ``.xyz.gz`` seeks backwards through the gzip stream for
+    every frame (20,000 frames: about 20 minutes). Decompressing into memory first
+    and parsing the text takes about 2 s.
+
+    Returns
+    -------
+    list of ase.Atoms
+    """
+    import ase.io
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        if path.suffix == ".gz" and Path(path.stem).suffix in (".xyz", ".extxyz"):
+            with gzip.open(path, "rt") as handle:
+                text = handle.read()
+            frames = ase.io.read(io.StringIO(text), index, format=format or "extxyz")
+        else:
+            frames = ase.io.read(path, index, format=format)
+    except InputError:
+        raise
+    except Exception as exc:  # any parser failure is the file's problem
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(
+            f"{path}: cannot read as a trajectory ({type(exc).__name__}: {message})"
+        ) from exc
+    frames = [frames] if isinstance(frames, Atoms) else list(frames)
+    if not frames:
+        raise InputError(f"{path}: no frames")
+    return frames
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a trajectory file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+
+
+def _label(atoms: Atoms, key: str | None, kind: str):
+    """Energy or forces of one frame: a named info/arrays key, else the calculator."""
+    store = atoms.info if kind == "energy" else atoms.arrays
+    if key is not None:
+        return store.get(key)
+    if atoms.calc is not None:
+        value = atoms.calc.results.get(kind)
+        if value is None and kind == "energy":
+            value = atoms.calc.results.get("free_energy")
+        if value is not None:
+            return value
+    return store.get(kind)
+
+
+def dataset_from_frames(
+    frames: Sequence[Atoms],
+    source: str = "<memory>",
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+) -> Dataset:
+    """Copy positions and reference labels out of ASE frames into a Dataset.
+
+    Parameters
+    ----------
+    frames : sequence of ase.Atoms
+        One molecule, the same atoms in the same order in every frame.
+    source : str
+        Name used in error messages.
+    energy_key, forces_key : str, optional
+        Read labels from ``atoms.info[energy_key]`` / ``atoms.arrays[forces_key]``
+        (for example MACE's ``REF_energy``). By default they come from the attached
+        calculator (extxyz ``energy``/``forces``), then from ``info['energy']`` /
+        ``arrays['forces']``.
+    """
+    if len(frames) == 0:
+        raise InputError(f"{source}: no frames")
+    first = frames[0]
+    numbers = first.get_atomic_numbers()
+    n_frames, n_atoms = len(frames), len(first)
+    positions = np.empty((n_frames, n_atoms, 3))
+    energies = np.empty(n_frames)
+    forces = np.empty((n_frames, n_atoms, 3))
+    for i, atoms in enumerate(frames):
+        if len(atoms) != n_atoms or not np.array_equal(atoms.numbers, numbers):
+            raise InputError(
+                f"{source}: frame {i} is {atoms.get_chemical_formula()} with "
+                f"{len(atoms)} atoms, frame 0 is {first.get_chemical_formula()} with "
+                f"{n_atoms}: a dataset holds one molecule, atoms in the same order"
+            )
+        energy = _label(atoms, energy_key, "energy")
+        if energy is None:
+            where = f" (key {energy_key!r})" if energy_key else ""
+            raise InputError(f"{source}: frame {i} has no energy{where}")
+        frame_forces = _label(atoms, forces_key, "forces")
+        if frame_forces is None:
+            where = f" (key {forces_key!r})" if forces_key else ""
+            raise InputError(f"{source}: frame {i} has no forces{where}")
+        positions[i] = atoms.positions
+        energies[i] = float(np.asarray(energy).reshape(-1)[0])
+        forces[i] = np.asarray(frame_forces, dtype=float).reshape(n_atoms, 3)
+    return Dataset(numbers, positions, energies, forces, source=source)
+
+
+def read_dataset(
+    path: str | os.PathLike,
+    index=":",
+    format: str | None = None,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+) -> Dataset:
+    """Read a labelled trajectory into a :class:`Dataset` (eV, Å).
+
+    Parameters
+    ----------
+    path : path
+        Any trajectory ASE reads (``.xyz``, ``.extxyz``, ``.xyz.gz``, ``.traj``,
+        ...) or an sGDML/MD17 ``.npz``.
+    index : str or slice
+        Frames to read, ASE-style (default: all).
+    format : str, optional
+        ASE format name, when the suffix does not tell.
+    energy_key, forces_key : str, optional
+        Names of the labels in ``atoms.info`` / ``atoms.arrays``.
+
+    Raises
+    ------
+    InputError
+        Naming the file and the problem: missing or empty file, unreadable content,
+        frames without energy or forces, mixed molecules, NaN/inf values.
+    """
+    path = Path(path)
+    if format in (None, "sgdml-npz") and path.suffix == ".npz":
+        dataset = _read_npz(path, index)
+    else:
+        frames = read_frames(path, index, format=format)
+        dataset = dataset_from_frames(frames, str(path), energy_key, forces_key)
+    logger.info(
+        "read %d frames of %s (%d atoms) from %s",
+        len(dataset),
+        dataset.formula,
+        dataset.n_atoms,
+        path,
+    )
+    return dataset
+
+
+def _read_npz(path: Path, index) -> Dataset:
+    from .npzformat import load_npz_arrays
+
+    _check_file(path)
+    try:
+        arrays = load_npz_arrays(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read as sGDML/MD17 npz ({exc})") from exc
+    for kind in ("energies", "forces"):
+        if arrays[kind] is None:
+            raise InputError(f"{path}: no {kind} in the npz")
+    if isinstance(index, str):
+        from ase.io.formats import string2index
+
+        index = string2index(index)
+    select = np.arange(len(arrays["positions"]))[index]
+    return Dataset(
+        arrays["numbers"],
+        arrays["positions"][select],
+        arrays["energies"][select],
+        arrays["forces"][select],
+        source=str(path),
+    )

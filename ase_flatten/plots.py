@@ -1,0 +1,56 @@
+"""The paper's figures as matplotlib PNGs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import KCAL_MOL, ClusterErrors
+from .outputs import atomic_path
+
+
+def plot_cluster_errors(
+    errors: ClusterErrors, path: str | os.PathLike, title: str | None = None
+) -> None:
+    """Fig. 2: per-cluster force RMSE, sorted, with population and overall RMSE.
+
+    Bars are the force RMSE of each cluster (eV/Å, kcal/(mol Å) on the right-hand
+    label), ordered from lowest to highest; the line is the cluster's share of the
+    frames on a second axis; the dashed line is the RMSE over all frames.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = errors.order()
+    rmse = errors.force_rmse[order]
+    share = errors.n_frames[order] / errors.n_frames.sum()
+    x = np.arange(len(order))
+    overall = errors.overall["force_rmse"]
+
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    ax.bar(x, rmse, color="tab:orange", label="cluster force RMSE")
+    ax.axhline(overall, color="black", ls="--", lw=1.2, label="overall force RMSE")
+    ax.set_xlabel("cluster (sorted by force RMSE)")
+    ax.set_ylabel("force RMSE [eV/Å]")
+    ax.set_xticks(x[:: max(1, len(x) // 25)])
+    ax.set_xticklabels(order[:: max(1, len(x) // 25)], rotation=90, fontsize=7)
+    ax.set_xlim(-0.6, len(x) - 0.4)
+    kcal = ax.secondary_yaxis(
+        "left", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
+    )
+    kcal.set_ylabel("[kcal/(mol Å)]")
+    kcal.spines["left"].set_position(("outward", 45))
+    pop = ax.twinx()
+    pop.plot(x, share, color="tab:blue", lw=1.5, label="population")
+    pop.set_ylabel("fraction of frames", color="tab:blue")
+    pop.set_ylim(0, share.max() * 1.15)
+    handles = ax.get_legend_handles_labels()[0] + pop.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper left", fontsize=8)
+    ratio = rmse[-1] / overall
+    ax.set_title(title or f"worst cluster {ratio:.2f}x the overall force RMSE")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,39 @@
+"""Shared fixtures: a small real GFN2-xTB MD dataset of ethanol, made once."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+from ase_flatten.data import Dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def xtb_dataset() -> Dataset:
+    """150 frames of ethanol, GFN2-xTB Langevin MD at 500 K (about 3 s)."""
+    from ase_flatten.sample_data import make_md_dataset
+
+    return make_md_dataset(
+        "CH3CH2OH", n_frames=150, equilibration_fs=250, seed=0, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def gfn1_dataset(xtb_dataset) -> Dataset:
+    """The same frames labelled with GFN1-xTB: a model with real, uneven errors."""
+    from ase_flatten.sample_data import relabel
+
+    return relabel(xtb_dataset, "GFN1-xTB", progress=False)
+
+
+@pytest.fixture(scope="session")
+def xtb_files(tmp_path_factory, xtb_dataset, gfn1_dataset):
+    """Paths of the reference and GFN1 'predictions' as extxyz files."""
+    directory = tmp_path_factory.mktemp("xtb")
+    reference = directory / "ethanol_gfn2.extxyz"
+    predicted = directory / "ethanol_gfn1.extxyz"
+    xtb_dataset.write(reference)
+    gfn1_dataset.write(predicted)
+    return reference, predicted

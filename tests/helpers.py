@@ -1,0 +1,20 @@
+"""Helpers shared by the tests."""
+
+import numpy as np
+
+from ase_flatten.data import Dataset
+
+
+def random_dataset(n_frames=60, n_atoms=5, seed=0, source="<random>") -> Dataset:
+    """Synthetic labelled frames for unit tests of the arithmetic."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(scale=1.5, size=(n_atoms, 3))
+    positions = base + rng.normal(scale=0.1, size=(n_frames, n_atoms, 3))
+    numbers = rng.integers(1, 9, size=n_atoms)
+    return Dataset(
+        numbers,
+        positions,
+        rng.normal(size=n_frames),
+        rng.normal(size=(n_frames, n_atoms, 3)),
+        source=source,
+    )

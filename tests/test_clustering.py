@@ -1,0 +1,162 @@
+import numpy as np
+import pytest
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import cdist
+from sklearn.metrics import adjusted_rand_score
+
+from ase_flatten.clustering import (
+    TwoStageClustering,
+    cluster_dataset,
+    load_clusters,
+    save_clusters,
+)
+from ase_flatten.descriptors import pairwise_distances
+from ase_flatten.exceptions import InputError
+
+
+@pytest.fixture(scope="module")
+def xtb_X(xtb_dataset):
+    return pairwise_distances(xtb_dataset.positions), xtb_dataset.energies
+
+
+def blobs(n_per=60, n_blobs=4, dim=6, seed=0):
+    """Well separated geometry blobs with random energies."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=20.0, size=(n_blobs, dim))
+    X = np.concatenate([c + rng.normal(size=(n_per, dim)) for c in centres])
+    truth = np.repeat(np.arange(n_blobs), n_per)
+    return X, rng.normal(size=len(X)), truth
+
+
+def test_counts_and_label_layout(xtb_X):
+    X, E = xtb_X
+    model = TwoStageClustering(n_geometry=4, n_energy=5).fit(X, E)
+    assert model.n_clusters_ == 20
+    assert sorted(np.unique(model.labels_)) == list(range(20))
+    np.testing.assert_array_equal(
+        model.labels_,
+        model.cluster_offsets_[model.geometry_labels_] + model.energy_labels_,
+    )
+    assert len(np.unique(model.geometry_labels_)) == 4
+
+
+def test_energy_levels_are_ordered_by_energy(xtb_X):
+    X, E = xtb_X
+    model = TwoStageClustering(n_geometry=3, n_energy=4).fit(X, E)
+    for g in range(3):
+        members = model.geometry_labels_ == g
+        means = [E[members & (model.energy_labels_ == e)].mean() for e in range(4)]
+        assert np.all(np.diff(means) > 0)
+        # every frame sits at its nearest energy centre (1-D KMeans)
+        centres = model.energy_centers_[g]
+        nearest = np.abs(E[members, None] - centres[None]).argmin(axis=1)
+        np.testing.assert_array_equal(nearest, model.energy_labels_[members])
+
+
+def test_deterministic_with_seed(xtb_X):
+    X, E = xtb_X
+    params = dict(n_geometry=4, n_energy=3, subset_size=60)
+    a = TwoStageClustering(random_state=7, **params).fit(X, E)
+    b = TwoStageClustering(random_state=7, **params).fit(X, E)
+    c = TwoStageClustering(random_state=8, **params).fit(X, E)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.subset_indices_, b.subset_indices_)
+    assert not np.array_equal(a.subset_indices_, c.subset_indices_)
+
+
+def test_full_ward_matches_scipy_ward(xtb_X):
+    X, E = xtb_X
+    model = TwoStageClustering(n_geometry=6, n_energy=1, subset_size=None).fit(X, E)
+    reference = fcluster(linkage(X, method="ward"), t=6, criterion="maxclust")
+    assert adjusted_rand_score(reference, model.geometry_labels_) == 1.0
+    large = TwoStageClustering(n_geometry=6, n_energy=1, subset_size=10_000).fit(X, E)
+    np.testing.assert_array_equal(large.geometry_labels_, model.geometry_labels_)
+
+
+@pytest.mark.parametrize("rule, reduce", [("average", np.mean), ("max", np.max)])
+def test_assignment_follows_the_rule(xtb_X, rule, reduce):
+    X, E = xtb_X
+    model = TwoStageClustering(
+        n_geometry=5, n_energy=2, subset_size=50, assign=rule, random_state=3
+    ).fit(X, E)
+    subset = model.subset_indices_
+    rest = np.setdiff1d(np.arange(len(X)), subset)
+    d = cdist(X[rest], X[subset])
+    scores = np.stack(
+        [reduce(d[:, model.subset_labels_ == g], axis=1) for g in range(5)], axis=1
+    )
+    np.testing.assert_array_equal(model.geometry_labels_[rest], scores.argmin(axis=1))
+    np.testing.assert_array_equal(model.geometry_labels_[subset], model.subset_labels_)
+
+
+def test_rules_differ_somewhere(xtb_X):
+    X, E = xtb_X
+    labels = {
+        rule: TwoStageClustering(
+            n_geometry=8, n_energy=1, subset_size=40, assign=rule, random_state=1
+        )
+        .fit(X, E)
+        .geometry_labels_
+        for rule in ("average", "max")
+    }
+    assert not np.array_equal(labels["average"], labels["max"])
+
+
+def test_subset_and_assign_recovers_full_ward_on_separated_blobs():
+    X, E, truth = blobs()
+    full = TwoStageClustering(n_geometry=4, n_energy=2, subset_size=None).fit(X, E)
+    sub = TwoStageClustering(n_geometry=4, n_energy=2, subset_size=30).fit(X, E)
+    assert len(sub.subset_indices_) == 30
+    assert adjusted_rand_score(truth, full.geometry_labels_) == 1.0
+    assert adjusted_rand_score(full.geometry_labels_, sub.geometry_labels_) == 1.0
+
+
+def test_predict_reproduces_assigned_frames_and_roundtrips(tmp_path, xtb_X):
+    X, E = xtb_X
+    model = TwoStageClustering(n_geometry=4, n_energy=3, subset_size=80).fit(X, E)
+    rest = np.setdiff1d(np.arange(len(X)), model.subset_indices_)
+    np.testing.assert_array_equal(model.predict(X[rest], E[rest]), model.labels_[rest])
+    save_clusters(tmp_path / "c.npz", model, fingerprint="abc")
+    loaded, arrays = load_clusters(tmp_path / "c.npz")
+    assert str(arrays["fingerprint"]) == "abc"
+    assert loaded.get_params()["subset_size"] == 80
+    np.testing.assert_array_equal(loaded.labels_, model.labels_)
+    np.testing.assert_array_equal(loaded.predict(X, E), model.predict(X, E))
+
+
+def test_unlimited_subset_roundtrips(tmp_path, xtb_X):
+    X, E = xtb_X
+    model = TwoStageClustering(n_geometry=2, n_energy=2, subset_size=None).fit(X, E)
+    save_clusters(tmp_path / "c.npz", model)
+    assert load_clusters(tmp_path / "c.npz")[0].subset_size is None
+
+
+def test_too_few_frames_and_bad_parameters(xtb_dataset):
+    X = np.random.default_rng(0).normal(size=(49, 3))
+    with pytest.raises(InputError, match="49 frames are too few for 10 x 5 = 50"):
+        TwoStageClustering().fit(X, np.zeros(49))
+    with pytest.raises(
+        InputError, match=r"^C2H6O GFN2-xTB MD 500 K: 20 frames are too few"
+    ):
+        cluster_dataset(xtb_dataset.subset(range(20)))
+    with pytest.raises(InputError, match="unknown assign rule 'min'"):
+        TwoStageClustering(assign="min", n_geometry=2, n_energy=1).fit(X, np.zeros(49))
+    with pytest.raises(InputError, match="NaN"):
+        TwoStageClustering(n_geometry=2, n_energy=1).fit(X, np.full(49, np.nan))
+
+
+def test_clusters_with_few_distinct_energies_shrink():
+    X, _, _ = blobs(n_per=10, n_blobs=3)
+    E = np.zeros(len(X))
+    E[:5] = 1.0  # blob 0 has two distinct energies, the others one
+    model = TwoStageClustering(n_geometry=3, n_energy=3).fit(X, E)
+    assert model.n_clusters_ == 4
+    assert sorted(np.unique(model.labels_)) == [0, 1, 2, 3]
+
+
+def test_load_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "other.npz", x=np.arange(3))
+    with pytest.raises(InputError, match="other.npz: not a clusters file"):
+        load_clusters(tmp_path / "other.npz")
+    with pytest.raises(InputError, match="none.npz: no such file"):
+        load_clusters(tmp_path / "none.npz")

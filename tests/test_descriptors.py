@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+from scipy.spatial.distance import pdist
+
+from ase_flatten import descriptors
+from ase_flatten.descriptors import pairwise_distances
+from ase_flatten.exceptions import InputError
+
+
+def positions(n_frames=7, n_atoms=6, seed=0):
+    return np.random.default_rng(seed).normal(size=(n_frames, n_atoms, 3))
+
+
+def test_distances_equal_pdist_per_frame():
+    pos = positions()
+    X = pairwise_distances(pos)
+    assert X.shape == (7, 15)
+    for frame, row in zip(pos, X, strict=True):
+        np.testing.assert_allclose(row, pdist(frame), rtol=1e-12)
+
+
+def test_inverse_distances():
+    pos = positions()
+    np.testing.assert_allclose(
+        pairwise_distances(pos, "inverse"), 1.0 / pairwise_distances(pos), rtol=1e-12
+    )
+
+
+def test_chunks_give_the_same_result(monkeypatch):
+    pos = positions(n_frames=23)
+    whole = pairwise_distances(pos)
+    monkeypatch.setattr(descriptors, "_CHUNK", 5)
+    np.testing.assert_array_equal(pairwise_distances(pos), whole)
+
+
+def test_bad_arguments():
+    with pytest.raises(InputError, match="unknown descriptor 'soap'"):
+        pairwise_distances(positions(), "soap")
+    with pytest.raises(InputError, match=r"shape \(M, N, 3\)"):
+        pairwise_distances(np.zeros((3, 4)))
