@@ -16,7 +16,13 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[test]'
+	# torch first, from the local CPU wheel (any other torch is a multi-GB CUDA build)
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[test,all]'
+	# schnetpack 2.2 declares Python>=3.12 and older releases break with torch 2.13:
+	# its dependencies come with the `schnet` extra, the package itself without them.
+	$(PIP) install --quiet -c constraints.txt --no-deps --ignore-requires-python \
+		schnetpack==2.2.0
 	touch $(STAMP)
 
 demo: $(STAMP)

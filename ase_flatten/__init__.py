@@ -24,8 +24,28 @@ _API = {
     "predict_with_calculator": "errors",
     "read_predictions": "errors",
     "InputError": "exceptions",
+    "FlattenedCalculator": "calculator",
+    "load_model": "models",
+    "save_model": "models",
+    "make_backend": "backends",
 }
 __all__ = ["__version__", *_API]
+
+
+def _register_calculator() -> None:
+    """Make ``ase.calculators.calculator.get_calculator_class("flattened")`` work."""
+    try:
+        from ase.calculators import calculator
+
+        if "flattened" not in calculator.external_calculators:
+            from .calculator import FlattenedCalculator
+
+            calculator.register_calculator_class("flattened", FlattenedCalculator)
+    except Exception:  # noqa: BLE001 - registration must never break the import
+        pass
+
+
+_register_calculator()
 
 
 def __getattr__(name):

@@ -129,7 +129,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         geometry[subset] = self.subset_labels_
         rest = np.setdiff1d(np.arange(n_frames), subset, assume_unique=True)
         if len(rest):
-            geometry[rest] = self._assign_geometry(X[rest])
+            geometry[rest] = self._assign_geometry(X[rest])[0]
         t_assign = time.perf_counter()
 
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_geometry)
@@ -173,24 +173,60 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         return self.fit(X, energies).labels_
 
     # -- using a fitted model --------------------------------------------------
-    def predict(self, X, energies) -> np.ndarray:
+    def predict(self, X, energies, return_distance: bool = False):
         """Cluster of new frames: assignment rule on geometry, nearest energy level.
 
         Frames of the Ward subset may be given a different geometry cluster here
         than the one Ward gave them (the assignment rule is not Ward's linkage).
+
+        Parameters
+        ----------
+        X : ndarray, shape (M, D)
+            Descriptors.
+        energies : ndarray, shape (M,)
+            Energies in eV.
+        return_distance : bool
+            Also return each frame's descriptor distance to the nearest frame of
+            the Ward subset (see :meth:`domain_threshold`).
+
+        Returns
+        -------
+        labels : ndarray, shape (M,)
+        distance : ndarray, shape (M,), only with ``return_distance``
         """
-        check_is_fitted(self, "labels_")
+        check_is_fitted(self, "subset_labels_")
         X, energies = self._validate(X, energies)
-        geometry = self._assign_geometry(X)
+        geometry, nearest = self._assign_geometry(X)
         energy = np.empty(len(X), dtype=int)
         for g, centers in enumerate(self.energy_centers_):
             members = np.flatnonzero(geometry == g)
             distance = np.abs(energies[members, None] - centers[None, :])
             energy[members] = distance.argmin(axis=1)
-        return self.cluster_offsets_[geometry] + energy
+        labels = self.cluster_offsets_[geometry] + energy
+        return (labels, nearest) if return_distance else labels
+
+    def domain_threshold(self, percentile: float = 99.5) -> float:
+        """Nearest-neighbour distance beyond which a frame is outside the data.
+
+        The ``percentile`` of the Ward subset's own leave-one-out nearest-neighbour
+        distances in descriptor space. New frames of the same distribution fall
+        below it at that rate; a frame farther from every subset frame lies outside
+        every cluster seen in the data.
+        """
+        check_is_fitted(self, "subset_labels_")
+        S = self.subset_descriptors_
+        sq = np.einsum("ij,ij->i", S, S)
+        nearest = np.empty(len(S))
+        for start in range(0, len(S), self.chunk_size):
+            d = sq[start : start + self.chunk_size, None] + sq[None, :]
+            d -= 2.0 * S[start : start + self.chunk_size] @ S.T
+            rows = np.arange(len(d))
+            d[rows, rows + start] = np.inf
+            nearest[start : start + len(d)] = np.sqrt(np.maximum(d.min(axis=1), 0))
+        return float(np.percentile(nearest, percentile))
 
     def _geometry_scores(self, X):
-        """Yield (chunk, n_geometry) assignment scores block by block."""
+        """Yield (geometry cluster, nearest-member distance) block by block."""
         _check_assign_rule(self.assign)
         order = np.argsort(self.subset_labels_, kind="stable")
         members = self.subset_descriptors_[order]
@@ -206,12 +242,17 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             np.maximum(d, 0.0, out=d)
             np.sqrt(d, out=d)
             if self.assign == "average":
-                yield np.add.reduceat(d, starts, axis=1) / counts
+                scores = np.add.reduceat(d, starts, axis=1) / counts
             else:
-                yield np.maximum.reduceat(d, starts, axis=1)
+                scores = np.maximum.reduceat(d, starts, axis=1)
+            yield scores.argmin(axis=1), d.min(axis=1)
 
-    def _assign_geometry(self, X) -> np.ndarray:
-        return np.concatenate([s.argmin(axis=1) for s in self._geometry_scores(X)])
+    def _assign_geometry(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Geometry cluster of each frame and its distance to the nearest member."""
+        if len(X) == 0:
+            return np.empty(0, dtype=int), np.empty(0)
+        labels, nearest = zip(*self._geometry_scores(X), strict=True)
+        return np.concatenate(labels), np.concatenate(nearest)
 
     def _validate(self, X, energies):
         X = np.asarray(X, dtype=float)

@@ -55,6 +55,7 @@ class ClusterErrors:
     overall: dict  #: force_rmse, force_mae, energy_rmse, energy_mae over all frames
     energy_offset: float  #: mean predicted - reference energy (eV)
     aligned: bool  #: whether energy_offset was removed before energy errors
+    frames: np.ndarray  #: (M,) dataset index of each evaluated frame
 
     @property
     def n_clusters(self) -> int:
@@ -71,8 +72,8 @@ class ClusterErrors:
         return self.order()[::-1][:k]
 
     def frames_in(self, clusters) -> np.ndarray:
-        """Indices of the frames that belong to any of ``clusters``."""
-        return np.flatnonzero(np.isin(self.labels, np.asarray(clusters)))
+        """Dataset indices of the evaluated frames in any of ``clusters``."""
+        return self.frames[np.isin(self.labels, np.asarray(clusters))]
 
     def table(self) -> list[dict]:
         """One row per cluster, sorted by force RMSE ascending, eV and kcal/mol."""
@@ -107,10 +108,12 @@ class ClusterErrors:
         """Per-frame errors as CSV text: frame, cluster, force_rmse, energy_error."""
         out = io.StringIO()
         out.write("frame,cluster,force_rmse,energy_error\n")
-        for i, (c, f, e) in enumerate(
-            zip(
-                self.labels, self.frame_force_rmse, self.frame_energy_error, strict=True
-            )
+        for i, c, f, e in zip(
+            self.frames,
+            self.labels,
+            self.frame_force_rmse,
+            self.frame_energy_error,
+            strict=True,
         ):
             out.write(f"{i},{c},{f:.6g},{e:.6g}\n")
         return out.getvalue()
@@ -174,6 +177,7 @@ def cluster_errors(
     forces: np.ndarray,
     labels: np.ndarray,
     align_energies: bool = False,
+    frames=None,
 ) -> ClusterErrors:
     """Force and energy errors of predictions, per cluster and overall.
 
@@ -190,6 +194,9 @@ def cluster_errors(
     align_energies : bool
         Remove the mean energy difference before computing energy errors (for a
         model whose energy zero differs from the reference's, e.g. another method).
+    frames : ndarray of int, optional
+        Dataset index of each frame of ``reference`` when it is a subset (kept in
+        reports); default ``0 .. M-1``.
 
     Returns
     -------
@@ -242,6 +249,7 @@ def cluster_errors(
         overall=overall,
         energy_offset=offset,
         aligned=align_energies,
+        frames=np.arange(n_frames) if frames is None else np.asarray(frames, int),
         **per_cluster,
     )
 

@@ -15,6 +15,8 @@ import argparse
 import logging
 import os
 
+import numpy as np
+
 from .common import add_clustering_arguments, add_dataset_arguments, positive_int
 
 description = __doc__
@@ -30,11 +32,27 @@ OUTPUTS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--predicted",
-        required=True,
         metavar="PRED",
         help="trajectory of the same frames with the model's energies and forces",
+    )
+    source.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="model directory from `ase-flatten train`: predict the frames with it",
+    )
+    source.add_argument(
+        "--calculator",
+        metavar="MODULE:CALLABLE",
+        help="an ASE calculator factory, e.g. tblite.ase:TBLite",
+    )
+    parser.add_argument(
+        "--calc-kwargs",
+        default="{}",
+        metavar="JSON",
+        help='keyword arguments for --calculator, e.g. \'{"method": "GFN1-xTB"}\'',
     )
     parser.add_argument(
         "--pred-energy-key", help="info key of predicted energies (e.g. MACE_energy)"
@@ -60,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="remove the mean energy difference first (a model with another zero)",
     )
     parser.add_argument(
+        "--include-train",
+        action="store_true",
+        help="with --model: also evaluate the model's own training frames",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs in DIR"
     )
     add_clustering_arguments(parser)
@@ -67,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..clustering import save_clusters
-    from ..errors import cluster_errors, read_predictions
+    from ..errors import cluster_errors
     from ..outputs import check_writable
     from ..plots import plot_cluster_errors
     from .common import clusters_meta, fit_clusters, read_dataset_arg
@@ -80,9 +103,7 @@ def run(args: argparse.Namespace) -> None:
     check_writable(outputs, args.overwrite)
 
     dataset = read_dataset_arg(args)
-    energies, forces = read_predictions(
-        args.predicted, dataset, args.pred_energy_key, args.pred_forces_key
-    )
+    predict = _prediction_source(args, dataset)  # fails early on a bad model
     if args.clusters:
         labels = _load_labels(args.clusters, dataset)
     else:
@@ -93,27 +114,77 @@ def run(args: argparse.Namespace) -> None:
             model,
             **clusters_meta(dataset, args),
         )
+    frames, energies, forces = predict()
     errors = cluster_errors(
-        dataset, energies, forces, labels, align_energies=args.align_energies
+        dataset.subset(frames),
+        energies,
+        forces,
+        labels[frames],
+        align_energies=args.align_energies,
+        frames=frames,
     )
     errors.write(
         args.output,
         dataset=str(args.data),
-        predicted=str(args.predicted),
+        predicted=str(args.predicted or args.model or args.calculator),
         fingerprint=dataset.fingerprint(),
         clusters=args.clusters,
+        excluded_training_frames=len(dataset) - len(frames),
     )
     plot_cluster_errors(errors, os.path.join(args.output, "cluster_errors.png"))
     if args.write_worst:
-        worst = errors.worst(args.write_worst)
-        frames = errors.frames_in(worst)
+        worst = np.isin(errors.labels, errors.worst(args.write_worst))
         dataset.write(
             os.path.join(args.output, "worst_clusters.extxyz"),
-            frames,
-            cluster=errors.labels[frames],
-            force_rmse=errors.frame_force_rmse[frames],
+            errors.frames[worst],
+            cluster=errors.labels[worst],
+            force_rmse=errors.frame_force_rmse[worst],
         )
     _print_report(errors, args.output)
+
+
+def _prediction_source(args, dataset):
+    """A function giving the frames to evaluate and their energies and forces.
+
+    Predictions come from a file, a saved model or a calculator factory; files and
+    models are opened here so that a bad one stops the command before any work.
+    A model's own training frames are left out when it was trained on this
+    dataset (a kernel model nearly reproduces them), unless --include-train.
+    """
+    import json
+
+    from ..errors import read_predictions
+    from ..exceptions import InputError
+
+    every = np.arange(len(dataset))
+    if args.predicted:
+        energies, forces = read_predictions(
+            args.predicted, dataset, args.pred_energy_key, args.pred_forces_key
+        )
+        return lambda: (every, energies, forces)
+    if args.model:
+        from ..models import load_model
+
+        saved = load_model(args.model)
+        frames = every
+        same_data = saved.meta.get("dataset_fingerprint") == dataset.fingerprint()
+        if same_data and not args.include_train:
+            frames = np.setdiff1d(every, saved.train_indices)
+            logger.info(
+                "leaving out the model's %d training frames", len(saved.train_indices)
+            )
+        backend = saved.backend
+    else:
+        from ..backends.ase import ASEBackend
+
+        try:
+            kwargs = json.loads(args.calc_kwargs)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--calc-kwargs is not JSON ({exc})") from None
+        backend = ASEBackend(factory=args.calculator, kwargs=kwargs).fit(dataset)
+        backend.calc  # noqa: B018 - build it now: a bad factory fails here
+        frames = every
+    return lambda: (frames, *backend.predict(dataset, frames))
 
 
 def _load_labels(path, dataset):

@@ -18,6 +18,7 @@ from ..exceptions import InputError
 COMMANDS = {
     "cluster": "ase_flatten.cli.cluster",
     "errors": "ase_flatten.cli.errors",
+    "train": "ase_flatten.cli.train",
 }
 
 

@@ -1,0 +1,204 @@
+"""The protocol every model backend implements.
+
+A backend trains on a :class:`~ase_flatten.data.Dataset` and an explicit list of
+training frames (the caller chooses them; a backend never resamples), predicts
+energies (eV) and forces (eV/Å) for many frames in batches, and saves itself to /
+loads itself from a directory. The selection loop, the CLI and
+:class:`~ase_flatten.calculator.FlattenedCalculator` only know this protocol; each
+library's quirks stay inside its backend module.
+
+A subclass sets ``name``, ``extra`` and ``defaults`` and implements ``_fit``,
+``_predict``, ``_save`` and ``_load``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..data import Dataset
+from ..exceptions import InputError
+
+logger = logging.getLogger(__name__)
+
+
+class Backend(ABC):
+    """A trainable machine-learning force field.
+
+    Parameters
+    ----------
+    random_state : int
+        Seed for every random choice the backend makes (validation frames, weight
+        initialisation, shuffling).
+    **params
+        Backend hyperparameters; see the subclass's ``defaults``.
+
+    Attributes
+    ----------
+    params : dict
+        Hyperparameters, ``defaults`` updated with the given ones.
+    numbers_ : ndarray or None
+        Atomic numbers of the molecule the model was trained on.
+    """
+
+    name: ClassVar[str] = ""
+    extra: ClassVar[str] = ""  #: pip extra that installs the backend's library
+    defaults: ClassVar[dict] = {}
+    batch_size: ClassVar[int] = 256  #: frames per predict call
+
+    def __init__(self, random_state: int = 0, **params):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise InputError(
+                f"unknown parameter {unknown[0]!r} for backend {self.name} "
+                f"(known: {known})"
+            )
+        self.params = {**self.defaults, **params}
+        self.random_state = random_state
+        self.numbers_: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+    # -- training ---------------------------------------------------------------
+    def fit(self, dataset: Dataset, train_idx, val_idx=None) -> Backend:
+        """Train on ``dataset`` frames ``train_idx``.
+
+        Parameters
+        ----------
+        dataset : Dataset
+        train_idx : sequence of int
+            The training frames, used as given.
+        val_idx : sequence of int, optional
+            Validation frames (hyperparameters, early stopping); must not overlap
+            ``train_idx``. By default the backend draws them, seeded, from the
+            frames outside ``train_idx``.
+        """
+        train_idx = check_indices(train_idx, len(dataset), "training")
+        if val_idx is not None:
+            val_idx = check_indices(val_idx, len(dataset), "validation")
+            if np.intersect1d(train_idx, val_idx).size:
+                raise InputError("validation frames overlap the training frames")
+        self.numbers_ = dataset.numbers.copy()
+        self._fit(dataset, train_idx, val_idx)
+        return self
+
+    @abstractmethod
+    def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
+        """Train; ``val_idx`` may be None."""
+
+    # -- prediction -------------------------------------------------------------
+    def predict(
+        self,
+        dataset: Dataset,
+        idx=None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Energies (M,) in eV and forces (M, N, 3) in eV/Å of frames ``idx``.
+
+        Frames go to the model ``batch_size`` at a time; a tqdm bar shows progress
+        on a terminal (``progress=None``), always (True) or never (False).
+        """
+        from tqdm.auto import tqdm
+
+        self._check_fitted()
+        if not np.array_equal(dataset.numbers, self.numbers_):
+            raise InputError(
+                f"{dataset.source}: holds {dataset.formula}, the {self.name} model "
+                "was trained on another molecule or atom order"
+            )
+        idx = np.arange(len(dataset)) if idx is None else np.asarray(idx, dtype=int)
+        batch_size = batch_size or self.batch_size
+        energies = np.empty(len(idx))
+        forces = np.empty((len(idx), len(self.numbers_), 3))
+        starts = range(0, len(idx), batch_size)
+        disable = None if progress is None else not progress
+        bar = tqdm(total=len(idx), desc=f"{self.name} predict", disable=disable)
+        with bar:
+            for start in starts:
+                block = idx[start : start + batch_size]
+                e, f = self._predict(dataset.positions[block])
+                energies[start : start + len(block)] = e
+                forces[start : start + len(block)] = f
+                bar.update(len(block))
+        return energies, forces
+
+    def predict_positions(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Energies (M,) and forces (M, N, 3) for positions (M, N, 3) in Å."""
+        self._check_fitted()
+        return self._predict(np.asarray(positions, dtype=float))
+
+    @abstractmethod
+    def _predict(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Energies (M,) and forces (M, N, 3) of frames of ``numbers_``."""
+
+    def _check_fitted(self) -> None:
+        if self.numbers_ is None:
+            raise InputError(f"the {self.name} model is not trained")
+
+    # -- persistence ------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write the model files into ``directory`` (created if needed)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save(directory)
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, numbers, params: dict, random_state: int = 0
+    ) -> Backend:
+        """Rebuild a trained backend from :meth:`save`'s files."""
+        backend = cls(random_state=random_state, **params)
+        backend.numbers_ = np.asarray(numbers, dtype=int)
+        backend._load(Path(directory))
+        return backend
+
+    @abstractmethod
+    def _save(self, directory: Path) -> None: ...
+
+    @abstractmethod
+    def _load(self, directory: Path) -> None: ...
+
+    # -- helpers for subclasses -------------------------------------------------
+    def validation_frames(
+        self, n_frames: int, train_idx: np.ndarray, size: int
+    ) -> np.ndarray:
+        """Seeded random frames outside ``train_idx``, at most ``size``."""
+        pool = np.setdiff1d(np.arange(n_frames), train_idx)
+        rng = np.random.default_rng(self.random_state)
+        return np.sort(rng.choice(pool, min(size, len(pool)), replace=False))
+
+    @classmethod
+    def require(cls, module: str):
+        """Import ``module`` or fail with the extra to install."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise InputError(
+                f"the {cls.name} backend needs {module.split('.')[0]} ({exc}): "
+                f"pip install 'ase-flatten[{cls.extra}]'"
+            ) from None
+
+
+def check_indices(idx, n_frames: int, what: str) -> np.ndarray:
+    """Validate frame indices: integers, in range, unique, at least one."""
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or idx.size == 0:
+        raise InputError(f"need a non-empty list of {what} frames")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise InputError(f"{what} frame indices must be integers")
+    if idx.min() < 0 or idx.max() >= n_frames:
+        raise InputError(
+            f"{what} frame index {int(idx.max())} is out of range for {n_frames} frames"
+        )
+    if len(np.unique(idx)) != len(idx):
+        raise InputError(f"{what} frame indices contain duplicates")
+    return idx.astype(int)

@@ -1,0 +1,108 @@
+"""Real sGDML training at tiny sizes (tens of frames of GFN2-xTB ethanol)."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from ase_flatten.backends import make_backend
+from ase_flatten.backends.sgdml import SGDMLBackend
+from ase_flatten.exceptions import InputError
+
+TRAIN = np.arange(0, 150, 5)  # 30 frames
+TEST = np.setdiff1d(np.arange(150), TRAIN)
+
+
+def force_rmse(forces, reference):
+    return float(np.sqrt(np.mean((forces - reference) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def trained(xtb_dataset):
+    return make_backend("sgdml", sigma=20).fit(xtb_dataset, TRAIN)
+
+
+def test_trains_on_exactly_the_given_frames(trained, xtb_dataset):
+    # sGDML was handed exactly these frames and used all of them, in order
+    np.testing.assert_array_equal(trained.model_["idxs_train"], np.arange(len(TRAIN)))
+    assert trained.model_["alphas_F"].shape == (len(TRAIN) * 27,)
+    assert trained.sigma_ == 20 and trained.solver_ == "analytic"
+    assert len(trained.model_["perms"]) > 1  # ethanol's methyl/hydroxyl symmetries
+
+
+def test_predicts_in_ev_and_angstrom(trained, xtb_dataset):
+    energies, forces = trained.predict(xtb_dataset, TEST)
+    assert energies.shape == (len(TEST),) and forces.shape == (len(TEST), 9, 3)
+    assert energies.dtype == np.float64
+    spread = xtb_dataset.forces[TEST].std()
+    rmse = force_rmse(forces, xtb_dataset.forces[TEST])
+    assert rmse < 0.5 * spread  # learned something real on 30 frames
+    e_rmse = np.sqrt(np.mean((energies - xtb_dataset.energies[TEST]) ** 2))
+    assert e_rmse < 0.1  # eV; the absolute energies are about -310 eV
+    # the training frames are fitted better than unseen ones
+    _, train_forces = trained.predict(xtb_dataset, TRAIN)
+    assert force_rmse(train_forces, xtb_dataset.forces[TRAIN]) < 0.8 * rmse
+
+
+def test_save_load_same_numbers(trained, xtb_dataset, tmp_path):
+    trained.save(tmp_path / "m")
+    loaded = SGDMLBackend.load(tmp_path / "m", xtb_dataset.numbers, trained.params)
+    a = trained.predict(xtb_dataset, TEST[:20])
+    b = loaded.predict(xtb_dataset, TEST[:20])
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_sigma_chosen_on_validation_frames(xtb_dataset):
+    val = TEST[::4]
+    backend = make_backend("sgdml", sigma_grid=[2, 20, 200]).fit(
+        xtb_dataset, TRAIN, val
+    )
+    assert sorted(backend.validation_) == [2, 20, 200]
+    best = min(backend.validation_, key=backend.validation_.get)
+    assert backend.sigma_ == best
+    _, forces = backend.predict(xtb_dataset, val)
+    rmse = force_rmse(forces, xtb_dataset.forces[val])
+    assert rmse == pytest.approx(backend.validation_[best], rel=1e-9)
+
+
+def test_iterative_solver_when_memory_is_short(xtb_dataset, trained):
+    # 30 frames need ~16 MB analytically: allow 12 MB and sGDML switches to CG
+    backend = make_backend("sgdml", sigma=20, max_memory_gb=0.012)
+    backend.fit(xtb_dataset, TRAIN)
+    assert backend.solver_ == "cg"
+    _, f_cg = backend.predict(xtb_dataset, TEST)
+    _, f_an = trained.predict(xtb_dataset, TEST)
+    assert np.abs(f_cg - f_an).max() < 0.01  # eV/Å, same model up to CG tolerance
+
+
+def test_deterministic_and_one_trainer_per_process(xtb_dataset, trained):
+    again = make_backend("sgdml", sigma=20).fit(xtb_dataset, TRAIN)
+    np.testing.assert_array_equal(
+        again.predict(xtb_dataset, TEST[:5])[1],
+        trained.predict(xtb_dataset, TEST[:5])[1],
+    )
+
+
+def test_logging_left_alone(trained):
+    assert logging.getLoggerClass() is logging.Logger
+    assert hasattr(np, "in1d")
+
+
+def test_bad_input(xtb_dataset, tmp_path):
+    with pytest.raises(InputError, match="unknown parameter 'sigmaa'"):
+        make_backend("sgdml", sigmaa=3)
+    with pytest.raises(InputError, match="positive integer"):
+        make_backend("sgdml", sigma=-1).fit(xtb_dataset, TRAIN)
+    with pytest.raises(InputError, match="out of range"):
+        make_backend("sgdml", sigma=20).fit(xtb_dataset, [0, 1000])
+    with pytest.raises(InputError, match="duplicates"):
+        make_backend("sgdml", sigma=20).fit(xtb_dataset, [0, 1, 1])
+    with pytest.raises(InputError, match="overlap"):
+        make_backend("sgdml").fit(xtb_dataset, [0, 1, 2], [2, 3])
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "sgdml_model.npz").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="sgdml_model.npz: cannot load sGDML model"):
+        SGDMLBackend.load(tmp_path / "m", xtb_dataset.numbers, {})
+    with pytest.raises(InputError, match="not trained"):
+        make_backend("sgdml").predict(xtb_dataset)

@@ -1,0 +1,122 @@
+"""`ase-flatten train` and `ase-flatten errors --model` with real sGDML."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ase_flatten import FlattenedCalculator
+from ase_flatten.data import read_dataset
+from tests.test_cli import assert_one_line_error, run_cli
+
+SGDML = ["--backend", "sgdml", "-p", "sigma=20"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, xtb_files):
+    reference, _ = xtb_files
+    out = tmp_path_factory.mktemp("train") / "default"
+    from ase_flatten.cli.main import main
+
+    assert main(["train", str(reference), *SGDML, "--size", "20", "-o", str(out)]) == 0
+    return out
+
+
+def test_train_saves_a_loadable_default_model(model_dir, xtb_files):
+    xtb_dataset = read_dataset(xtb_files[0])
+    idx = np.load(model_dir / "train_indices.npy")
+    assert len(idx) == 20 and len(np.unique(idx)) == 20 and idx.max() < 150
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["backend"] == "sgdml" and meta["strategy"] == "random"
+    assert meta["seed"] == 0 and meta["params"]["sigma"] == 20
+    assert meta["dataset_fingerprint"] == xtb_dataset.fingerprint()
+    atoms = xtb_dataset.to_atoms(int(idx[0]))
+    atoms.calc = FlattenedCalculator(model_dir)
+    assert np.isfinite(atoms.get_forces()).all()
+
+
+def test_train_indices_follow_the_seed(tmp_path, capsys, xtb_files, model_dir):
+    reference, _ = xtb_files
+    for name, seed in (("same", "0"), ("other", "1")):
+        args = ("train", reference, *SGDML, "--size", "20", "--seed", seed)
+        status, out, err = run_cli(capsys, *args, "-o", tmp_path / name)
+        assert status == 0, err
+        assert "trained sgdml on 20 random frames" in out
+    first = np.load(model_dir / "train_indices.npy")
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "same" / "train_indices.npy"), first
+    )
+    assert not np.array_equal(np.load(tmp_path / "other" / "train_indices.npy"), first)
+
+
+def test_errors_with_a_model_leaves_out_its_training_frames(
+    tmp_path, capsys, xtb_files, model_dir
+):
+    reference, _ = xtb_files
+    xtb_dataset = read_dataset(reference)
+    args = ("errors", reference, "--model", model_dir, "--n-geometry", "3")
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "r")
+    assert status == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["n_frames"] == 130 and summary["excluded_training_frames"] == 20
+    frames = np.loadtxt(tmp_path / "r" / "frame_errors.csv", delimiter=",", skiprows=1)
+    train = np.load(model_dir / "train_indices.npy")
+    assert not np.isin(frames[:, 0].astype(int), train).any()
+    # the reported RMSE is the model's error on those frames
+    calc = FlattenedCalculator(model_dir)
+    keep = np.setdiff1d(np.arange(150), train)
+    _, forces = calc.backend.predict(xtb_dataset, keep)
+    direct = np.sqrt(np.mean((forces - xtb_dataset.forces[keep]) ** 2))
+    assert summary["force_rmse"] == pytest.approx(direct, rel=1e-9)
+    status, _, _ = run_cli(capsys, *args, "-o", tmp_path / "all", "--include-train")
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert status == 0 and summary["n_frames"] == 150
+
+
+def test_errors_with_an_ase_calculator(tmp_path, capsys, xtb_files, gfn1_dataset):
+    reference, _ = xtb_files
+    status, _, err = run_cli(
+        capsys,
+        "errors",
+        reference,
+        "--calculator",
+        "tblite.ase:TBLite",
+        "--calc-kwargs",
+        '{"method": "GFN1-xTB", "verbosity": 0}',
+        "--n-geometry",
+        "3",
+        "-o",
+        tmp_path / "r",
+    )
+    assert status == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    direct = np.sqrt(
+        np.mean((gfn1_dataset.forces - read_dataset(reference).forces) ** 2)
+    )
+    assert summary["force_rmse"] == pytest.approx(direct, rel=1e-6)
+
+
+def test_bad_train_and_model_input(tmp_path, capsys, xtb_files):
+    reference, _ = xtb_files
+    out = ["-o", tmp_path / "m"]
+    cases = [
+        (["--backend", "mace", "--size", "5"], "unknown backend 'mace'"),
+        (["--backend", "sgdml", "--size", "5", "-p", "bogus=1"], "unknown parameter"),
+        (["--backend", "sgdml", "--size", "500"], "--size 500 is more than its 150"),
+        (["--backend", "sgdml", "--size", "5", "-p", "sigma"], "expected KEY=VALUE"),
+        (["--backend", "sgdml", "--size", "0"], "positive integer"),
+    ]
+    for extra, message in cases:
+        status, _, err = run_cli(capsys, "train", reference, *extra, *out)
+        assert_one_line_error(status, err, message)
+    assert not (tmp_path / "m").exists()
+    (tmp_path / "junk").mkdir()
+    status, _, err = run_cli(
+        capsys, "errors", reference, "--model", tmp_path / "junk", "-o", tmp_path / "r"
+    )
+    assert_one_line_error(status, err, "junk: not an ase-flatten model directory")
+    status, _, err = run_cli(
+        capsys, "errors", reference, "--calculator", "nope:Calc", "-o", tmp_path / "r"
+    )
+    assert_one_line_error(status, err, "cannot import calculator factory 'nope:Calc'")
+    assert not (tmp_path / "r").exists()  # stopped before writing anything
