@@ -7,7 +7,8 @@
     atoms.get_potential_energy(), atoms.get_forces()
 
 When the model was saved with its dataset's cluster model (the selection loop does
-this), every calculation also reports, in ``calc.results``:
+this), ``FlattenedCalculator(path, domain=True)`` also reports, in ``calc.results``
+of every calculation:
 
 ``cluster``
     the cluster the structure falls in;
@@ -36,9 +37,11 @@ class FlattenedCalculator(Calculator):
     model : str, path, SavedModel or Backend
         A model directory (``ase-flatten train -o DIR``), a loaded
         :class:`~ase_flatten.models.SavedModel`, or a trained backend.
-    domain : bool or None
-        Report cluster and applicability-domain extras. None (default): when the
-        model carries a cluster model.
+    domain : bool
+        Report cluster and applicability-domain extras (needs a model saved with
+        its cluster model). Off by default: they cost a descriptor and a distance
+        to every Ward-subset frame per call (see BENCHMARKS.md), which plain
+        energy/force calls should not pay.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
     """
@@ -46,7 +49,7 @@ class FlattenedCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces"]
     default_parameters: dict = {}
 
-    def __init__(self, model=None, domain: bool | None = None, **kwargs):
+    def __init__(self, model=None, domain: bool = False, **kwargs):
         super().__init__(**kwargs)
         from .backends import Backend
         from .models import SavedModel, load_model
@@ -59,9 +62,8 @@ class FlattenedCalculator(Calculator):
             model = load_model(model)
         self.model = model
         self.backend = model.backend
-        has_clusters = model.clusters is not None
-        self.domain = has_clusters if domain is None else bool(domain)
-        if self.domain and not has_clusters:
+        self.domain = bool(domain)
+        if self.domain and model.clusters is None:
             raise CalculatorError(
                 "domain=True needs a model saved with its cluster model"
             )

@@ -228,11 +228,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
     def _geometry_scores(self, X):
         """Yield (geometry cluster, nearest-member distance) block by block."""
         _check_assign_rule(self.assign)
-        order = np.argsort(self.subset_labels_, kind="stable")
-        members = self.subset_descriptors_[order]
-        counts = np.bincount(self.subset_labels_, minlength=self.n_geometry)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        members_sq = np.einsum("ij,ij->i", members, members)
+        members, members_sq, starts, counts = self._members()
         for start in range(0, len(X), self.chunk_size):
             block = X[start : start + self.chunk_size]
             d = block @ members.T
@@ -246,6 +242,23 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             else:
                 scores = np.maximum.reduceat(d, starts, axis=1)
             yield scores.argmin(axis=1), d.min(axis=1)
+
+    def _members(self):
+        """Subset descriptors sorted by cluster, their norms, cluster starts, sizes.
+
+        Cached: a calculator assigns one structure per MD step.
+        """
+        key = id(self.subset_descriptors_), id(self.subset_labels_)
+        cache = getattr(self, "_members_cache", None)
+        if cache is None or cache[0] != key:
+            order = np.argsort(self.subset_labels_, kind="stable")
+            members = np.ascontiguousarray(self.subset_descriptors_[order])
+            counts = np.bincount(self.subset_labels_, minlength=self.n_geometry)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            norms = np.einsum("ij,ij->i", members, members)
+            cache = (key, (members, norms, starts, counts))
+            self._members_cache = cache
+        return cache[1]
 
     def _assign_geometry(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Geometry cluster of each frame and its distance to the nearest member."""

@@ -104,7 +104,8 @@ def make_md_dataset(
         dyn.run(stride)
         positions[i] = atoms.positions
         energies[i] = atoms.get_potential_energy()
-        forces[i] = atoms.get_forces()
+        # the raw xTB forces: FixCom's adjustment is for the integrator only
+        forces[i] = atoms.get_forces(apply_constraint=False)
     name = f"{atoms.get_chemical_formula()} {method} MD {temperature_K:g} K"
     return Dataset(atoms.numbers, positions, energies, forces, source=name)
 
@@ -128,12 +129,16 @@ def relabel(
 
 
 def make_example_files(
-    directory: str | os.PathLike, n_frames: int = 3000, seed: int = 0
-) -> tuple[str, str]:
-    """Write the demo's ethanol dataset and its GFN1-xTB "predictions", once.
+    directory: str | os.PathLike,
+    n_frames: int = 3000,
+    seed: int = 0,
+    predictions: bool = False,
+) -> tuple[str, str | None]:
+    """Write the demo's ethanol dataset (and GFN1-xTB "predictions"), once.
 
-    Returns the paths of ``ethanol_gfn2_500K.extxyz`` (reference) and
-    ``ethanol_gfn1_predictions.extxyz``; existing files are reused.
+    Returns the paths of ``ethanol_gfn2_500K.extxyz`` (reference) and, with
+    ``predictions``, ``ethanol_gfn1_predictions.extxyz`` (else None); existing files
+    are reused.
     """
     from .data import read_dataset
 
@@ -146,6 +151,8 @@ def make_example_files(
         logger.info("making %d frames of ethanol GFN2-xTB MD at 500 K", n_frames)
         dataset = make_md_dataset("CH3CH2OH", n_frames=n_frames, seed=seed)
         dataset.write(reference)
+    if not predictions:
+        return reference, None
     if not os.path.exists(predicted):
         logger.info("labelling them with GFN1-xTB")
         relabel(dataset, "GFN1-xTB").write(predicted)

@@ -97,8 +97,8 @@ def test_plugin_listed_by_ase_entry_points():
 
 def test_cluster_and_domain_extras(domain_dir, xtb_dataset):
     path, clusters, errors = domain_dir
-    calc = FlattenedCalculator(path)
-    assert calc.domain
+    assert FlattenedCalculator(path).domain is False  # plain calls stay plain
+    calc = FlattenedCalculator(path, domain=True)
     atoms = xtb_dataset.to_atoms(42)
     atoms.calc = calc
     atoms.get_forces()
@@ -119,9 +119,7 @@ def test_cluster_and_domain_extras(domain_dir, xtb_dataset):
     assert calc.results["domain_distance"] > 1.0
 
 
-def test_domain_can_be_switched_off_and_requires_clusters(domain_dir, sgdml_dir):
-    path, _, _ = domain_dir
-    assert FlattenedCalculator(path, domain=False).domain is False
+def test_domain_requires_clusters(sgdml_dir):
     with pytest.raises(CalculatorError, match="needs a model saved with its cluster"):
         FlattenedCalculator(sgdml_dir, domain=True)
 
