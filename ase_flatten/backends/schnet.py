@@ -1,0 +1,597 @@
+"""SchNet through schnetpack 2.2, in plain Python (no hydra).
+
+Training uses schnetpack's own pipeline: the chosen training and validation frames
+go into an :class:`schnetpack.data.ASEAtomsData` database in a temporary directory,
+an :class:`schnetpack.data.AtomsDataModule` reads them through a ``split.npz`` that
+lists exactly those frames, and a :class:`pytorch_lightning.Trainer` fits a
+:class:`schnetpack.task.AtomisticTask` around a
+:class:`schnetpack.model.NeuralNetworkPotential` (SchNet representation, atomwise
+energy, forces as minus its gradient). Early stopping watches the validation loss
+and the weights of the best validation epoch are kept.
+
+The saved model is schnetpack's ``best_model`` file (``torch.save`` of the model),
+which :func:`spk_calculator` (schnetpack's ``SpkCalculator``) also reads.
+
+schnetpack, torch and pytorch_lightning are imported only when a model is trained,
+loaded or used (``import schnetpack`` alone takes several seconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..data import Dataset
+from ..exceptions import InputError
+from .base import Backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MODEL_FILE", "SchNetBackend", "spk_calculator"]
+
+MODEL_FILE = "best_model"  #: file name of the saved model (schnetpack's convention)
+LOSSES = ("energy", "forces", "mixed")
+_LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch")
+
+
+class SchNetBackend(Backend):
+    """SchNet neural-network potential (schnetpack 2.2).
+
+    Parameters
+    ----------
+    random_state : int
+        Seed of the validation frames, the weight initialisation and the shuffling.
+        The same call gives the same model on a CPU.
+    **params
+        Hyperparameters (see ``defaults``):
+
+        n_atom_basis : int
+            Features per atom (64).
+        n_interactions : int
+            SchNet interaction blocks (3).
+        n_rbf : int
+            Gaussian radial basis functions (20).
+        cutoff : float
+            Cosine cutoff radius in Å (5.0).
+        loss : {"energy", "forces", "mixed"}
+            What the mean-squared-error loss fits: energies only (the paper's
+            setting), forces only, or both weighted by ``energy_weight`` and
+            ``1 - energy_weight`` ("mixed", the default).
+        energy_weight : float
+            Weight of the energy term of the mixed loss, between 0 and 1 (0.05).
+        lr : float
+            AdamW learning rate (2e-3); halved after ``patience // 2`` epochs
+            without a lower validation loss, down to ``lr / 100``.
+        batch_size : int
+            Training frames per step (10).
+        max_epochs : int
+            Upper limit on training epochs (200).
+        patience : int
+            Stop after this many epochs without a lower validation loss (20).
+        n_valid : int or None
+            Validation frames drawn when the caller gives none; None means
+            ``max(10, 10% of the training frames)``.
+        device : str
+            "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+
+    Attributes
+    ----------
+    model_ : schnetpack.model.NeuralNetworkPotential
+        The trained model (eval mode, float32, postprocessing on: eV and eV/Å).
+    history_ : dict
+        Facts about the last fit: ``epochs``, ``best_epoch``, ``best_val_loss``,
+        ``val_force_rmse`` (eV/Å), ``val_energy_rmse`` (eV), ``n_train``,
+        ``n_valid``, ``seconds``.
+
+    Notes
+    -----
+    Training runs with the working directory switched to a temporary directory
+    (schnetpack's ``AtomsDataModule`` writes ``splitting.lock`` into the current
+    directory), so it is not safe alongside other threads that use relative paths.
+    The torch random state is forked, so training leaves the global one unchanged.
+    """
+
+    name: ClassVar[str] = "schnet"
+    extra: ClassVar[str] = "schnet"
+    defaults: ClassVar[dict] = {
+        "n_atom_basis": 64,
+        "n_interactions": 3,
+        "n_rbf": 20,
+        "cutoff": 5.0,
+        "loss": "mixed",
+        "energy_weight": 0.05,
+        "lr": 2e-3,
+        "batch_size": 10,
+        "max_epochs": 200,
+        "patience": 20,
+        "n_valid": None,
+        "device": "auto",
+    }
+
+    def __init__(self, random_state: int = 0, **params):
+        super().__init__(random_state=random_state, **params)
+        self._check_params()
+        self.model_ = None
+        self.history_: dict[str, Any] = {}
+        self._device = None
+        self._cutoff = float(self.params["cutoff"])
+        self._static: dict[int, dict] = {}
+
+    # -- parameters -------------------------------------------------------------
+    def _check_params(self) -> None:
+        p = self.params
+        for key in ("n_atom_basis", "n_interactions", "n_rbf", "batch_size"):
+            _check_int(key, p[key], minimum=1)
+        _check_int("max_epochs", p["max_epochs"], minimum=1)
+        _check_int("patience", p["patience"], minimum=0)
+        if p["n_valid"] is not None:
+            _check_int("n_valid", p["n_valid"], minimum=1)
+        for key in ("cutoff", "lr"):
+            value = p[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise InputError(
+                    f"schnet parameter {key} must be a positive number, got {value!r}"
+                )
+        if p["loss"] not in LOSSES:
+            raise InputError(
+                f"schnet parameter loss must be one of {', '.join(LOSSES)}, "
+                f"got {p['loss']!r}"
+            )
+        weight = p["energy_weight"]
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0 < weight < 1
+        ):
+            raise InputError(
+                "schnet parameter energy_weight must lie strictly between 0 and 1, "
+                f"got {weight!r}"
+            )
+        device = p["device"]
+        if not isinstance(device, str) or not (
+            device in ("auto", "cpu", "cuda")
+            or (device.startswith("cuda:") and device[5:].isdigit())
+        ):
+            raise InputError(
+                "schnet parameter device must be auto, cpu, cuda or cuda:N, "
+                f"got {device!r}"
+            )
+
+    def _loss_weights(self) -> tuple[float, float]:
+        loss = self.params["loss"]
+        if loss == "energy":
+            return 1.0, 0.0
+        if loss == "forces":
+            return 0.0, 1.0
+        weight = float(self.params["energy_weight"])
+        return weight, 1.0 - weight
+
+    def _resolve_device(self):
+        torch = self.require("torch")
+        device = self.params["device"]
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"schnet device {device!r} requested, but no CUDA GPU")
+        return torch.device(device)
+
+    # -- training ---------------------------------------------------------------
+    def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
+        spk = self.require("schnetpack")
+        torch = self.require("torch")
+        pl = self.require("pytorch_lightning")
+
+        if val_idx is None:
+            size = self.params["n_valid"] or max(10, math.ceil(0.1 * len(train_idx)))
+            val_idx = self.validation_frames(len(dataset), train_idx, size)
+        val_idx = np.asarray(val_idx, dtype=int)
+        if len(val_idx) == 0:
+            logger.warning(
+                "schnet: no frames left for validation; training for max_epochs "
+                "without early stopping"
+            )
+        device = self._resolve_device()
+        self._device = device
+        self._cutoff = float(self.params["cutoff"])
+        self._static = {}
+        start = time.perf_counter()
+
+        quiet = not logger.isEnabledFor(logging.DEBUG)
+        with contextlib.ExitStack() as stack:
+            tmp = Path(
+                stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="ase_flatten_schnet_")
+                )
+            )
+            # AtomsDataModule writes "splitting.lock" into the working directory
+            stack.enter_context(contextlib.chdir(tmp))
+            forked = [device.index or 0] if device.type == "cuda" else []
+            stack.enter_context(torch.random.fork_rng(devices=forked))
+            stack.enter_context(warnings.catch_warnings())
+            # ASENeighborList builds ase.Atoms from torch tensors: numpy 2 warns
+            # once per frame under pytest's "always" filters
+            warnings.filterwarnings(
+                "ignore", message=r"__array__ implementation doesn't accept a copy"
+            )
+            if quiet:
+                _silence(stack)
+            torch.manual_seed(self.random_state)
+
+            datamodule = self._datamodule(spk, torch, tmp, dataset, train_idx, val_idx)
+            task = self._task(spk, torch, validate=len(val_idx) > 0)
+            tracker = _best_weights_callback(pl)()
+            callbacks = [tracker]
+            if len(val_idx):
+                callbacks.append(
+                    pl.callbacks.EarlyStopping(
+                        monitor="val_loss",
+                        patience=self.params["patience"],
+                        mode="min",
+                        verbose=False,
+                    )
+                )
+            trainer = pl.Trainer(
+                accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=[device.index or 0] if device.type == "cuda" else 1,
+                max_epochs=self.params["max_epochs"],
+                callbacks=callbacks,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=not quiet,
+                enable_model_summary=not quiet,
+                num_sanity_val_steps=0,
+                limit_val_batches=1.0 if len(val_idx) else 0,
+                inference_mode=False,  # forces need autograd in validation
+                default_root_dir=str(tmp),
+                log_every_n_steps=1,
+            )
+            trainer.fit(task, datamodule=datamodule)
+
+        model = task.model
+        if tracker.best_state is not None:
+            model.load_state_dict(tracker.best_state)
+        self.model_ = model.to(device).eval()
+
+        history = {
+            "n_train": len(train_idx),
+            "n_valid": len(val_idx),
+            "epochs": tracker.epochs or trainer.current_epoch,
+            "best_epoch": tracker.best_epoch,
+            "best_val_loss": tracker.best_loss,
+            "val_force_rmse": math.nan,
+            "val_energy_rmse": math.nan,
+        }
+        if len(val_idx):
+            energies, forces = self._predict(dataset.positions[val_idx])
+            history["val_energy_rmse"] = float(
+                np.sqrt(np.mean((energies - dataset.energies[val_idx]) ** 2))
+            )
+            history["val_force_rmse"] = float(
+                np.sqrt(np.mean((forces - dataset.forces[val_idx]) ** 2))
+            )
+        history["seconds"] = time.perf_counter() - start
+        self.history_ = history
+        logger.info(
+            "schnet: trained on %d frames (%d validation) on %s: %d epochs, best "
+            "validation loss %.4g at epoch %s, validation force RMSE %.4g eV/Å, "
+            "%.1f s",
+            history["n_train"],
+            history["n_valid"],
+            device,
+            history["epochs"],
+            history["best_val_loss"],
+            history["best_epoch"],
+            history["val_force_rmse"],
+            history["seconds"],
+        )
+
+    def _datamodule(self, spk, torch, tmp: Path, dataset, train_idx, val_idx):
+        """Database of the training + validation frames and a split naming them."""
+        from ase import Atoms
+
+        frames = np.concatenate([train_idx, val_idx]).astype(int)
+        db = spk.data.ASEAtomsData.create(
+            str(tmp / "frames.db"),
+            distance_unit="Ang",
+            property_unit_dict={"energy": "eV", "forces": "eV/Ang"},
+        )
+        db.add_systems(
+            [
+                {
+                    "energy": np.array([dataset.energies[i]]),
+                    "forces": dataset.forces[i],
+                }
+                for i in frames
+            ],
+            [
+                Atoms(numbers=dataset.numbers, positions=dataset.positions[i])
+                for i in frames
+            ],
+        )
+        self._energy_mean = float(
+            np.mean(dataset.energies[train_idx]) / len(dataset.numbers)
+        )
+        split = tmp / "split.npz"
+        n_train = len(train_idx)
+        np.savez(
+            split,
+            train_idx=np.arange(n_train),
+            val_idx=np.arange(n_train, len(frames)),
+            test_idx=np.arange(0),
+        )
+        return spk.data.AtomsDataModule(
+            str(tmp / "frames.db"),
+            batch_size=self.params["batch_size"],
+            val_batch_size=max(self.params["batch_size"], 100),
+            split_file=str(split),
+            transforms=[
+                spk.transform.ASENeighborList(cutoff=self._cutoff),
+                # the mean energy per atom of the training frames, given rather
+                # than left to the datamodule, whose statistics pass draws a tqdm
+                # bar and costs an extra pass over the training data
+                spk.transform.RemoveOffsets(
+                    "energy", remove_mean=True, property_mean=self._mean_tensor(torch)
+                ),
+                spk.transform.CastTo32(),
+            ],
+            property_units={"energy": "eV", "forces": "eV/Ang"},
+            distance_unit="Ang",
+            load_properties=["energy", "forces"],
+            num_workers=0,
+            pin_memory=False,
+        )
+
+    def _mean_tensor(self, torch):
+        return torch.tensor([self._energy_mean], dtype=torch.float64)
+
+    def _task(self, spk, torch, validate: bool):
+        """SchNet model with energy and force outputs, wrapped in a training task.
+
+        With validation frames the learning rate halves after ``patience // 2``
+        epochs without a lower validation loss.
+        """
+        p = self.params
+        representation = spk.representation.SchNet(
+            n_atom_basis=p["n_atom_basis"],
+            n_interactions=p["n_interactions"],
+            radial_basis=spk.nn.GaussianRBF(n_rbf=p["n_rbf"], cutoff=self._cutoff),
+            cutoff_fn=spk.nn.CosineCutoff(self._cutoff),
+        )
+        model = spk.model.NeuralNetworkPotential(
+            representation=representation,
+            input_modules=[spk.atomistic.PairwiseDistances()],
+            output_modules=[
+                spk.atomistic.Atomwise(n_in=p["n_atom_basis"], output_key="energy"),
+                spk.atomistic.Forces(energy_key="energy", force_key="forces"),
+            ],
+            postprocessors=[
+                spk.transform.CastTo64(),
+                spk.transform.AddOffsets(
+                    "energy", add_mean=True, property_mean=self._mean_tensor(torch)
+                ),
+            ],
+        )
+        energy_weight, force_weight = self._loss_weights()
+        outputs = [
+            spk.task.ModelOutput(
+                name=key,
+                loss_fn=torch.nn.MSELoss(),
+                loss_weight=weight,
+                metrics={},
+            )
+            for key, weight in (("energy", energy_weight), ("forces", force_weight))
+        ]
+        schedule = {}
+        if validate:
+            schedule = {
+                "scheduler_cls": torch.optim.lr_scheduler.ReduceLROnPlateau,
+                "scheduler_args": {
+                    "mode": "min",
+                    "factor": 0.5,
+                    "patience": max(1, p["patience"] // 2),
+                    "min_lr": p["lr"] / 100,
+                },
+                "scheduler_monitor": "val_loss",
+            }
+        return spk.task.AtomisticTask(
+            model=model,
+            outputs=outputs,
+            optimizer_cls=torch.optim.AdamW,
+            optimizer_args={"lr": p["lr"]},
+            **schedule,
+        )
+
+    # -- prediction -------------------------------------------------------------
+    def _predict(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.require("torch")
+        positions = np.asarray(positions, dtype=float)
+        n_frames, n_atoms = positions.shape[:2]
+        inputs = self._inputs(torch, positions)
+        with torch.enable_grad():
+            results = self.model_(inputs)
+        energies = results["energy"].detach().cpu().numpy().astype(float)
+        forces = results["forces"].detach().cpu().numpy().astype(float)
+        return energies.reshape(n_frames), forces.reshape(n_frames, n_atoms, 3)
+
+    def _inputs(self, torch, positions: np.ndarray) -> dict:
+        """schnetpack's input batch for frames of ``numbers_``, built in one go.
+
+        Equivalent to ``AtomsConverter`` with an ``ASENeighborList`` for molecules
+        without periodic boundaries: every pair closer than the cutoff, both ways.
+        """
+        from schnetpack import properties
+
+        n_frames, n_atoms = positions.shape[:2]
+        static = self._static.get(n_frames)
+        if static is None:
+            device = self._device
+            static = {
+                properties.Z: torch.as_tensor(
+                    np.tile(self.numbers_, n_frames), dtype=torch.long, device=device
+                ),
+                properties.n_atoms: torch.full(
+                    (n_frames,), n_atoms, dtype=torch.long, device=device
+                ),
+                properties.idx_m: torch.arange(
+                    n_frames, device=device
+                ).repeat_interleave(n_atoms),
+            }
+            if len(self._static) > 8:
+                self._static.clear()
+            self._static[n_frames] = static
+        diff = positions[:, None, :, :] - positions[:, :, None, :]
+        dist2 = np.einsum("mijk,mijk->mij", diff, diff)
+        close = dist2 < self._cutoff**2
+        close[:, np.arange(n_atoms), np.arange(n_atoms)] = False
+        frame, i, j = np.nonzero(close)
+        device = self._device
+        inputs = dict(static)
+        inputs[properties.R] = torch.as_tensor(
+            positions.reshape(-1, 3), dtype=torch.float32, device=device
+        )
+        inputs[properties.idx_i] = torch.as_tensor(
+            frame * n_atoms + i, dtype=torch.long, device=device
+        )
+        inputs[properties.idx_j] = torch.as_tensor(
+            frame * n_atoms + j, dtype=torch.long, device=device
+        )
+        inputs[properties.offsets] = torch.zeros(
+            (len(i), 3), dtype=torch.float32, device=device
+        )
+        return inputs
+
+    # -- persistence ------------------------------------------------------------
+    def _save(self, directory: Path) -> None:
+        torch = self.require("torch")
+        torch.save(self.model_, directory / MODEL_FILE)
+
+    def _load(self, directory: Path) -> None:
+        spk = self.require("schnetpack")
+        torch = self.require("torch")
+        path = directory / MODEL_FILE
+        if not path.is_file():
+            raise InputError(f"{path}: cannot load SchNet model (no such file)")
+        device = self._resolve_device()
+        try:
+            model = torch.load(path, map_location=device, weights_only=False)
+        except Exception as exc:  # any unpickling failure is the file's problem
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(
+                f"{path}: cannot load SchNet model ({type(exc).__name__}: {message})"
+            ) from exc
+        if not isinstance(model, spk.model.AtomisticModel) or not {
+            "energy",
+            "forces",
+        } <= set(model.model_outputs or ()):
+            raise InputError(
+                f"{path}: cannot load SchNet model (not a schnetpack model with "
+                "energy and forces outputs)"
+            )
+        cutoff = getattr(
+            getattr(model.representation, "cutoff_fn", None), "cutoff", None
+        )
+        self._cutoff = (
+            float(cutoff) if cutoff is not None else float(self.params["cutoff"])
+        )
+        self._device = device
+        self._static = {}
+        self.model_ = model.to(device).eval()
+
+    def bare_calculator(self, directory: str | Path):
+        """schnetpack's own ``SpkCalculator`` on the model saved in ``directory``.
+
+        For comparisons (call overhead, agreement); results in eV and eV/Å.
+        """
+        device = self._device if self._device is not None else self._resolve_device()
+        return spk_calculator(directory, cutoff=self._cutoff, device=str(device))
+
+
+def spk_calculator(directory: str | Path, cutoff: float = 5.0, device: str = "cpu"):
+    """``schnetpack.interfaces.SpkCalculator`` for ``directory / "best_model"``.
+
+    Parameters
+    ----------
+    directory : path
+        Where :meth:`SchNetBackend.save` wrote the model.
+    cutoff : float
+        Neighbour-list cutoff in Å; use the model's.
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    schnetpack.interfaces.SpkCalculator
+        Energies in eV and forces in eV/Å (schnetpack's default is kcal/mol).
+    """
+    spk = SchNetBackend.require("schnetpack")
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: cannot load SchNet model (no such file)")
+    return spk.interfaces.SpkCalculator(
+        model=str(path),  # a str, not a Path: SpkCalculator only loads str paths
+        neighbor_list=spk.transform.ASENeighborList(cutoff=cutoff),
+        energy_unit="eV",
+        position_unit="Ang",
+        device=device,
+    )
+
+
+def _check_int(key: str, value, minimum: int) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or value < minimum
+    ):
+        raise InputError(
+            f"schnet parameter {key} must be an integer >= {minimum}, got {value!r}"
+        )
+
+
+def _silence(stack: contextlib.ExitStack) -> None:
+    """Quiet lightning's INFO banners and chatty warnings for the ``stack``'s life."""
+    for name in _LIGHTNING_LOGGERS:
+        lightning_logger = logging.getLogger(name)
+        stack.callback(lightning_logger.setLevel, lightning_logger.level)
+        lightning_logger.setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"(pytorch_)?lightning.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def _best_weights_callback(pl):
+    """A lightning callback class that keeps the best-validation weights."""
+
+    class BestWeights(pl.Callback):
+        def __init__(self):
+            self.best_state = None
+            self.best_loss = math.inf
+            self.best_epoch = None
+            self.epochs = 0
+
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.sanity_checking:
+                return
+            self.epochs += 1
+            loss = trainer.callback_metrics.get("val_loss")
+            if loss is None:
+                return
+            loss = float(loss)
+            if loss < self.best_loss:
+                self.best_loss = loss
+                self.best_epoch = self.epochs
+                self.best_state = copy.deepcopy(pl_module.model.state_dict())
+
+    return BestWeights

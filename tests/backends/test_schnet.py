@@ -1,0 +1,208 @@
+"""SchNetBackend: real schnetpack training at tiny sizes on xTB ethanol frames."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("schnetpack")
+
+from ase_flatten.backends.schnet import MODEL_FILE, SchNetBackend  # noqa: E402
+from ase_flatten.exceptions import InputError  # noqa: E402
+
+TINY = {"n_atom_basis": 16, "n_interactions": 2, "n_rbf": 10, "batch_size": 10}
+TRAIN = np.arange(0, 60, 2)  # 30 frames
+VALID = np.arange(1, 40, 2)  # 20 frames between them
+TEST = np.arange(100, 120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS") == "1":
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fit(dataset, val_idx=VALID, random_state=0, **params):
+    backend = SchNetBackend(random_state=random_state, **{**TINY, **params})
+    return backend.fit(dataset, TRAIN, val_idx)
+
+
+def force_rmse(backend, dataset, idx):
+    _, forces = backend.predict(dataset, idx, progress=False)
+    return float(np.sqrt(np.mean((forces - dataset.forces[idx]) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def trained(xtb_dataset, tmp_path_factory):
+    """A tiny model trained for up to 40 epochs, and its saved directory."""
+    backend = fit(xtb_dataset, max_epochs=40, lr=5e-3)
+    directory = tmp_path_factory.mktemp("schnet")
+    backend.save(directory)
+    return backend, directory
+
+
+def test_training_lowers_the_force_error(xtb_dataset, trained):
+    backend, _ = trained
+    one_epoch = fit(xtb_dataset, max_epochs=1, lr=5e-3)
+    history = backend.history_
+    assert history["n_train"] == 30 and history["n_valid"] == 20
+    assert 1 <= history["best_epoch"] <= history["epochs"] <= 40
+    assert one_epoch.history_["epochs"] == 1
+    # validation and held-out force errors both drop well below the 1-epoch model's
+    assert history["val_force_rmse"] < 0.8 * one_epoch.history_["val_force_rmse"]
+    assert force_rmse(backend, xtb_dataset, VALID) == pytest.approx(
+        history["val_force_rmse"]
+    )
+    assert force_rmse(backend, xtb_dataset, TEST) < 0.8 * force_rmse(
+        one_epoch, xtb_dataset, TEST
+    )
+    # the trained model beats predicting zero forces
+    zero = float(np.sqrt(np.mean(xtb_dataset.forces[TEST] ** 2)))
+    assert force_rmse(backend, xtb_dataset, TEST) < zero
+
+
+def test_predictions_have_the_right_shapes_and_units(xtb_dataset, trained):
+    backend, _ = trained
+    energies, forces = backend.predict(xtb_dataset, TEST, batch_size=7, progress=False)
+    assert energies.shape == (20,) and energies.dtype == np.float64
+    assert forces.shape == (20, 9, 3) and forces.dtype == np.float64
+    assert np.isfinite(energies).all() and np.isfinite(forces).all()
+    # energies in eV around the reference (the training mean is added back)
+    assert abs(energies.mean() - xtb_dataset.energies[TEST].mean()) < 0.5
+    # batching does not change the numbers; a single frame neither
+    e_all, f_all = backend.predict_positions(xtb_dataset.positions[TEST])
+    e_one, f_one = backend.predict_positions(xtb_dataset.positions[TEST[3:4]])
+    np.testing.assert_allclose(e_all, energies, atol=1e-6)
+    np.testing.assert_allclose(f_one[0], f_all[3], atol=1e-5)
+    np.testing.assert_allclose(e_one[0], e_all[3], atol=1e-5)
+
+
+def test_forces_are_minus_the_energy_gradient(xtb_dataset, trained):
+    backend, _ = trained
+    positions = xtb_dataset.positions[TEST[0]]
+    _, forces = backend.predict_positions(positions[None])
+    step = 1e-3
+    displaced = []
+    for atom in range(9):
+        for axis in range(3):
+            for sign in (1, -1):
+                shifted = positions.copy()
+                shifted[atom, axis] += sign * step
+                displaced.append(shifted)
+    energies, _ = backend.predict_positions(np.array(displaced))
+    numeric = -(energies[0::2] - energies[1::2]).reshape(9, 3) / (2 * step)
+    scale = np.abs(forces[0]).max()
+    assert scale > 0.1
+    np.testing.assert_allclose(numeric, forces[0], atol=1e-2 * scale)
+
+
+def test_save_and_load_give_the_same_numbers(xtb_dataset, trained):
+    backend, directory = trained
+    assert (directory / MODEL_FILE).is_file()
+    loaded = SchNetBackend.load(directory, xtb_dataset.numbers, backend.params)
+    e0, f0 = backend.predict(xtb_dataset, TEST, progress=False)
+    e1, f1 = loaded.predict(xtb_dataset, TEST, progress=False)
+    np.testing.assert_allclose(e1, e0, atol=1e-6)
+    np.testing.assert_allclose(f1, f0, atol=1e-6)
+
+
+# schnetpack's ASENeighborList hands torch tensors to ase.Atoms (numpy 2 warns)
+@pytest.mark.filterwarnings("ignore:__array__ implementation")
+def test_bare_spk_calculator_agrees(xtb_dataset, trained):
+    backend, directory = trained
+    atoms = xtb_dataset.to_atoms(int(TEST[5]))
+    atoms.calc = backend.bare_calculator(directory)
+    energies, forces = backend.predict_positions(atoms.positions[None])
+    assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-4)
+    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-4)
+
+
+def test_same_seed_same_model_other_seed_other_model(xtb_dataset):
+    first = fit(xtb_dataset, max_epochs=3)
+    second = fit(xtb_dataset, max_epochs=3)
+    third = fit(xtb_dataset, max_epochs=3, random_state=1)
+    e1, f1 = first.predict(xtb_dataset, TEST, progress=False)
+    e2, f2 = second.predict(xtb_dataset, TEST, progress=False)
+    e3, f3 = third.predict(xtb_dataset, TEST, progress=False)
+    np.testing.assert_array_equal(e1, e2)
+    np.testing.assert_array_equal(f1, f2)
+    assert np.abs(f3 - f1).max() > 1e-3
+
+
+def test_the_loss_option_changes_training(xtb_dataset):
+    energy = fit(xtb_dataset, max_epochs=3, loss="energy")
+    forces = fit(xtb_dataset, max_epochs=3, loss="forces")
+    _, f_energy = energy.predict(xtb_dataset, TEST, progress=False)
+    _, f_forces = forces.predict(xtb_dataset, TEST, progress=False)
+    assert np.abs(f_energy - f_forces).max() > 1e-3
+    assert energy._loss_weights() == (1.0, 0.0)
+    assert forces._loss_weights() == (0.0, 1.0)
+    assert SchNetBackend(loss="mixed", energy_weight=0.2)._loss_weights() == (
+        0.2,
+        0.8,
+    )
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"loss": "huber"}, "loss must be one of energy, forces, mixed"),
+        ({"energy_weight": 1.5}, "energy_weight must lie strictly between"),
+        ({"n_interactions": 0}, "n_interactions must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"cutoff": -1.0}, "cutoff must be a positive number"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
+        ({"depth": 3}, "unknown parameter 'depth' for backend schnet"),
+    ],
+)
+def test_bad_parameters_are_input_errors(params, match):
+    with pytest.raises(InputError, match=match):
+        SchNetBackend(**params)
+
+
+def test_default_validation_frames_avoid_the_training_frames(xtb_dataset, caplog):
+    with caplog.at_level(logging.INFO, logger="ase_flatten.backends.schnet"):
+        backend = fit(xtb_dataset, val_idx=None, max_epochs=1, n_valid=12)
+    assert backend.history_["n_valid"] == 12
+    records = [r for r in caplog.records if r.name == "ase_flatten.backends.schnet"]
+    assert len(records) == 1 and "1 epochs" in records[0].getMessage()
+    default = SchNetBackend(**TINY)
+    assert default.params["n_valid"] is None
+
+
+def test_fit_leaves_the_working_directory_empty(xtb_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit(xtb_dataset, max_epochs=1)
+    assert list(tmp_path.iterdir()) == []
+    assert os.getcwd() == str(tmp_path)
+
+
+def test_fit_is_quiet(xtb_dataset, capfd):
+    fit(xtb_dataset, max_epochs=1)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_load_of_a_missing_or_garbage_file_is_an_input_error(xtb_dataset, tmp_path):
+    with pytest.raises(InputError, match="cannot load SchNet model .no such file"):
+        SchNetBackend.load(tmp_path, xtb_dataset.numbers, {})
+    (tmp_path / MODEL_FILE).write_bytes(b"this is not a torch file")
+    with pytest.raises(InputError, match=r"best_model: cannot load SchNet model \("):
+        SchNetBackend.load(tmp_path, xtb_dataset.numbers, {})
+
+
+def test_training_on_every_frame_runs_without_validation(xtb_dataset, caplog):
+    small = xtb_dataset.subset(np.arange(12))
+    backend = SchNetBackend(**{**TINY, "max_epochs": 2})
+    with caplog.at_level(logging.WARNING, logger="ase_flatten.backends.schnet"):
+        backend.fit(small, np.arange(12))
+    assert "no frames left for validation" in caplog.text
+    assert backend.history_["n_valid"] == 0 and backend.history_["epochs"] == 2
+    energies, forces = backend.predict(small, progress=False)
+    assert np.isfinite(energies).all() and forces.shape == (12, 9, 3)
