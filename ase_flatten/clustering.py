@@ -331,6 +331,8 @@ def _check_assign_rule(rule: str) -> None:
 def _energy_levels(energies, n_levels, n_init, seed):
     """KMeans on 1-D energies; levels renumbered from the lowest centre up."""
     k = min(n_levels, len(np.unique(energies)))
+    if k == 1:  # one level: nothing to split (the fine re-clustering of the loop)
+        return np.zeros(len(energies), dtype=int), np.array([energies.mean()])
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed)
     km.fit(energies[:, None])
     centers = km.cluster_centers_.ravel()

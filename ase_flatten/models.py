@@ -79,9 +79,9 @@ def save_model(
         Further JSON-serialisable provenance (strategy, seed, timings, ...).
     """
     directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
+    if (directory / "model.json").exists() and not overwrite:
         raise InputError(
-            f"{directory}: exists and is not empty; pass --overwrite to replace it"
+            f"{directory}: holds a model already; pass --overwrite to replace it"
         )
     info = {
         "format": FORMAT,
@@ -125,15 +125,34 @@ def save_model(
     return directory
 
 
+MODEL_FILES = (
+    "model.json",
+    "model",
+    "train_indices.npy",
+    "clusters.npz",
+    "cluster_errors.json",
+)
+
+
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing it in two renames."""
+    """Move the model files of ``new`` into ``target``, ``model.json`` last.
+
+    Other files in ``target`` (a selection run's history, say) stay. The old
+    ``model.json`` goes first, so an interrupted replacement never leaves a
+    model.json describing files that are not there.
+    """
     if not target.exists():
         os.replace(new, target)
         return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old)
+    for name in MODEL_FILES:
+        old = target / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    for name in MODEL_FILES[::-1]:
+        if (new / name).exists():
+            os.replace(new / name, target / name)
 
 
 def load_model(path: str | os.PathLike) -> SavedModel:

@@ -54,3 +54,38 @@ def plot_cluster_errors(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def plot_error_curves(history: list[dict], path: str | os.PathLike) -> None:
+    """Fig. 3: sorted per-cluster test force RMSE after each iteration.
+
+    One line per trained model (iteration 0 = the initial random set, the last =
+    the final model), clusters ordered by ascending error within each line;
+    the curve flattens as the loop adds frames from the worst regions.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(history)))
+    for entry, colour in zip(history, colours, strict=True):
+        rmse = np.array(
+            [v for v in entry["test"]["cluster_force_rmse"] if v is not None]
+        )
+        label = f"{entry['n_train']} frames" + (
+            " (final)" if entry["iteration"] == "final" else ""
+        )
+        ax.plot(np.sort(rmse), color=colour, lw=1.6, label=label)
+    ax.set_xlabel("cluster (sorted by force RMSE)")
+    ax.set_ylabel("test force RMSE [eV/Å]")
+    kcal = ax.secondary_yaxis(
+        "right", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
+    )
+    kcal.set_ylabel("[kcal/(mol Å)]")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("per-cluster error during flattening")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

@@ -102,7 +102,10 @@ def test_bad_train_and_model_input(tmp_path, capsys, xtb_files):
     cases = [
         (["--backend", "mace", "--size", "5"], "unknown backend 'mace'"),
         (["--backend", "sgdml", "--size", "5", "-p", "bogus=1"], "unknown parameter"),
-        (["--backend", "sgdml", "--size", "500"], "--size 500 is more than its 150"),
+        (
+            ["--backend", "sgdml", "--size", "500"],
+            "cannot choose 500 training frames from a pool of 135",
+        ),
         (["--backend", "sgdml", "--size", "5", "-p", "sigma"], "expected KEY=VALUE"),
         (["--backend", "sgdml", "--size", "0"], "positive integer"),
     ]
@@ -120,3 +123,27 @@ def test_bad_train_and_model_input(tmp_path, capsys, xtb_files):
     )
     assert_one_line_error(status, err, "cannot import calculator factory 'nope:Calc'")
     assert not (tmp_path / "r").exists()  # stopped before writing anything
+
+
+def test_strategies_share_the_test_split(tmp_path, capsys, xtb_files, model_dir):
+    reference, _ = xtb_files
+    test = np.load(model_dir / "test_indices.npy")
+    assert len(test) == 15  # 10 % of 150
+    chosen = {}
+    for strategy in ("energy", "fps", "cur"):
+        args = ("train", reference, *SGDML, "--size", "20", "--strategy", strategy)
+        status, out, err = run_cli(capsys, *args, "-o", tmp_path / strategy)
+        assert status == 0, err
+        assert "test split (15 frames): force RMSE" in out
+        idx = np.load(tmp_path / strategy / "train_indices.npy")
+        np.testing.assert_array_equal(
+            np.load(tmp_path / strategy / "test_indices.npy"), test
+        )
+        assert len(np.unique(idx)) == 20 and not np.isin(idx, test).any()
+        chosen[strategy] = tuple(idx)
+        meta = json.loads((tmp_path / strategy / "model.json").read_text())
+        assert meta["strategy"] == strategy and meta["test_force_rmse"] > 0
+    chosen["random"] = tuple(np.load(model_dir / "train_indices.npy"))
+    assert len(set(chosen.values())) == 4  # four different training sets
+    calc = FlattenedCalculator(tmp_path / "fps", domain=True)
+    assert calc.model.cluster_force_rmse is not None

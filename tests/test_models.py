@@ -55,12 +55,15 @@ def _describe(dataset):
 def test_never_overwrites_silently(tmp_path, backend, xtb_dataset):
     path = save_model(tmp_path / "m", backend, TRAIN, xtb_dataset)
     stamp = (path / "model.json").read_text()
-    with pytest.raises(InputError, match="m: exists and is not empty"):
+    with pytest.raises(InputError, match="m: holds a model already"):
         save_model(path, backend, TRAIN[:5], xtb_dataset)
     assert (path / "model.json").read_text() == stamp
     save_model(path, backend, TRAIN[:5], xtb_dataset, overwrite=True)
     assert load_model(path).meta["n_train"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no leftovers
+    (path / "history.json").write_text("{}")  # a run's own files stay
+    save_model(path, backend, TRAIN, xtb_dataset, overwrite=True)
+    assert (path / "history.json").exists() and load_model(path).meta["n_train"] == 25
 
 
 def test_unreadable_models(tmp_path, backend, xtb_dataset):

@@ -19,6 +19,8 @@ COMMANDS = {
     "cluster": "ase_flatten.cli.cluster",
     "errors": "ase_flatten.cli.errors",
     "train": "ase_flatten.cli.train",
+    "select": "ase_flatten.cli.select",
+    "compare": "ase_flatten.cli.compare",
 }
 
 

@@ -1,9 +1,13 @@
 """Train a model on N frames of a dataset and save it as a model directory.
 
-With --strategy random (the paper's "default model"), N frames are drawn uniformly
-at random (seeded) from DATA. The directory holds the model, its training indices
-(DIR/train_indices.npy) and provenance (DIR/model.json); FlattenedCalculator(DIR),
-`ase-flatten errors --model DIR` and md-validate load it.
+A test split (--test-fraction, seeded by --split-seed, the same for every strategy
+and for `ase-flatten select`) is held out; N frames are chosen from the rest by
+--strategy: random (the paper's "default model"), energy (energy-stratified, as
+sGDML samples by default), fps or cur (scikit-matter, in descriptor space). The
+model's force errors on the test split are measured per cluster. The directory
+holds the model, its training indices (DIR/train_indices.npy), the test split, the
+clusters and their errors, and provenance (DIR/model.json); FlattenedCalculator(DIR),
+`ase-flatten errors --model DIR` and `ase-flatten compare` load it.
 
 Backend hyperparameters go in as -p KEY=VALUE (VALUE is read as JSON when it
 parses, e.g. -p sigma=20 -p sigma_grid=[10,20,40] -p loss=energy).
@@ -17,12 +21,12 @@ import argparse
 import json
 import logging
 
-from .common import add_dataset_arguments, positive_int
+from .common import add_clustering_arguments, add_dataset_arguments, positive_int
 
 description = __doc__
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("random",)
+STRATEGIES = ("random", "energy", "fps", "cur")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="random",
         help="how the frames are chosen (default: random)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.1, help="held-out test share (0.1)"
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="test split seed (0)")
     parser.add_argument(
         "-p",
         "--param",
@@ -53,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing model directory"
     )
+    add_clustering_arguments(parser)
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -72,35 +80,57 @@ def run(args: argparse.Namespace) -> None:
     import numpy as np
 
     from ..backends import make_backend
+    from ..errors import KCAL_MOL, cluster_errors
     from ..exceptions import InputError
     from ..models import save_model
-    from .common import read_dataset_arg
+    from ..outputs import atomic_path
+    from ..selection.baselines import select_frames
+    from ..selection.split import test_split
+    from .common import fit_clusters, read_dataset_arg
 
     out = Path(args.output)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError(f"{out}: exists and is not empty; pass --overwrite to replace")
     backend = make_backend(args.backend, random_state=args.seed, **dict(args.param))
     dataset = read_dataset_arg(args)
-    if args.size > len(dataset):
-        raise InputError(
-            f"{args.data}: --size {args.size} is more than its {len(dataset)} frames"
-        )
-    rng = np.random.default_rng(args.seed)
-    train_idx = np.sort(rng.choice(len(dataset), args.size, replace=False))
+    test, pool = test_split(len(dataset), args.test_fraction, args.split_seed)
+    train_idx = select_frames(args.strategy, dataset, pool, args.size, args.seed)
     start = time.perf_counter()
     backend.fit(dataset, train_idx)
     seconds = time.perf_counter() - start
+
+    clusters = fit_clusters(dataset, args)
+    errors = None
+    if len(test):
+        energies, forces = backend.predict(dataset, test)
+        labels = clusters.labels_[test]
+        errors = cluster_errors(dataset.subset(test), energies, forces, labels)
     save_model(
         out,
         backend,
         train_idx,
         dataset,
+        clusters=clusters,
+        cluster_errors=errors,
         overwrite=args.overwrite,
         strategy=args.strategy,
         seed=args.seed,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
         train_seconds=round(seconds, 2),
+        test_force_rmse=errors.overall["force_rmse"] if errors else None,
     )
+    with atomic_path(out / "test_indices.npy") as tmp:
+        np.save(tmp, test)
+    dataset.write(out / "train.xyz", train_idx)
     print(
         f"trained {args.backend} on {args.size} {args.strategy} frames of "
         f"{dataset.formula} in {seconds:.1f} s -> {out}"
     )
+    if errors:
+        s = errors.summary()
+        print(
+            f"test split ({len(test)} frames): force RMSE {s['force_rmse']:.4f} eV/Å "
+            f"({s['force_rmse'] / KCAL_MOL:.3f} kcal/(mol Å)), worst cluster "
+            f"{s['max_cluster_force_rmse']:.4f} eV/Å ({s['max_ratio']:.2f}x)"
+        )

@@ -1,0 +1,146 @@
+"""Runs side by side on one test split: the paper's Table I and Fig. 5."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import KCAL_MOL, cluster_errors
+from .exceptions import InputError
+from .outputs import write_json, write_text
+
+
+def compare_runs(runs, directory, data=None) -> list[dict]:
+    """Evaluate every run's model on the shared test split; write the reports.
+
+    Returns the table rows (one per run, first run first).
+    """
+    from .data import read_dataset
+    from .models import load_model
+
+    models = [load_model(run) for run in runs]
+    first = models[0]
+    dataset = read_dataset(data or first.meta.get("dataset", ""))
+    fingerprint = dataset.fingerprint()
+    test = _test_indices(Path(runs[0]))
+    for run, model in zip(runs, models, strict=True):
+        if model.meta.get("dataset_fingerprint") != fingerprint:
+            raise InputError(f"{run}: trained on another dataset than {dataset.source}")
+        other = _test_indices(Path(run))
+        if not np.array_equal(other, test):
+            raise InputError(
+                f"{run}: has another test split than {runs[0]}; use the same "
+                "--test-fraction and --split-seed"
+            )
+        if np.isin(model.train_indices, test).any():
+            raise InputError(f"{run}: trained on frames of the test split")
+    if first.clusters is None or first.clusters.labels_ is None:
+        raise InputError(f"{runs[0]}: holds no clusters (train it with ase-flatten)")
+    labels = first.clusters.labels_[test]
+    subset = dataset.subset(test)
+    results = []
+    for run, model in zip(runs, models, strict=True):
+        energies, forces = model.backend.predict(dataset, test)
+        results.append((run, model, cluster_errors(subset, energies, forces, labels)))
+    table = _table(results)
+    write_text(os.path.join(directory, "comparison.csv"), _csv(table))
+    write_json(
+        os.path.join(directory, "comparison.json"),
+        {
+            "dataset": dataset.source,
+            "test_frames": len(test),
+            "runs": table,
+            "cluster_force_rmse": {
+                row["run"]: errors.force_rmse.tolist()
+                for row, (_, _, errors) in zip(table, results, strict=True)
+            },
+            "units": {"force": "eV/Å", "energy": "eV", "*_kcal": "kcal/mol"},
+        },
+    )
+    plot_comparison(
+        [row["run"] for row in table],
+        [errors for _, _, errors in results],
+        os.path.join(directory, "cluster_comparison.png"),
+    )
+    return table
+
+
+def _test_indices(run: Path) -> np.ndarray:
+    path = run / "test_indices.npy"
+    if not path.exists():
+        raise InputError(f"{run}: no test split (test_indices.npy); train it again")
+    return np.load(path)
+
+
+def worst_mean(errors, k: int = 5) -> float:
+    """Mean force RMSE of the ``k`` worst clusters."""
+    return float(np.mean(errors.force_rmse[errors.worst(k)]))
+
+
+def _table(results) -> list[dict]:
+    base = results[0][2]
+    rows = []
+    for run, model, errors in results:
+        row = {
+            "run": Path(run).name or str(run),
+            "strategy": model.meta.get("strategy", ""),
+            "backend": model.meta.get("backend", ""),
+            "n_train": int(len(model.train_indices)),
+            "force_rmse": errors.overall["force_rmse"],
+            "energy_rmse": errors.overall["energy_rmse"],
+            "max_cluster_force_rmse": float(np.nanmax(errors.force_rmse)),
+            "worst5_force_rmse": worst_mean(errors),
+        }
+        row["force_rmse_ratio"] = row["force_rmse"] / base.overall["force_rmse"]
+        row["max_cluster_ratio"] = row["max_cluster_force_rmse"] / float(
+            np.nanmax(base.force_rmse)
+        )
+        row["worst5_ratio"] = row["worst5_force_rmse"] / worst_mean(base)
+        for key in ("force_rmse", "energy_rmse", "max_cluster_force_rmse"):
+            row[f"{key}_kcal"] = row[key] / KCAL_MOL
+        row["worst5_force_rmse_kcal"] = row["worst5_force_rmse"] / KCAL_MOL
+        rows.append(row)
+    return rows
+
+
+def _csv(rows) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
+        )
+    return out.getvalue()
+
+
+def plot_comparison(names, errors_list, path) -> None:
+    """Fig. 5: per-cluster test force RMSE, sorted by the first run's error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .outputs import atomic_path
+
+    order = errors_list[0].order()
+    width = 0.8 / len(names)
+    x = np.arange(len(order))
+    fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
+    for k, (name, errors) in enumerate(zip(names, errors_list, strict=True)):
+        ax.bar(x + (k - (len(names) - 1) / 2) * width, errors.force_rmse[order],
+               width=width, label=name)  # fmt: skip
+    ax.set_xlabel(f"cluster (sorted by {names[0]}'s force RMSE)")
+    ax.set_ylabel("test force RMSE [eV/Å]")
+    kcal = ax.secondary_yaxis(
+        "right", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
+    )
+    kcal.set_ylabel("[kcal/(mol Å)]")
+    ax.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Training-set selection: the paper's flattening loop and the peer baselines."""

@@ -1,0 +1,456 @@
+"""The paper's iterative training-set selection ("Improving model", Fig. 1 and 3).
+
+Each iteration trains the backend on the current training set, measures its force
+error per coarse cluster on the selection pool, merges the clusters above the
+threshold, re-clusters that union finely with Ward, and adds frames from the worst
+fine clusters. A held-out test split is never selected; every reported error is on
+it. The run directory is checkpointed after each iteration and can be resumed.
+
+Run directory::
+
+    config.json         every setting (a resume must match it)
+    checkpoint.json     finished iterations and the training set after them
+    history.json        per iteration: frames added and why, errors, timings
+    clusters.npz        the coarse clusters of the dataset
+    test_indices.npy    the test split (never selected; all errors are on it)
+    ... and at the end the model directory files (model.json, model/,
+    train_indices.npy, cluster_errors.json), train.xyz and error_curves.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Dataset
+from ..exceptions import InputError
+from ..outputs import atomic_path, write_json
+from . import picking
+from .split import test_split
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SelectionConfig:
+    """Every setting of ``ase-flatten select``; defaults are the paper's."""
+
+    backend: str = "sgdml"
+    params: dict = field(default_factory=dict)
+    init: int = 200
+    step: int = 100
+    iterations: int = 8
+    factor: float = 1.1
+    threshold: str = "overall"
+    allocation: str = "worst"
+    criterion: str = "error"
+    n_geometry: int = 10
+    n_energy: int = 5
+    n_fine: int = 200
+    subset_size: int = 5000
+    assign: str = "average"
+    error_sample: int | None = None
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    seed: int = 0
+
+    def validate(self, n_pool: int, source: str) -> None:
+        for name, choices in (
+            ("threshold", picking.THRESHOLDS),
+            ("allocation", picking.ALLOCATIONS),
+            ("criterion", picking.CRITERIA),
+        ):
+            if getattr(self, name) not in choices:
+                raise InputError(
+                    f"unknown {name} {getattr(self, name)!r}; choose one of "
+                    f"{', '.join(choices)}"
+                )
+        if min(self.init, self.step, self.n_fine) < 1 or self.iterations < 0:
+            raise InputError("--init, --step and --n-fine must be >= 1")
+        final = self.init + self.step * self.iterations
+        if final > n_pool:
+            raise InputError(
+                f"{source}: {self.init} + {self.iterations} x {self.step} = {final} "
+                f"training frames, but only {n_pool} frames are outside the test split"
+            )
+
+
+@dataclass
+class SelectionResult:
+    """What a finished run produced."""
+
+    train_indices: np.ndarray
+    test_indices: np.ndarray
+    history: list
+    directory: Path
+
+
+def run_selection(
+    dataset: Dataset,
+    config: SelectionConfig,
+    directory: str | Path,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> SelectionResult:
+    """Run (or resume) the flattening loop and save the final model in ``directory``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    config : SelectionConfig
+    directory : path
+        Run directory; must be new or empty unless ``resume``.
+    resume : bool
+        Continue a run in ``directory`` after its last finished iteration. The
+        configuration and dataset must match; the result is the one an
+        uninterrupted run gives.
+    progress : bool or None
+        tqdm bar over iterations (None: when stderr is a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    directory = Path(directory)
+    test, pool = test_split(len(dataset), config.test_fraction, config.split_seed)
+    config.validate(len(pool), dataset.source)
+    state = _start(dataset, config, directory, resume, test, pool)
+    clusters = state["clusters"]
+    X = state["descriptors"]
+    train, history = state["train"], state["history"]
+
+    bar = tqdm(
+        total=config.iterations + 1,
+        initial=len(history),
+        desc="flattening",
+        unit="it",
+        disable=None if progress is None else not progress,
+    )
+    with _sigterm_as_interrupt(), bar:
+        for iteration in range(len(history), config.iterations):
+            entry, added = _iteration(
+                dataset, config, clusters, X, train, test, pool, iteration
+            )
+            train = np.sort(np.concatenate([train, added]))
+            history.append(entry)
+            _checkpoint(directory, train, history)
+            bar.set_postfix(
+                test_rmse=f"{entry['test']['force_rmse']:.4f}",
+                worst=f"{entry['test']['max_cluster_force_rmse']:.4f}",
+            )
+            bar.update()
+        final = _finish(dataset, config, clusters, train, test, history, directory)
+        bar.update()
+    return SelectionResult(train, test, history + [final], directory)
+
+
+# -- the steps ---------------------------------------------------------------------
+
+
+def _train(dataset, config, train):
+    from ..backends import make_backend
+
+    backend = make_backend(config.backend, random_state=config.seed, **config.params)
+    start = time.perf_counter()
+    backend.fit(dataset, train)
+    return backend, time.perf_counter() - start
+
+
+def _frame_mse(backend, dataset, frames):
+    """Per-frame mean squared force error, and the predictions."""
+    energies, forces = backend.predict(dataset, frames, progress=False)
+    diff = (forces - dataset.forces[frames]).reshape(len(frames), -1)
+    return np.mean(diff**2, axis=1), energies, forces
+
+
+def _iteration(dataset, config, clusters, X, train, test, pool, iteration):
+    """One round: train, measure, pick. Returns the history entry and new frames."""
+    rng = np.random.default_rng([config.seed, iteration])
+    backend, t_train = _train(dataset, config, train)
+
+    # 2. errors on the pool (or a sample of each cluster) and on the test split
+    start = time.perf_counter()
+    labels = clusters.labels_
+    candidates = np.setdiff1d(pool, train)
+    evaluated = _error_sample(candidates, labels, config.error_sample, rng)
+    mse = np.full(len(dataset), np.nan)  # per-frame squared force error
+    mse[evaluated] = _frame_mse(backend, dataset, evaluated)[0]
+    test_report = _test_errors(backend, dataset, test, labels)
+    t_predict = time.perf_counter() - start
+
+    # 3-5. high-error union, fine clusters, frames to add
+    start = time.perf_counter()
+    k = clusters.n_clusters_
+    ev_mse = mse[evaluated]
+    coarse = picking.cluster_rmse(labels[evaluated], ev_mse, k)
+    overall = float(np.sqrt(ev_mse.mean()))
+    high, limit = picking.high_error_union(
+        coarse,
+        overall,
+        config.factor,
+        config.threshold,
+        np.bincount(labels[candidates], minlength=k),
+        config.step,
+    )
+    union = candidates[np.isin(labels[candidates], high)]
+    missing = union[np.isnan(mse[union])]
+    t_select = time.perf_counter() - start
+    if len(missing):  # --error-sample: errors of the union frames are needed now
+        start = time.perf_counter()
+        mse[missing] = _frame_mse(backend, dataset, missing)[0]
+        t_predict += time.perf_counter() - start
+    start = time.perf_counter()
+    added, fine = _pick(config, X, dataset.energies, union, mse, rng)
+    t_select += time.perf_counter() - start
+
+    entry = {
+        "iteration": iteration,
+        "n_train": int(len(train)),
+        "added": added.tolist(),
+        "why": {
+            "threshold": limit,
+            "pool_force_rmse": overall,
+            "high_clusters": high.tolist(),
+            "union_frames": int(len(union)),
+            "n_fine": fine["n_fine"],
+            "added_fine_cluster": fine["cluster"],
+            "added_fine_cluster_rmse": fine["rmse"],
+            "added_frame_rmse": np.sqrt(mse[added]).tolist(),
+            "evaluated_frames": int(len(evaluated)),
+        },
+        "pool_cluster_force_rmse": _nan_to_none(coarse),
+        "test": test_report,
+        "timings": {"train": t_train, "predict": t_predict, "select": t_select},
+    }
+    logger.info(
+        "iteration %d: %d frames, test force RMSE %.4f (worst cluster %.4f) eV/Å; "
+        "%d high-error clusters, %d frames re-clustered into %d; train %.1f s, "
+        "predict %.1f s, select %.2f s",
+        iteration,
+        len(train),
+        test_report["force_rmse"],
+        test_report["max_cluster_force_rmse"],
+        len(high),
+        len(union),
+        fine["n_fine"],
+        t_train,
+        t_predict,
+        t_select,
+    )
+    return entry, added
+
+
+def _error_sample(candidates, labels, k, rng):
+    """All candidates, or at most ``k`` random ones per coarse cluster."""
+    if k is None:
+        return candidates
+    chosen = []
+    for c in np.unique(labels[candidates]):
+        members = candidates[labels[candidates] == c]
+        chosen.append(rng.choice(members, min(k, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def _pick(config, X, energies, union, mse, rng):
+    """Fine Ward clusters of the union and the frames to take from them."""
+    from ..clustering import TwoStageClustering
+
+    n_fine = min(config.n_fine, len(union))
+    fine_model = TwoStageClustering(
+        n_geometry=n_fine,
+        n_energy=1,
+        subset_size=max(config.subset_size, n_fine),
+        assign=config.assign,
+        random_state=int(rng.integers(2**31)),
+    )
+    fine_labels = fine_model.fit(X[union], energies[union]).geometry_labels_
+    frame_mse = mse[union]
+    sizes = np.bincount(fine_labels, minlength=n_fine)
+    rmse = picking.cluster_rmse(fine_labels, frame_mse, n_fine)
+    squared = np.bincount(fine_labels, frame_mse, minlength=n_fine)
+    counts = picking.allocate(config.allocation, config.step, sizes, rmse, squared)
+    added, cluster_of = [], []
+    worst_first = np.argsort(-np.nan_to_num(rmse, nan=-np.inf), kind="stable")
+    for c in worst_first[counts[worst_first] > 0]:
+        inside = fine_labels == c
+        picked = picking.pick_in_cluster(
+            config.criterion,
+            union[inside],
+            counts[c],
+            frame_mse[inside],
+            X[union][inside],
+            rng,
+        )
+        added.extend(picked.tolist())
+        cluster_of.extend([int(c)] * len(picked))
+    info = {
+        "n_fine": int(n_fine),
+        "cluster": cluster_of,
+        "rmse": [float(rmse[c]) for c in cluster_of],
+    }
+    return np.asarray(added, dtype=int), info
+
+
+def _test_errors(backend, dataset, test, labels) -> dict:
+    from ..errors import cluster_errors
+
+    energies, forces = backend.predict(dataset, test, progress=False)
+    errors = cluster_errors(dataset.subset(test), energies, forces, labels[test])
+    return _errors_entry(errors)
+
+
+def _errors_entry(errors) -> dict:
+    return {
+        "force_rmse": errors.overall["force_rmse"],
+        "energy_rmse": errors.overall["energy_rmse"],
+        "max_cluster_force_rmse": float(np.nanmax(errors.force_rmse)),
+        "cluster_force_rmse": _nan_to_none(errors.force_rmse),
+    }
+
+
+def _nan_to_none(values) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+# -- run directory -----------------------------------------------------------------
+
+
+def _start(dataset, config, directory, resume, test, pool) -> dict:
+    """Create the run directory, or read it back on resume."""
+    from ..clustering import TwoStageClustering, load_clusters, save_clusters
+    from ..descriptors import pairwise_distances
+
+    settings = {"config": dataclasses.asdict(config), "dataset": dataset.fingerprint()}
+    X = pairwise_distances(dataset.positions)
+    if resume:
+        saved = _read_json(directory / "config.json", "no run to resume")
+        if saved != json.loads(json.dumps(settings)):
+            changed = sorted(
+                k
+                for k in {**saved["config"], **settings["config"]}
+                if saved["config"].get(k) != settings["config"].get(k)
+            )
+            what = ", ".join(changed) if changed else "the dataset"
+            raise InputError(
+                f"{directory}: was started with other settings ({what}); resume "
+                "with the same command"
+            )
+        checkpoint = _read_json(directory / "checkpoint.json", "no checkpoint")
+        done = checkpoint["completed_iterations"]
+        history = _read_json(directory / "history.json", "no history")[:done]
+        clusters = load_clusters(directory / "clusters.npz")[0]
+        logger.info("resuming %s after iteration %d", directory, done - 1)
+        return {
+            "clusters": clusters,
+            "descriptors": X,
+            "train": np.asarray(checkpoint["train_indices"], dtype=int),
+            "history": history,
+        }
+    if directory.exists() and any(directory.iterdir()):
+        raise InputError(
+            f"{directory}: exists and is not empty; use --resume to continue it or "
+            "choose another output"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    clusters = TwoStageClustering(
+        n_geometry=config.n_geometry,
+        n_energy=config.n_energy,
+        subset_size=config.subset_size,
+        assign=config.assign,
+        random_state=config.seed,
+    ).fit(X, dataset.energies)
+    save_clusters(
+        directory / "clusters.npz", clusters, fingerprint=dataset.fingerprint()
+    )
+    with atomic_path(directory / "test_indices.npy") as tmp:
+        np.save(tmp, test)
+    write_json(directory / "config.json", settings)
+    rng = np.random.default_rng([config.seed, 0x1417])
+    train = np.sort(rng.choice(pool, config.init, replace=False))
+    _checkpoint(directory, train, [])
+    return {"clusters": clusters, "descriptors": X, "train": train, "history": []}
+
+
+def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
+    """History first, then the checkpoint that commits the iteration."""
+    write_json(directory / "history.json", history)
+    write_json(
+        directory / "checkpoint.json",
+        {"completed_iterations": len(history), "train_indices": train.tolist()},
+    )
+
+
+def _finish(dataset, config, clusters, train, test, history, directory) -> dict:
+    """Train the final model, evaluate it, save model, frames and plots."""
+    from ..errors import cluster_errors
+    from ..models import save_model
+    from ..plots import plot_error_curves
+
+    backend, t_train = _train(dataset, config, train)
+    energies, forces = backend.predict(dataset, test, progress=False)
+    errors = cluster_errors(
+        dataset.subset(test), energies, forces, clusters.labels_[test]
+    )
+    final = {
+        "iteration": "final",
+        "n_train": int(len(train)),
+        "test": _errors_entry(errors),
+    }
+    final["timings"] = {"train": t_train}
+    save_model(
+        directory,
+        backend,
+        train,
+        dataset,
+        clusters=clusters,
+        cluster_errors=errors,
+        overwrite=True,
+        strategy="flatten",
+        seed=config.seed,
+        test_fraction=config.test_fraction,
+        split_seed=config.split_seed,
+        test_force_rmse=errors.overall["force_rmse"],
+    )
+    dataset.write(directory / "train.xyz", train)
+    write_json(directory / "history.json", history + [final])
+    plot_error_curves(history + [final], directory / "error_curves.png")
+    logger.info(
+        "final model: %d frames, test force RMSE %.4f eV/Å, worst cluster %.4f eV/Å",
+        len(train),
+        final["test"]["force_rmse"],
+        final["test"]["max_cluster_force_rmse"],
+    )
+    return final
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} (missing file)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: unreadable ({exc})") from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends the run like Ctrl-C: finished iterations stay checkpointed."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,164 @@
+"""The flattening loop end to end with real sGDML on 150 frames of GFN2-xTB ethanol."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from ase_flatten import FlattenedCalculator
+from ase_flatten.exceptions import InputError
+from ase_flatten.selection import flatten
+from ase_flatten.selection.flatten import SelectionConfig, run_selection
+
+SMALL = SelectionConfig(
+    params={"sigma": 20},
+    init=20,
+    step=8,
+    iterations=2,
+    n_geometry=3,
+    n_energy=2,
+    n_fine=12,
+    test_fraction=0.2,
+)
+
+
+def run(dataset, directory, **changes):
+    return run_selection(dataset, dataclasses.replace(SMALL, **changes), directory)
+
+
+@pytest.fixture(scope="module")
+def reference_run(xtb_dataset, tmp_path_factory):
+    return run(xtb_dataset, tmp_path_factory.mktemp("sel") / "run")
+
+
+def test_sizes_and_exclusions(reference_run):
+    train, test = reference_run.train_indices, reference_run.test_indices
+    assert len(train) == 20 + 2 * 8 and len(np.unique(train)) == len(train)
+    assert len(test) == 30
+    assert not np.isin(train, test).any()  # the test split is never selected
+    history = reference_run.history
+    assert [h["n_train"] for h in history] == [20, 28, 36]
+    seen = set()
+    start = set(train) - {i for h in history[:-1] for i in h["added"]}
+    seen |= start
+    for entry in history[:-1]:
+        added = set(entry["added"])
+        assert len(added) == 8 and not added & seen  # never a frame already chosen
+        assert not added & set(test)
+        seen |= added
+    assert seen == set(train)
+
+
+def test_outputs_make_a_model_directory(reference_run, xtb_dataset):
+    d = reference_run.directory
+    np.testing.assert_array_equal(
+        np.load(d / "train_indices.npy"), reference_run.train_indices
+    )
+    np.testing.assert_array_equal(
+        np.load(d / "test_indices.npy"), reference_run.test_indices
+    )
+    history = json.loads((d / "history.json").read_text())
+    assert history[-1]["iteration"] == "final" and len(history) == 3
+    for entry in history[:-1]:
+        assert set(entry["timings"]) == {"train", "predict", "select"}
+        assert len(entry["why"]["added_frame_rmse"]) == 8
+        assert entry["why"]["threshold"] > 0
+    assert (d / "error_curves.png").stat().st_size > 10_000
+    import ase.io
+
+    frames = ase.io.read(d / "train.xyz", ":")
+    assert [a.info["frame"] for a in frames] == reference_run.train_indices.tolist()
+    calc = FlattenedCalculator(d, domain=True)
+    atoms = xtb_dataset.to_atoms(int(reference_run.test_indices[0]))
+    atoms.calc = calc
+    atoms.get_forces()
+    assert 0 <= calc.results["cluster"] < 6
+    errors = json.loads((d / "cluster_errors.json").read_text())
+    final = history[-1]["test"]
+    assert max(errors["force_rmse"]) == pytest.approx(final["max_cluster_force_rmse"])
+
+
+def test_pick_takes_the_worst_frame_of_each_worst_fine_cluster():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0], [50.0, 50.0]])
+    X = np.concatenate([c + rng.normal(size=(10, 2)) for c in centres])
+    union = np.arange(40)
+    mse = rng.uniform(0.1, 0.2, size=40)
+    mse[10:20] += 1.0  # blob 1 is the worst, then blob 3
+    mse[30:40] += 0.5
+    mse[13] = 5.0  # its worst frame
+    config = dataclasses.replace(SMALL, n_fine=4, step=2)
+    added, info = flatten._pick(config, X, np.zeros(40), union, mse, rng)
+    assert info["n_fine"] == 4
+    assert added[0] == 13 and added[1] == 30 + np.argmax(mse[30:40])
+    assert info["rmse"][0] > info["rmse"][1]
+
+
+def test_deterministic(reference_run, xtb_dataset, tmp_path):
+    again = run(xtb_dataset, tmp_path / "again")
+    np.testing.assert_array_equal(again.train_indices, reference_run.train_indices)
+    other = run(xtb_dataset, tmp_path / "other", seed=1)
+    assert not np.array_equal(other.train_indices, reference_run.train_indices)
+
+
+def test_resume_after_interrupt_gives_the_same_indices(
+    reference_run, xtb_dataset, tmp_path, monkeypatch
+):
+    real = flatten._iteration
+    calls = []
+
+    def interrupted(*args):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(flatten, "_iteration", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(xtb_dataset, tmp_path / "r")
+    checkpoint = json.loads((tmp_path / "r" / "checkpoint.json").read_text())
+    assert checkpoint["completed_iterations"] == 1
+    assert not (tmp_path / "r" / "model.json").exists()
+    monkeypatch.setattr(flatten, "_iteration", real)
+    with pytest.raises(InputError, match="exists and is not empty; use --resume"):
+        run(xtb_dataset, tmp_path / "r")
+    with pytest.raises(InputError, match=r"other settings \(step\)"):
+        run_selection(
+            xtb_dataset, dataclasses.replace(SMALL, step=9), tmp_path / "r", resume=True
+        )
+    resumed = run_selection(xtb_dataset, SMALL, tmp_path / "r", resume=True)
+    np.testing.assert_array_equal(resumed.train_indices, reference_run.train_indices)
+    assert [h["added"] for h in resumed.history[:-1]] == [
+        h["added"] for h in reference_run.history[:-1]
+    ]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"criterion": "centroid"}, {"criterion": "random"}, {"allocation": "size"}],
+)
+def test_variant_flags_change_the_picks(reference_run, xtb_dataset, tmp_path, change):
+    variant = run(xtb_dataset, tmp_path / "v", iterations=1, **change)
+    first = reference_run.history[0]
+    assert variant.history[0]["why"]["union_frames"] == first["why"]["union_frames"]
+    assert variant.history[0]["added"] != first["added"]
+
+
+def test_threshold_and_error_sample_variants(reference_run, xtb_dataset, tmp_path):
+    mean = run(xtb_dataset, tmp_path / "mean", iterations=1, threshold="mean")
+    first = reference_run.history[0]["why"]
+    assert mean.history[0]["why"]["threshold"] != first["threshold"]
+    sampled = run(xtb_dataset, tmp_path / "sample", iterations=1, error_sample=3)
+    why = sampled.history[0]["why"]
+    assert why["evaluated_frames"] <= 3 * 6 < first["evaluated_frames"]
+    assert len(sampled.history[0]["added"]) == 8
+
+
+def test_bad_configurations(xtb_dataset, tmp_path):
+    with pytest.raises(InputError, match="only 120 frames are outside the test split"):
+        run(xtb_dataset, tmp_path / "big", init=100, step=20)
+    with pytest.raises(InputError, match="unknown criterion"):
+        run(xtb_dataset, tmp_path / "c", criterion="best")
+    with pytest.raises(InputError, match="checkpoint.json: no checkpoint|no run"):
+        run_selection(xtb_dataset, SMALL, tmp_path / "none", resume=True)

@@ -1,0 +1,100 @@
+"""`ase-flatten select` and `ase-flatten compare` through the command line."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from tests.test_cli import assert_one_line_error, run_cli
+
+LOOP = ["--init", "20", "--step", "8", "--iterations", "2", "--n-geometry", "3",
+        "--n-energy", "2", "--n-fine", "12", "-p", "sigma=20"]  # fmt: skip
+CLUSTERS = ["--n-geometry", "3", "--n-energy", "2"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, xtb_files):
+    from ase_flatten.cli.main import main
+
+    reference, _ = xtb_files
+    root = tmp_path_factory.mktemp("runs")
+    train = ["train", str(reference), "--backend", "sgdml", "-p", "sigma=20"]
+    assert main([*train, "--size", "36", *CLUSTERS, "-o", str(root / "random")]) == 0
+    assert main(["select", str(reference), *LOOP, "-o", str(root / "flat")]) == 0
+    return root
+
+
+def test_select_writes_the_run(runs, capsys, xtb_files, tmp_path):
+    history = json.loads((runs / "flat" / "history.json").read_text())
+    assert [h["n_train"] for h in history] == [20, 28, 36]
+    reference, _ = xtb_files
+    status, out, err = run_cli(capsys, "select", reference, *LOOP, "-o", tmp_path / "s")
+    assert status == 0, err
+    assert "36 frames selected" in out and "error_curves.png" in out
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "s" / "train_indices.npy"),
+        np.load(runs / "flat" / "train_indices.npy"),
+    )
+    status, _, err = run_cli(capsys, "select", reference, *LOOP, "-o", tmp_path / "s")
+    assert_one_line_error(status, err, "exists and is not empty; use --resume")
+    status, out, err = run_cli(
+        capsys, "select", reference, *LOOP, "-o", tmp_path / "s", "--resume"
+    )
+    assert status == 0, err  # a finished run resumes to the same result
+
+
+def test_compare_default_and_flattened(runs, capsys, tmp_path):
+    out_dir = tmp_path / "cmp"
+    status, out, err = run_cli(
+        capsys, "compare", runs / "random", runs / "flat", "-o", out_dir
+    )
+    assert status == 0, err
+    rows = list(csv.DictReader(open(out_dir / "comparison.csv")))
+    assert [r["run"] for r in rows] == ["random", "flat"]
+    assert [r["strategy"] for r in rows] == ["random", "flatten"]
+    assert float(rows[0]["max_cluster_ratio"]) == 1.0
+    assert float(rows[0]["force_rmse_ratio"]) == 1.0
+    data = json.loads((out_dir / "comparison.json").read_text())
+    flat = np.array(data["cluster_force_rmse"]["flat"], dtype=float)
+    assert float(rows[1]["max_cluster_force_rmse"]) == pytest.approx(np.nanmax(flat))
+    worst5 = np.sort(flat[np.isfinite(flat)])[-5:].mean()
+    assert float(rows[1]["worst5_force_rmse"]) == pytest.approx(worst5, rel=1e-5)
+    assert float(rows[1]["force_rmse_kcal"]) == pytest.approx(
+        float(rows[1]["force_rmse"]) * 23.0605, rel=1e-4
+    )
+    assert (out_dir / "cluster_comparison.png").stat().st_size > 10_000
+
+
+def test_compare_refuses_mismatched_runs(runs, capsys, tmp_path, xtb_files):
+    reference, _ = xtb_files
+    other = tmp_path / "other_split"
+    status, _, err = run_cli(capsys, "train", reference, "--backend", "sgdml",
+        "-p", "sigma=20", "--size", "20", "--split-seed", "5", *CLUSTERS,
+        "-o", other)  # fmt: skip
+    assert status == 0, err
+    status, _, err = run_cli(
+        capsys, "compare", runs / "random", other, "-o", tmp_path / "c"
+    )
+    assert_one_line_error(status, err, "other_split: has another test split")
+    status, _, err = run_cli(
+        capsys, "compare", runs / "random", tmp_path / "nothing", "-o", tmp_path / "c"
+    )
+    assert_one_line_error(status, err, "nothing: no such model directory")
+
+
+def test_select_bad_input(capsys, tmp_path, xtb_files):
+    reference, _ = xtb_files
+    status, _, err = run_cli(
+        capsys, "select", reference, "--init", "200", "-o", tmp_path / "x"
+    )
+    assert_one_line_error(status, err, "only 135 frames are outside the test split")
+    status, _, err = run_cli(
+        capsys, "select", reference, "--backend", "mace", "-o", tmp_path / "x"
+    )
+    assert_one_line_error(status, err, "unknown backend 'mace'")
+    status, _, err = run_cli(
+        capsys, "select", reference, "--criterion", "best", "-o", tmp_path / "x"
+    )
+    assert_one_line_error(status, err, "invalid choice: 'best'")
+    assert not (tmp_path / "x").exists()
