@@ -3,17 +3,20 @@
 1. Make a small real dataset: 3,000 frames of ethanol from GFN2-xTB MD at 500 K
    (tblite, about 30 s, cached in examples/data/).
 2. `ase-flatten cluster`: 10 geometry x 5 energy clusters (the paper's).
-3. `ase-flatten train`: the paper's "default model", sGDML on 200 random frames
-   (kernel width chosen on validation frames).
-4. `ase-flatten errors --model`: its force errors per cluster on the frames it did
-   not see, the paper's Fig. 2, and the frames of the worst clusters.
+3. `ase-flatten train`: the paper's "default model", sGDML on 300 random frames;
+   10 % of the frames are held out as the test split.
+4. `ase-flatten errors --model`: its force errors per cluster (outlier detection,
+   the paper's Fig. 2) and the frames of the worst clusters.
+5. `ase-flatten select`: a flattened training set of the same size (100 random
+   frames + 4 iterations x 50 frames from the worst fine clusters).
+6. `ase-flatten compare`: default vs flattened on the test split (Table I, Fig. 5).
 
-Flattened training sets (`ase-flatten select`) and the MD stability comparison join
-this demo as those commands land.
+The MD stability comparison joins this demo when md_validation lands.
 """
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,15 +48,26 @@ def main() -> None:
     clusters = OUT / "clusters.npz"
     run("cluster", reference, "-o", clusters, "--overwrite", "-q")
 
-    print("\n== 3. train the default model: sGDML on 200 random frames")
+    print("\n== 3. train the default model: sGDML on 300 random frames")
+    sgdml = ["--backend", "sgdml", "-p", "sigma=20", "--seed", "0"]
     model = OUT / "default_sgdml"
-    run("train", reference, "--backend", "sgdml", "--size", "200", "--seed", "0",
-        "-o", model, "--overwrite")  # fmt: skip
+    run("train", reference, *sgdml, "--size", "300", "-o", model, "--overwrite")
 
     print("\n== 4. its force errors per cluster (outlier detection)")
     report = OUT / "errors"
     run("errors", reference, "--model", model, "--clusters", clusters, "-o", report,
         "--write-worst", "3", "--overwrite", "-q")  # fmt: skip
+
+    print("\n== 5. flattened training set of the same size")
+    flat = OUT / "flattened_sgdml"
+    if flat.exists():
+        shutil.rmtree(flat)
+    run("select", reference, *sgdml, "--init", "100", "--step", "50",
+        "--iterations", "4", "--n-fine", "100", "-o", flat, "-q")  # fmt: skip
+
+    print("\n== 6. default vs flattened on the test split")
+    comparison = OUT / "comparison"
+    run("compare", model, flat, "-o", comparison, "--overwrite", "-q")
 
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     print(f"model:  {os.path.relpath(model)}  (FlattenedCalculator loads it)")
@@ -61,6 +75,9 @@ def main() -> None:
     print(f"        {os.path.relpath(report / 'summary.json')}")
     print(f"plot:   {os.path.relpath(report / 'cluster_errors.png')}")
     print(f"worst:  {os.path.relpath(report / 'worst_clusters.extxyz')}")
+    print(f"flattened run: {os.path.relpath(flat)} (history.json, error_curves.png)")
+    print(f"comparison: {os.path.relpath(comparison / 'comparison.csv')}")
+    print(f"            {os.path.relpath(comparison / 'cluster_comparison.png')}")
 
 
 if __name__ == "__main__":
