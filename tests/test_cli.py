@@ -15,10 +15,10 @@ from tests.helpers import random_dataset
 SMALL = ["--n-geometry", "3", "--n-energy", "4"]
 
 
-def run_cli(capsys, *argv):
-    """Run ``ase-flatten argv`` in-process; return (status, stdout, stderr)."""
+def run_cli(capsys, *argv, entry=main):
+    """Run ``ase-flatten argv`` (or ``entry``) in-process: (status, stdout, stderr)."""
     try:
-        status = main([str(a) for a in argv])
+        status = entry([str(a) for a in argv])
     except SystemExit as exc:  # argparse
         status = exc.code
     out, err = capsys.readouterr()

@@ -60,6 +60,15 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``ase-flatten``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    return execute(f"ase-flatten {args.command}", args.run, args)
+
+
+def execute(prog: str, run, args: argparse.Namespace) -> int:
+    """Set up logging from ``-v``/``-q``, call ``run(args)``, map errors to status.
+
+    A user mistake (:class:`InputError`) prints one line and gives 2; Ctrl-C gives
+    130. Shared by every command line of the project.
+    """
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else None
     logging.basicConfig(
         level=level or logging.INFO,
@@ -67,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        args.run(args)
+        run(args)
     except InputError as exc:
-        print(f"ase-flatten {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ase-flatten {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -1,0 +1,28 @@
+"""md_validation: NVT stability runs of machine-learning force fields (ASE, i-PI).
+
+::
+
+    from md_validation import run_md
+    result = run_md("models/flat", atoms, temperature_K=400, n_steps=10_000,
+                    engine="ipi", outdir="runs/flat_400K")
+    result.failed, result.failure_time_ps, result.record["total_eV"]
+"""
+
+from .failure import FailureCriteria, MDFailure, check_frame, check_structure
+from .metrics import run_metrics
+from .result import COLUMNS, RunResult
+from .runner import calculator_factory, run_md
+from .validate import validate_models
+
+__all__ = [
+    "COLUMNS",
+    "FailureCriteria",
+    "MDFailure",
+    "RunResult",
+    "calculator_factory",
+    "check_frame",
+    "check_structure",
+    "run_md",
+    "run_metrics",
+    "validate_models",
+]

@@ -1,0 +1,33 @@
+"""Pieces both engines share: starting velocities, trajectory frames, records."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ..result import COLUMNS
+
+
+def allocate_record(n_rows: int) -> dict[str, np.ndarray]:
+    """A record of ``n_rows`` NaN rows (step column zero)."""
+    record = {name: np.full(n_rows, np.nan) for name in COLUMNS}
+    record["step"] = np.zeros(n_rows)
+    return record
+
+
+def trim_record(record: dict, n_rows: int) -> dict:
+    """The first ``n_rows`` rows of a record."""
+    return {name: np.asarray(values[:n_rows]) for name, values in record.items()}
+
+
+def trajectory_frame(
+    atoms: Atoms, step: int, time_ps: float, energy: float, forces=None
+) -> Atoms:
+    """A copy of ``atoms`` labelled with its step, time, energy and forces."""
+    frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    if atoms.has("momenta"):
+        frame.set_momenta(atoms.get_momenta())
+    frame.info.update(step=int(step), time_ps=float(time_ps))
+    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=forces)
+    return frame

@@ -1,0 +1,133 @@
+"""Outputs of a validation: summary.csv, the energy-vs-time figure, verdict lines."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SUMMARY_COLUMNS", "plot_energy_vs_time", "verdicts", "write_summary"]
+
+SUMMARY_COLUMNS = (
+    "model",
+    "temperature_K",
+    "replica",
+    "seed",
+    "engine",
+    "thermostat",
+    "failed",
+    "time_to_failure_ps",
+    "failure_reason",
+    "steps_done",
+    "simulated_ps",
+    "mean_total_energy_eV",
+    "total_energy_drift_eV_per_ps",
+    "conserved_drift_eV_per_ps",
+    "mean_temperature_K",
+    "high_error_fraction",
+    "outside_domain_fraction",
+    "risky_fraction",
+    "steps_per_second",
+    "run_dir",
+)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def write_summary(rows: list[dict], path: str | Path) -> None:
+    """One row per model x temperature x replica (:data:`SUMMARY_COLUMNS`)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SUMMARY_COLUMNS)
+        for row in rows:
+            writer.writerow([_cell(row.get(name)) for name in SUMMARY_COLUMNS])
+
+
+def replica_mean(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Time and total energy averaged over the replicas still running."""
+    longest = max(records, key=lambda r: len(r["time_ps"]))
+    total = np.full((len(records), len(longest["time_ps"])), np.nan)
+    for k, rec in enumerate(records):
+        total[k, : len(rec["total_eV"])] = rec["total_eV"]
+    with np.errstate(invalid="ignore"):
+        return longest["time_ps"], np.nanmean(total, axis=0)
+
+
+def plot_energy_vs_time(
+    runs: list[dict], path: str | Path, reference_energy: float = 0.0
+) -> None:
+    """The paper's Fig. 8: mean total energy vs time, a line per model, a panel per T.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Each with ``model``, ``temperature_K``, ``record`` and ``failed``.
+    path : path
+        PNG to write.
+    reference_energy : float
+        Zero of energy (the reference data's lowest potential energy, eV).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    temperatures = sorted({run["temperature_K"] for run in runs})
+    models = list(dict.fromkeys(run["model"] for run in runs))
+    fig, axes = plt.subplots(
+        1, len(temperatures), figsize=(5 * len(temperatures), 3.8), squeeze=False
+    )
+    for ax, temperature in zip(axes[0], temperatures, strict=True):
+        for model in models:
+            group = [
+                r
+                for r in runs
+                if r["model"] == model and r["temperature_K"] == temperature
+            ]
+            if not group:
+                continue
+            t, energy = replica_mean([r["record"] for r in group])
+            n_failed = sum(r["failed"] for r in group)
+            note = f" ({n_failed}/{len(group)} failed)" if n_failed else ""
+            ax.plot(t, energy - reference_energy, label=f"{model}{note}", lw=1)
+        ax.set_title(f"{temperature:g} K")
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("total energy - min. reference energy (eV)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """One line per temperature: which models stayed stable in every replica."""
+    lines = []
+    for temperature in sorted({row["temperature_K"] for row in rows}):
+        at_t = [row for row in rows if row["temperature_K"] == temperature]
+        parts = []
+        for model in dict.fromkeys(row["model"] for row in at_t):
+            group = [row for row in at_t if row["model"] == model]
+            failed = [row for row in group if row["failed"]]
+            if not failed:
+                parts.append(f"{model} stable ({len(group)}/{len(group)})")
+            else:
+                first = min(row["time_to_failure_ps"] for row in failed)
+                parts.append(
+                    f"{model} FAILED {len(failed)}/{len(group)} "
+                    f"(first at {first:.3f} ps)"
+                )
+        stable = [
+            m
+            for m in dict.fromkeys(row["model"] for row in at_t)
+            if not any(r["failed"] for r in at_t if r["model"] == m)
+        ]
+        summary = ", ".join(stable) if stable else "none"
+        lines.append(f"{temperature:g} K: {'; '.join(parts)} -> stable: {summary}")
+    return lines

@@ -1,0 +1,100 @@
+"""The record every engine produces: thermodynamics over time, plus run status."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["COLUMNS", "RunResult", "empty_record", "read_record", "write_record"]
+
+#: Columns of a run's record (``thermo.csv``), the same for every engine.
+COLUMNS = (
+    "step",
+    "time_ps",
+    "potential_eV",
+    "kinetic_eV",
+    "total_eV",
+    "temperature_K",
+    "conserved_eV",
+)
+
+
+def empty_record() -> dict[str, np.ndarray]:
+    """A record without rows."""
+    return {name: np.empty(0) for name in COLUMNS}
+
+
+def write_record(path: str | Path, record: dict[str, np.ndarray]) -> None:
+    """Write a record as CSV with the :data:`COLUMNS` header."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for row in zip(*(record[name] for name in COLUMNS), strict=True):
+            writer.writerow([int(row[0])] + [f"{value:.10g}" for value in row[1:]])
+
+
+def read_record(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a record written by :func:`write_record`."""
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    return {name: data[:, k] for k, name in enumerate(COLUMNS)}
+
+
+@dataclass
+class RunResult:
+    """Outcome of one MD run.
+
+    Attributes
+    ----------
+    record : dict of ndarray
+        :data:`COLUMNS` over time (eV, K, ps), up to the failure when it failed.
+    failed : bool
+        Whether the failure rule fired.
+    failure_time_ps : float or None
+        Simulation time of the first failing step.
+    failure_reason : str or None
+    n_steps : int
+        Steps asked for.
+    steps_done : int
+        Steps completed (fewer than ``n_steps`` after a failure).
+    wall_s : float
+        Wall-clock seconds of the run.
+    outdir : Path or None
+        The run's folder (``thermo.csv``, ``trajectory.extxyz``, ``run.json``).
+    meta : dict
+        Engine, thermostat, temperature, seed, time step, stride.
+    """
+
+    record: dict
+    failed: bool
+    failure_time_ps: float | None
+    failure_reason: str | None
+    n_steps: int
+    steps_done: int
+    wall_s: float
+    outdir: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def steps_per_second(self) -> float:
+        """Throughput of the run."""
+        return self.steps_done / self.wall_s if self.wall_s > 0 else float("nan")
+
+    @property
+    def trajectory(self) -> Path | None:
+        """The saved trajectory (extxyz), when the run had a folder."""
+        return None if self.outdir is None else self.outdir / "trajectory.extxyz"
+
+    def save(self) -> None:
+        """Write ``thermo.csv`` and ``run.json`` into :attr:`outdir`."""
+        if self.outdir is None:
+            return
+        write_record(self.outdir / "thermo.csv", self.record)
+        info = {k: v for k, v in asdict(self).items() if k not in ("record", "meta")}
+        info["outdir"] = str(self.outdir)
+        info["steps_per_second"] = self.steps_per_second
+        info.update(self.meta)
+        (self.outdir / "run.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+
+from ase_flatten.calculator import FlattenedCalculator
+from md_validation import COLUMNS, run_md
+from md_validation.result import read_record
+from tests.md_validation.conftest import Broken
+
+
+def test_nve_conserves_total_energy(sgdml_model, start_atoms, tmp_path):
+    result = run_md(
+        sgdml_model, start_atoms, 300, 400, thermostat="nve", outdir=tmp_path
+    )
+    assert not result.failed and result.steps_done == 400
+    total = result.record["total_eV"]
+    assert len(total) == 401
+    assert np.ptp(total) < 0.01  # eV, 0.2 ps at 0.5 fs
+    assert np.ptp(result.record["potential_eV"]) > 0.1  # it did move
+    np.testing.assert_allclose(result.record["conserved_eV"], total)
+    saved = read_record(tmp_path / "thermo.csv")
+    np.testing.assert_allclose(saved["total_eV"], total, rtol=1e-8)
+    assert (tmp_path / "trajectory.extxyz").exists()
+
+
+@pytest.mark.parametrize("thermostat", ["langevin", "bussi"])
+def test_nvt_temperature_and_conserved_quantity(thermostat, start_atoms):
+    """EMT copper cluster: cheap; T averages to the target, conserved stays flat."""
+    from ase.cluster import Icosahedron
+
+    atoms = Icosahedron("Cu", 2)
+    result = run_md(
+        EMT, atoms, 500.0, 3000, timestep_fs=2.0, thermostat=thermostat, tau_fs=50.0
+    )
+    assert not result.failed
+    temperature = result.record["temperature_K"][500:].mean()
+    assert 400 < temperature < 600
+    total, conserved = result.record["total_eV"], result.record["conserved_eV"]
+    assert np.ptp(conserved) < 0.2 * np.ptp(total)
+
+
+def test_seeded_replicas_reproduce(sgdml_model, start_atoms):
+    a = run_md(sgdml_model, start_atoms, 300, 50, seed=3)
+    b = run_md(sgdml_model, start_atoms, 300, 50, seed=3)
+    c = run_md(sgdml_model, start_atoms, 300, 50, seed=4)
+    np.testing.assert_array_equal(a.record["total_eV"], b.record["total_eV"])
+    assert not np.array_equal(a.record["total_eV"], c.record["total_eV"])
+
+
+@pytest.mark.parametrize("mode", ["nan", "explode"])
+def test_broken_model_fails_early_with_its_time(
+    mode, sgdml_model, start_atoms, tmp_path
+):
+    def factory():
+        return Broken(FlattenedCalculator(sgdml_model), after=41, mode=mode)
+
+    result = run_md(factory, start_atoms, 300, 2000, outdir=tmp_path)
+    assert result.failed
+    assert result.steps_done < 200  # stopped early
+    # call 1 is step 0, so step 41 is the first broken one
+    if mode == "nan":
+        assert result.failure_time_ps == pytest.approx(41 * 0.5e-3)
+        assert "non-finite energy" in result.failure_reason
+    else:
+        assert 41 * 0.5e-3 < result.failure_time_ps < 0.1
+    assert len(result.record["step"]) == result.steps_done + 1
+    assert set(result.record) == set(COLUMNS)
+    assert (tmp_path / "run.json").exists()
+
+
+def test_bad_engine_and_thermostat(start_atoms):
+    from ase_flatten.exceptions import InputError
+
+    with pytest.raises(InputError, match="unknown engine"):
+        run_md(EMT, start_atoms, 300, 10, engine="lammps")
+    with pytest.raises(InputError, match="unknown thermostat"):
+        run_md(EMT, start_atoms, 300, 10, thermostat="berendsen")
