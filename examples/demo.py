@@ -10,8 +10,8 @@
 5. `ase-flatten select`: a flattened training set of the same size (100 random
    frames + 4 iterations x 50 frames from the worst fine clusters).
 6. `ase-flatten compare`: default vs flattened on the test split (Table I, Fig. 5).
-
-The MD stability comparison joins this demo when md_validation lands.
+7. `md-validate`: NVT MD with both models at 300 K and 400 K, 0.5 fs steps, 2 ps,
+   2 replicas each (the paper's Fig. 8), through ASE.
 """
 
 import logging
@@ -27,14 +27,14 @@ from ase_flatten.sample_data import make_example_files
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 OUT = HERE / "output"
-CLI = str(Path(sys.executable).parent / "ase-flatten")
 
 
-def run(*argv) -> None:
+def run(*argv, tool: str = "ase-flatten") -> None:
+    """Show a command as a user would type it, then run it."""
     argv = [str(a) for a in argv]
     shown = [os.path.relpath(a) if "/" in a else a for a in argv]
-    print("\n$ " + " ".join(["ase-flatten", *shown]), flush=True)
-    subprocess.run([CLI, *argv], check=True)
+    print("\n$ " + " ".join([tool, *shown]), flush=True)
+    subprocess.run([str(Path(sys.executable).parent / tool), *argv], check=True)
 
 
 def main() -> None:
@@ -69,6 +69,12 @@ def main() -> None:
     comparison = OUT / "comparison"
     run("compare", model, flat, "-o", comparison, "--overwrite", "-q")
 
+    print("\n== 7. MD stability at 300 K and 400 K (NVT, 0.5 fs, 2 ps, 2 replicas)")
+    md = OUT / "md"
+    run("--model", f"default={model}", "--model", f"flattened={flat}",
+        "--start", reference, "--time-ps", "2", "--replicas", "2", "-o", md,
+        "--overwrite", "--no-progress", "-q", tool="md-validate")  # fmt: skip
+
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     print(f"model:  {os.path.relpath(model)}  (FlattenedCalculator loads it)")
     print(f"report: {os.path.relpath(report / 'cluster_errors.csv')}")
@@ -78,6 +84,8 @@ def main() -> None:
     print(f"flattened run: {os.path.relpath(flat)} (history.json, error_curves.png)")
     print(f"comparison: {os.path.relpath(comparison / 'comparison.csv')}")
     print(f"            {os.path.relpath(comparison / 'cluster_comparison.png')}")
+    print(f"MD:         {os.path.relpath(md / 'summary.csv')}")
+    print(f"            {os.path.relpath(md / 'energy_vs_time.png')}")
 
 
 if __name__ == "__main__":

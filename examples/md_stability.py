@@ -30,7 +30,12 @@ def sh(*argv) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "data", nargs="?", default="/work/shared/data/ethanol_xtb500K.xyz.gz"
+        "data",
+        nargs="?",
+        default=str(
+            Path(__file__).resolve().parents[1].parent
+            / "shared/data/ethanol_xtb500K.xyz.gz"
+        ),
     )
     parser.add_argument("-o", "--output", default="examples/output/md_stability")
     parser.add_argument("--size", type=int, default=200, help="training frames")
