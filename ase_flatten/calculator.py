@@ -89,10 +89,8 @@ class FlattenedCalculator(Calculator):
             self.results.update(self._domain_report(positions, energy))
 
     def _domain_report(self, positions: np.ndarray, energy: float) -> dict:
-        from .descriptors import pairwise_distances
-
         clusters = self.model.clusters
-        X = pairwise_distances(positions)
+        X = clusters.describe(positions)
         labels, distance = clusters.predict(X, [energy], return_distance=True)
         cluster = int(labels[0])
         rmse = self.model.cluster_force_rmse

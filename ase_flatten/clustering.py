@@ -54,6 +54,9 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         ``chunk_size * subset_size * 8`` bytes.
     random_state : int, RandomState or None, default 0
         Seed for the subset and KMeans. The default makes runs reproducible.
+    descriptor : {"distances", "inverse"}, default "distances"
+        Which descriptor ``X`` is; :meth:`describe` computes it for new
+        structures (the calculator's and md_validation's cluster look-ups).
 
     Attributes
     ----------
@@ -86,6 +89,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         n_init: int = 10,
         chunk_size: int = 256,
         random_state=0,
+        descriptor: str = "distances",
     ):
         self.n_geometry = n_geometry
         self.n_energy = n_energy
@@ -94,6 +98,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         self.n_init = n_init
         self.chunk_size = chunk_size
         self.random_state = random_state
+        self.descriptor = descriptor
 
     # -- fitting ---------------------------------------------------------------
     def fit(self, X, energies) -> TwoStageClustering:
@@ -205,6 +210,12 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         labels = self.cluster_offsets_[geometry] + energy
         return (labels, nearest) if return_distance else labels
 
+    def describe(self, positions) -> np.ndarray:
+        """The descriptor this model clusters, for positions (M, N, 3) in Å."""
+        from .descriptors import pairwise_distances
+
+        return pairwise_distances(positions, kind=self.descriptor)
+
     def domain_threshold(self, percentile: float = 99.5) -> float:
         """Nearest-neighbour distance beyond which a frame is outside the data.
 
@@ -298,7 +309,15 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         }
 
     def _params(self):
-        for key in ("n_geometry", "n_energy", "subset_size", "assign", "n_init"):
+        keys = (
+            "n_geometry",
+            "n_energy",
+            "subset_size",
+            "assign",
+            "n_init",
+            "descriptor",
+        )
+        for key in keys:
             yield key, getattr(self, key)
 
     @classmethod
@@ -309,6 +328,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             value = int(arrays[f"param_{key}"])
             params[key] = None if value == -1 else value
         params["assign"] = str(arrays["param_assign"])
+        if "param_descriptor" in arrays:
+            params["descriptor"] = str(arrays["param_descriptor"])
         model = cls(**params)
         model.subset_indices_ = np.asarray(arrays["subset_indices"])
         model.subset_descriptors_ = np.asarray(arrays["subset_descriptors"])
@@ -406,10 +427,9 @@ def cluster_dataset(dataset, descriptor: str = "distances", **params):
     TwoStageClustering
         Fitted; ``labels_`` holds one cluster per frame.
     """
-    from .descriptors import pairwise_distances
-
-    X = pairwise_distances(dataset.positions, kind=descriptor)
+    model = TwoStageClustering(descriptor=descriptor, **params)
+    X = model.describe(dataset.positions)
     try:
-        return TwoStageClustering(**params).fit(X, dataset.energies)
+        return model.fit(X, dataset.energies)
     except InputError as exc:
         raise InputError(f"{dataset.source}: {exc}") from None

@@ -64,9 +64,7 @@ def domain_fractions(
     }
     if saved is None or saved.clusters is None or len(positions) == 0:
         return nan
-    from ase_flatten.descriptors import pairwise_distances
-
-    X = pairwise_distances(np.asarray(positions))
+    X = saved.clusters.describe(np.asarray(positions))
     labels, distance = saved.clusters.predict(
         X, np.asarray(energies, dtype=float), return_distance=True
     )

@@ -129,3 +129,20 @@ def test_wrong_molecule(sgdml_dir):
     atoms.calc = FlattenedCalculator(sgdml_dir)
     with pytest.raises(CalculatorError, match="trained on another molecule"):
         atoms.get_potential_energy()
+
+
+def test_domain_uses_the_clusters_descriptor(tmp_path, xtb_dataset, sgdml_dir):
+    """Clusters built on inverse distances are looked up with inverse distances."""
+    from ase_flatten.models import load_model
+
+    backend = load_model(sgdml_dir).backend
+    clusters = cluster_dataset(xtb_dataset, "inverse", n_geometry=3, n_energy=2)
+    path = save_model(tmp_path / "inv", backend, TRAIN, xtb_dataset, clusters=clusters)
+    calc = FlattenedCalculator(path, domain=True)
+    assert calc.model.clusters.descriptor == "inverse"
+    atoms = xtb_dataset.to_atoms(42)
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    X = pairwise_distances(xtb_dataset.positions[[42]], "inverse")
+    assert calc.results["cluster"] == clusters.predict(X, [calc.results["energy"]])[0]
+    assert calc.results["domain_distance"] < 1e-6

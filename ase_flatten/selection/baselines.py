@@ -84,8 +84,8 @@ def _skmatter(strategy: str, positions: np.ndarray, n: int, seed: int) -> np.nda
 
         components = min(len(X), max(2 * n, 200))
         gamma = 1.0 / (2.0 * X.var(axis=0).sum())
-        X = Nystroem(gamma=gamma, n_components=components, random_state=seed)
-        X = X.fit_transform(pairwise_distances(positions))
+        feature_map = Nystroem(gamma=gamma, n_components=components, random_state=seed)
+        X = feature_map.fit_transform(X)
         selector = CUR(n_to_select=n, recompute_every=max(1, n // 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # skmatter's zero-column notes
