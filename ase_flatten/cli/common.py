@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 DATA_HELP = (
     "labelled trajectory: any ASE-readable file (.xyz, .extxyz, .xyz.gz, .traj, ...) "
@@ -105,3 +106,41 @@ def clusters_meta(dataset, args) -> dict:
         "descriptor": args.descriptor,
         "seed": args.seed,
     }
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (else a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None:
+    """``--backend`` and repeatable ``-p KEY=VALUE`` hyperparameters."""
+    parser.add_argument(
+        "--backend",
+        required=default is None,
+        default=default,
+        help="sgdml, schnet or gap" + (f" (default: {default})" if default else ""),
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=parse_param,
+        help="backend hyperparameter, repeatable",
+    )
+
+
+def add_split_arguments(parser) -> None:
+    """The held-out test split shared by every strategy."""
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.1, help="held-out test share (0.1)"
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="test split seed (0)")

@@ -16,26 +16,19 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_dataset_arguments, positive_int
-from .train import parse_param
+from .common import (
+    add_backend_arguments,
+    add_dataset_arguments,
+    add_split_arguments,
+    positive_int,
+)
 
 description = __doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
-    parser.add_argument(
-        "--backend", default="sgdml", help="sgdml (default), schnet, gap"
-    )
-    parser.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        type=parse_param,
-        help="backend hyperparameter, repeatable",
-    )
+    add_backend_arguments(parser, default="sgdml")
     parser.add_argument("-o", "--output", required=True, metavar="DIR")
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in DIR"
@@ -92,10 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="estimate each coarse cluster's error from at most K frames",
     )
-    loop.add_argument(
-        "--test-fraction", type=float, default=0.1, help="held-out test share (0.1)"
-    )
-    loop.add_argument("--split-seed", type=int, default=0, help="test split seed (0)")
+    add_split_arguments(loop)
     loop.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
 

@@ -18,10 +18,15 @@ example: ase-flatten train traj.xyz --backend sgdml --size 200 -o models/default
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
-from .common import add_clustering_arguments, add_dataset_arguments, positive_int
+from .common import (
+    add_backend_arguments,
+    add_clustering_arguments,
+    add_dataset_arguments,
+    add_split_arguments,
+    positive_int,
+)
 
 description = __doc__
 logger = logging.getLogger(__name__)
@@ -31,9 +36,7 @@ STRATEGIES = ("random", "energy", "fps", "cur")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
-    parser.add_argument(
-        "--backend", required=True, help="sgdml, schnet or gap (see -p for options)"
-    )
+    add_backend_arguments(parser)
     parser.add_argument(
         "--size", type=positive_int, required=True, help="number of training frames"
     )
@@ -43,34 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="random",
         help="how the frames are chosen (default: random)",
     )
-    parser.add_argument(
-        "--test-fraction", type=float, default=0.1, help="held-out test share (0.1)"
-    )
-    parser.add_argument("--split-seed", type=int, default=0, help="test split seed (0)")
-    parser.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        type=parse_param,
-        help="backend hyperparameter, repeatable",
-    )
+    add_split_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="DIR")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing model directory"
     )
     add_clustering_arguments(parser)
-
-
-def parse_param(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def run(args: argparse.Namespace) -> None:
