@@ -57,6 +57,11 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
     descriptor : {"distances", "inverse"}, default "distances"
         Which descriptor ``X`` is; :meth:`describe` computes it for new
         structures (the calculator's and md_validation's cluster look-ups).
+    reduce : {None, "pca", "kpca"}, default None
+        Reduce ``X`` by PCA or RBF kernel PCA before clustering (for larger
+        molecules, the paper's outlook); new frames are reduced the same way.
+    n_components : int, default 10
+        Components kept by ``reduce``.
 
     Attributes
     ----------
@@ -90,6 +95,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         chunk_size: int = 256,
         random_state=0,
         descriptor: str = "distances",
+        reduce: str | None = None,
+        n_components: int = 10,
     ):
         self.n_geometry = n_geometry
         self.n_energy = n_energy
@@ -99,6 +106,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         self.chunk_size = chunk_size
         self.random_state = random_state
         self.descriptor = descriptor
+        self.reduce = reduce
+        self.n_components = n_components
 
     # -- fitting ---------------------------------------------------------------
     def fit(self, X, energies) -> TwoStageClustering:
@@ -119,6 +128,15 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             )
         rng = check_random_state(self.random_state)
         start = time.perf_counter()
+        self.reduction_ = None
+        if self.reduce is not None:
+            from .descriptors import Reduction
+
+            seed = rng.randint(np.iinfo(np.int32).max)
+            self.reduction_ = Reduction.fit(
+                X, self.reduce, self.n_components, 2000, seed
+            )
+            X = self.reduction_.transform(X)
 
         if self.subset_size is None or n_frames <= self.subset_size:
             subset = np.arange(n_frames)
@@ -201,6 +219,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         """
         check_is_fitted(self, "subset_labels_")
         X, energies = self._validate(X, energies)
+        if getattr(self, "reduction_", None) is not None:
+            X = self.reduction_.transform(X)
         geometry, nearest = self._assign_geometry(X)
         energy = np.empty(len(X), dtype=int)
         for g, centers in enumerate(self.energy_centers_):
@@ -306,6 +326,10 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             "subset_labels": self.subset_labels_,
             "energy_centers": centers,
             "cluster_offsets": self.cluster_offsets_,
+            **{
+                f"reduction_{k}": v
+                for k, v in (self.reduction_.arrays if self.reduction_ else {}).items()
+            },
         }
 
     def _params(self):
@@ -316,6 +340,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             "assign",
             "n_init",
             "descriptor",
+            "n_components",
         )
         for key in keys:
             yield key, getattr(self, key)
@@ -330,6 +355,16 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         params["assign"] = str(arrays["param_assign"])
         if "param_descriptor" in arrays:
             params["descriptor"] = str(arrays["param_descriptor"])
+        reduction = {
+            k[len("reduction_") :]: v
+            for k, v in arrays.items()
+            if k.startswith("reduction_")
+        }
+        if reduction:
+            from .descriptors import Reduction
+
+            params["reduce"] = str(reduction["method"])
+            params["n_components"] = int(arrays["param_n_components"])
         model = cls(**params)
         model.subset_indices_ = np.asarray(arrays["subset_indices"])
         model.subset_descriptors_ = np.asarray(arrays["subset_descriptors"])
@@ -339,6 +374,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         centers = np.asarray(arrays["energy_centers"])
         model.energy_centers_ = [row[np.isfinite(row)] for row in centers]
         model.labels_ = np.asarray(arrays["labels"]) if "labels" in arrays else None
+        model.reduction_ = Reduction(reduction) if reduction else None
         return model
 
 

@@ -235,3 +235,16 @@ def test_console_script_entry_point(tmp_path):
     )
     version = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip()
+
+
+def test_cluster_with_a_reduced_descriptor(tmp_path, capsys, xtb_files):
+    reference, _ = xtb_files
+    out = tmp_path / "c.npz"
+    status, _, err = run_cli(
+        capsys, "cluster", reference, "-o", out, *SMALL, "--reduce", "kpca",
+        "--components", "4",
+    )  # fmt: skip
+    assert status == 0, err
+    saved = np.load(out)
+    assert str(saved["reduction_method"]) == "kpca"
+    assert saved["subset_descriptors"].shape[1] == 4

@@ -160,3 +160,19 @@ def test_load_rejects_other_files(tmp_path):
         load_clusters(tmp_path / "other.npz")
     with pytest.raises(InputError, match="none.npz: no such file"):
         load_clusters(tmp_path / "none.npz")
+
+
+@pytest.mark.parametrize("method", ["pca", "kpca"])
+def test_reduced_descriptor_clusters_and_roundtrips(tmp_path, xtb_X, method):
+    X, E = xtb_X
+    model = TwoStageClustering(
+        n_geometry=4, n_energy=2, subset_size=80, reduce=method, n_components=5
+    ).fit(X, E)
+    assert model.subset_descriptors_.shape[1] == 5  # clustered in the reduced space
+    assert model.n_clusters_ == 8
+    rest = np.setdiff1d(np.arange(len(X)), model.subset_indices_)
+    np.testing.assert_array_equal(model.predict(X[rest], E[rest]), model.labels_[rest])
+    save_clusters(tmp_path / "c.npz", model)
+    loaded, _ = load_clusters(tmp_path / "c.npz")
+    assert loaded.reduce == method and loaded.n_components == 5
+    np.testing.assert_array_equal(loaded.predict(X, E), model.predict(X, E))

@@ -38,3 +38,22 @@ def test_bad_arguments():
         pairwise_distances(positions(), "soap")
     with pytest.raises(InputError, match=r"shape \(M, N, 3\)"):
         pairwise_distances(np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("method", ["pca", "kpca"])
+def test_reduction_matches_scikit_learn(method):
+    from sklearn.decomposition import PCA, KernelPCA
+
+    from ase_flatten.descriptors import Reduction
+
+    X = pairwise_distances(positions(n_frames=80, n_atoms=7))
+    reduction = Reduction.fit(X, method, n_components=4, fit_size=1000)
+    if method == "pca":
+        reference = PCA(n_components=4, random_state=0).fit(X).transform(X)
+    else:
+        gamma = 1.0 / (2.0 * X.var(axis=0).sum())
+        reference = KernelPCA(4, kernel="rbf", gamma=gamma).fit(X).transform(X)
+    np.testing.assert_allclose(reduction.transform(X), reference, atol=1e-10)
+    assert Reduction(reduction.arrays).transform(X[:3]).shape == (3, 4)
+    with pytest.raises(InputError, match="unknown reduction 'umap'"):
+        Reduction.fit(X, "umap")

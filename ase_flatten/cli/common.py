@@ -68,6 +68,18 @@ def add_clustering_arguments(parser: argparse.ArgumentParser) -> None:
         default="distances",
         help="pairwise distances (paper) or inverse distances (default: distances)",
     )
+    group.add_argument(
+        "--reduce",
+        choices=("pca", "kpca"),
+        help="reduce the descriptor by PCA or RBF kernel PCA before clustering "
+        "(larger molecules)",
+    )
+    group.add_argument(
+        "--components",
+        type=positive_int,
+        default=10,
+        help="components kept by --reduce (default: 10)",
+    )
     group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
@@ -95,6 +107,8 @@ def fit_clusters(dataset, args):
         subset_size=args.subset_size,
         assign=args.assign,
         random_state=args.seed,
+        reduce=args.reduce,
+        n_components=args.components,
     )
 
 
