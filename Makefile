@@ -30,8 +30,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
-	$(BIN)/ruff check ase_flatten tests examples benchmarks
-	$(BIN)/ruff format --check ase_flatten tests examples benchmarks
+	$(BIN)/ruff check ase_flatten md_validation tests examples benchmarks
+	$(BIN)/ruff format --check ase_flatten md_validation tests examples benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_clustering.py
