@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KCAL_MOL, cluster_errors
+from .errors import KCAL_MOL, model_errors
 from .exceptions import InputError
 from .outputs import write_json, write_text
 
@@ -40,12 +40,11 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
             raise InputError(f"{run}: trained on frames of the test split")
     if first.clusters is None or first.clusters.labels_ is None:
         raise InputError(f"{runs[0]}: holds no clusters (train it with ase-flatten)")
-    labels = first.clusters.labels_[test]
-    subset = dataset.subset(test)
-    results = []
-    for run, model in zip(runs, models, strict=True):
-        energies, forces = model.backend.predict(dataset, test)
-        results.append((run, model, cluster_errors(subset, energies, forces, labels)))
+    labels = first.clusters.labels_
+    results = [
+        (run, model, model_errors(model.backend, dataset, test, labels))
+        for run, model in zip(runs, models, strict=True)
+    ]
     table = _table(results)
     write_text(os.path.join(directory, "comparison.csv"), _csv(table))
     write_json(

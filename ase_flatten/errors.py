@@ -30,6 +30,7 @@ KCAL_MOL = units.kcal / units.mol
 __all__ = [
     "ClusterErrors",
     "cluster_errors",
+    "model_errors",
     "predict_with_calculator",
     "read_predictions",
     "KCAL_MOL",
@@ -251,6 +252,29 @@ def cluster_errors(
         aligned=align_energies,
         frames=np.arange(n_frames) if frames is None else np.asarray(frames, int),
         **per_cluster,
+    )
+
+
+def model_errors(
+    backend, dataset: Dataset, frames, labels: np.ndarray, progress: bool | None = None
+) -> ClusterErrors:
+    """Errors of a trained backend on ``frames``, grouped by the dataset's ``labels``.
+
+    Parameters
+    ----------
+    backend : ase_flatten.backends.Backend
+        Trained model.
+    dataset : Dataset
+        The reference frames.
+    frames : sequence of int
+        Frames to evaluate (e.g. the test split).
+    labels : ndarray of int, shape (len(dataset),)
+        Cluster of every frame of the dataset.
+    """
+    frames = np.asarray(frames, dtype=int)
+    energies, forces = backend.predict(dataset, frames, progress=progress)
+    return cluster_errors(
+        dataset.subset(frames), energies, forces, labels[frames], frames=frames
     )
 
 

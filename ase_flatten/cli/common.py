@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..descriptors import DESCRIPTORS, REDUCTIONS
+
 DATA_HELP = (
     "labelled trajectory: any ASE-readable file (.xyz, .extxyz, .xyz.gz, .traj, ...) "
     "or an sGDML/MD17 .npz"
@@ -64,13 +66,13 @@ def add_clustering_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--descriptor",
-        choices=("distances", "inverse"),
+        choices=DESCRIPTORS,
         default="distances",
         help="pairwise distances (paper) or inverse distances (default: distances)",
     )
     group.add_argument(
         "--reduce",
-        choices=("pca", "kpca"),
+        choices=REDUCTIONS,
         help="reduce the descriptor by PCA or RBF kernel PCA before clustering "
         "(larger molecules)",
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..selection.picking import ALLOCATIONS, CRITERIA, THRESHOLDS
 from .common import (
     add_backend_arguments,
     add_dataset_arguments,
@@ -49,13 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loop.add_argument(
         "--threshold",
-        choices=("overall", "mean"),
+        choices=THRESHOLDS,
         default="overall",
         help="factor x the overall RMSE (paper) or x the mean of cluster RMSEs",
     )
     loop.add_argument(
         "--allocation",
-        choices=("worst", "size", "error"),
+        choices=ALLOCATIONS,
         default="worst",
         help="one frame from each of the worst fine clusters (paper), proportional "
         "to fine-cluster size (paper's peptide) or to its squared error (authors' "
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loop.add_argument(
         "--criterion",
-        choices=("error", "centroid", "random"),
+        choices=CRITERIA,
         default="error",
         help="frame taken from a fine cluster: highest error (paper), centroid, random",
     )

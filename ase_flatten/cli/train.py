@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..selection.baselines import STRATEGIES
 from .common import (
     add_backend_arguments,
     add_clustering_arguments,
@@ -30,8 +31,6 @@ from .common import (
 
 description = __doc__
 logger = logging.getLogger(__name__)
-
-STRATEGIES = ("random", "energy", "fps", "cur")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
     import numpy as np
 
     from ..backends import make_backend
-    from ..errors import KCAL_MOL, cluster_errors
+    from ..errors import KCAL_MOL, model_errors
     from ..exceptions import InputError
     from ..models import save_model
     from ..outputs import atomic_path
@@ -83,9 +82,7 @@ def run(args: argparse.Namespace) -> None:
     clusters = fit_clusters(dataset, args)
     errors = None
     if len(test):
-        energies, forces = backend.predict(dataset, test)
-        labels = clusters.labels_[test]
-        errors = cluster_errors(dataset.subset(test), energies, forces, labels)
+        errors = model_errors(backend, dataset, test, clusters.labels_)
     save_model(
         out,
         backend,

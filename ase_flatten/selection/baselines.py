@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..data import Dataset
 from ..exceptions import InputError
+
+if TYPE_CHECKING:  # the CLI imports STRATEGIES while it builds its parser
+    from ..data import Dataset
 
 STRATEGIES = ("random", "energy", "fps", "cur")
 

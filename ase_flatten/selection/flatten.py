@@ -298,11 +298,9 @@ def _pick(config, X, energies, union, mse, rng):
 
 
 def _test_errors(backend, dataset, test, labels) -> dict:
-    from ..errors import cluster_errors
+    from ..errors import model_errors
 
-    energies, forces = backend.predict(dataset, test, progress=False)
-    errors = cluster_errors(dataset.subset(test), energies, forces, labels[test])
-    return _errors_entry(errors)
+    return _errors_entry(model_errors(backend, dataset, test, labels, progress=False))
 
 
 def _errors_entry(errors) -> dict:
@@ -388,15 +386,12 @@ def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
 
 def _finish(dataset, config, clusters, train, test, history, directory) -> dict:
     """Train the final model, evaluate it, save model, frames and plots."""
-    from ..errors import cluster_errors
+    from ..errors import model_errors
     from ..models import save_model
     from ..plots import plot_error_curves
 
     backend, t_train = _train(dataset, config, train)
-    energies, forces = backend.predict(dataset, test, progress=False)
-    errors = cluster_errors(
-        dataset.subset(test), energies, forces, clusters.labels_[test]
-    )
+    errors = model_errors(backend, dataset, test, clusters.labels_, progress=False)
     final = {
         "iteration": "final",
         "n_train": int(len(train)),
