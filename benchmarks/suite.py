@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +55,10 @@ def cli(out: Path, *argv) -> float:
     if (out / "model.json").exists():  # finished in an earlier run
         return float(wall_file.read_text()) if wall_file.exists() else float("nan")
     argv = [str(a) for a in argv] + ["-o", str(out)]
+    if argv[0] == "select" and not (out / "checkpoint.json").exists():
+        shutil.rmtree(out, ignore_errors=True)  # stopped before its first iteration
+    if out.exists():  # interrupted: select resumes from its checkpoint
+        argv.append("--resume" if argv[0] == "select" else "--overwrite")
     print("$ ase-flatten " + " ".join(argv), flush=True)
     start = time.perf_counter()
     subprocess.run([str(BIN / "ase-flatten"), *argv, "-q"], check=True)
@@ -106,6 +111,8 @@ def run_suite(args) -> dict:
                 for strategy in args.strategies:
                     r = train(data, base / strategy, backend, n, strategy, seed)
                     results["improvement"].append({**row, "strategy": strategy, **r})
+                if backend not in args.efficiency:
+                    continue
                 for factor in (1.5, 2.0):
                     size = int(n * factor)
                     r = train(
@@ -192,6 +199,11 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sgdml", "schnet", "gap"])
     parser.add_argument("--strategies", nargs="+", default=["energy", "fps", "cur"])
     parser.add_argument(
+        "--efficiency",
+        nargs="*",
+        help="backends for the data-efficiency runs (default: all of --backends)",
+    )
+    parser.add_argument(
         "--molecules", nargs="+", help="only these datasets (name prefixes)"
     )
     parser.add_argument(
@@ -207,6 +219,8 @@ def main() -> None:
         for p in data_dir.iterdir()
         if p.name.endswith((".xyz.gz", "500K.extxyz"))
     )
+    if args.efficiency is None:
+        args.efficiency = args.backends
     if args.molecules:
         args.data = [
             d for d in args.data if Path(d).name.startswith(tuple(args.molecules))

@@ -33,3 +33,33 @@ def test_md_is_seeded_and_samples_500_K(xtb_dataset):
     kT = 500 * 8.617e-5
     rise = xtb_dataset.energies.mean() - xtb_dataset.energies.min()
     assert 0.3 * 10.5 * kT < rise < 2.0 * 10.5 * kT
+
+
+def test_example_script_runs_md_from_the_shipped_peptide(tmp_path):
+    """examples/make_dataset.py takes a structure file: the 42-atom Ac-Ala3-NHMe."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ase.io import read
+
+    from ase_flatten.data import read_dataset
+    from md_validation.failure import check_structure
+
+    root = Path(__file__).resolve().parents[1]
+    peptide = read(root / "examples" / "molecules" / "ace_ala3_nme.xyz")
+    assert peptide.get_chemical_formula() == "C12H22N4O4"
+    assert check_structure(peptide.numbers, peptide.positions) is None
+    out = tmp_path / "peptide.extxyz"
+    subprocess.run(
+        [sys.executable, str(root / "examples" / "make_dataset.py"),
+         str(root / "examples" / "molecules" / "ace_ala3_nme.xyz"),
+         "-n", "3", "--stride", "2", "--equilibration", "2", "-o", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    frames = read_dataset(out)
+    assert len(frames) == 3 and frames.positions.shape == (3, 42, 3)
+    # frames are 2 steps (1 fs) apart: moved, but the molecule is intact
+    assert 0 < np.abs(frames.positions[1] - frames.positions[0]).max() < 0.1
+    assert check_structure(frames.numbers, frames.positions[2]) is None
+    assert np.abs(frames.forces.sum(axis=1)).max() < 1e-6
