@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench suite clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_clustering.py
+
+# the quick benchmark suite (issue 6) on the demo's ethanol data, made if missing
+suite: $(STAMP)
+	$(BIN)/python benchmarks/suite.py --size quick
 
 clean:
 	rm -rf $(VENV) examples/data examples/output

@@ -34,8 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_flatten.errors import KCAL_MOL
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+DEMO_DATA = ROOT / "examples" / "data"
 SIZES = {
     # init, step, iterations; default sizes for the data-efficiency curve
     "quick": {"init": 50, "step": 25, "iterations": 2, "n_fine": 50},
@@ -70,10 +73,14 @@ def cli(out: Path, *argv) -> float:
 def test_errors(run: Path) -> dict:
     """Overall and per-cluster test force RMSE saved by train/select."""
     errors = json.loads((run / "cluster_errors.json").read_text())
-    rmse = np.array([v for v in errors["force_rmse"] if v >= 0])
-    worst5 = float(np.sort(rmse)[-5:].mean())
-    overall = errors["overall_force_rmse"]
-    return {"overall": overall, "max": float(rmse.max()), "worst5": worst5}
+    per_cluster = np.array(errors["force_rmse"], dtype=float)  # -1: no test frames
+    rmse = per_cluster[per_cluster >= 0]
+    return {
+        "overall": errors["overall_force_rmse"],
+        "max": float(rmse.max()),
+        "worst5": float(np.sort(rmse)[-5:].mean()),
+        "clusters": per_cluster.tolist(),
+    }
 
 
 def train(data, out, backend, size, strategy, seed) -> dict:
@@ -124,11 +131,12 @@ def run_suite(args) -> dict:
     return results
 
 
-def spread(values) -> str:
+def spread(values, digits: int = 4) -> str:
+    """Mean ± sample standard deviation over seeds."""
     values = np.asarray(values, dtype=float)
     if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 def markdown(results, meta) -> str:
@@ -151,17 +159,23 @@ def markdown(results, meta) -> str:
     ]
     lines += [
         "| data | backend | strategy | overall | worst cluster | worst-5 | "
-        "worst / default's |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "worst / default's | overall / default's | overall, worst (kcal/(mol Å)) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     groups = _group(results["improvement"], ("data", "backend", "strategy"))
     for key, rows in groups.items():
         base = {r["seed"]: r for r in groups[(key[0], key[1], "random")]}
-        ratio = [r["max"] / base[r["seed"]]["max"] for r in rows]
+        worst = [r["max"] / base[r["seed"]]["max"] for r in rows]
+        overall = [r["overall"] / base[r["seed"]]["overall"] for r in rows]
+        kcal = (
+            f"{np.mean([r['overall'] for r in rows]) / KCAL_MOL:.3f}, "
+            f"{np.mean([r['max'] for r in rows]) / KCAL_MOL:.3f}"
+        )
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {spread([r['overall'] for r in rows])}"
             f" | {spread([r['max'] for r in rows])} | "
-            f"{spread([r['worst5'] for r in rows])} | {spread(ratio)} |"
+            f"{spread([r['worst5'] for r in rows])} | {spread(worst, 2)} | "
+            f"{spread(overall, 2)} | {kcal} |"
         )
     lines += ["", "## Data efficiency: worst-cluster test force RMSE (eV/Å)", ""]
     lines += ["| data | backend | default frames | worst cluster | overall |"]
@@ -181,7 +195,99 @@ def markdown(results, meta) -> str:
             f"| {key[0]} | {key[1]} | {key[2]} | {spread([r['max'] for r in rows])} | "
             f"{spread([r['overall'] for r in rows])} |"
         )
+    lines += ["", "Default size that matches the flattened model's worst cluster:", ""]
+    lines += ["| data | backend | flattened frames | matching default frames |"]
+    lines += ["| --- | --- | ---: | ---: |"]
+    for (data, backend), rows in _group(
+        results["efficiency"], ("data", "backend")
+    ).items():
+        by_size = _group(rows, ("n_default",))
+        flat = np.mean([r["max"] for r in by_size.pop(("flattened",))])
+        sizes = sorted(k[0] for k in by_size)
+        worst = [np.mean([r["max"] for r in by_size[(n,)]]) for n in sizes]
+        match = matching_size(sizes, worst, flat)
+        lines.append(f"| {data} | {backend} | {rows[0]['n']} | {match} |")
     return "\n".join(lines) + "\n"
+
+
+def matching_size(sizes, worst, target) -> str:
+    """First default size whose mean worst-cluster error reaches ``target``.
+
+    Linear interpolation between the measured sizes; beyond them, a bound.
+    """
+    if worst[0] <= target:
+        return f"<= {sizes[0]}"
+    for i in range(1, len(sizes)):
+        if worst[i] <= target:
+            t = (worst[i - 1] - target) / (worst[i - 1] - worst[i])
+            return f"~{sizes[i - 1] + t * (sizes[i] - sizes[i - 1]):.0f}"
+    return f"> {sizes[-1]}"
+
+
+def plot(results, out: Path) -> list[Path]:
+    """Fig. 4, 5 and 7 analogues (seed of the first row; spread in the tables)."""
+    paths = []
+    outlier = _group(results["outlier"], ("data",))
+    fig, axes = _panels(len(outlier))
+    for ax, ((data,), rows) in zip(axes, outlier.items(), strict=True):
+        for backend, group in _group(rows, ("backend",)).items():
+            r = group[0]
+            c = np.sort([v for v in r["clusters"] if v >= 0]) / r["overall"]
+            ax.plot(c, ".-", label=f"{backend[0]} (max {c[-1]:.2f}x)")
+        ax.axhline(1, color="k", lw=0.8, ls="--")
+        ax.set(title=data, xlabel="cluster (sorted)", ylabel="force RMSE / overall")
+        ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "outlier.png"))
+
+    improvement = _group(results["improvement"], ("data", "backend"))
+    if improvement:
+        fig, axes = _panels(len(improvement))
+        for ax, ((data, backend), rows) in zip(axes, improvement.items(), strict=True):
+            runs = {r["strategy"]: r for r in rows if r["seed"] == rows[0]["seed"]}
+            default = np.array(runs["random"]["clusters"])
+            order = [i for i in np.argsort(default) if default[i] >= 0]
+            for strategy in ("random", "flatten"):
+                c = np.array(runs[strategy]["clusters"])[order]
+                ax.plot(c, ".-", label=strategy)
+            ax.set(title=f"{data}, {backend}", xlabel="cluster (default's order)")
+            ax.set_ylabel("test force RMSE (eV/Å)")
+            ax.legend(fontsize=8)
+        paths.append(_save(fig, out / "improvement.png"))
+
+    efficiency = _group(results["efficiency"], ("data", "backend"))
+    if efficiency:
+        fig, axes = _panels(len(efficiency))
+        for ax, ((data, backend), rows) in zip(axes, efficiency.items(), strict=True):
+            by_size = _group(rows, ("n_default",))
+            flat = [r["max"] for r in by_size.pop(("flattened",))]
+            sizes = sorted(k[0] for k in by_size)
+            worst = [[r["max"] for r in by_size[(n,)]] for n in sizes]
+            ax.errorbar(sizes, np.mean(worst, 1), np.std(worst, 1), marker="o",
+                        label="default (random)")  # fmt: skip
+            ax.axhspan(np.mean(flat) - np.std(flat), np.mean(flat) + np.std(flat),
+                       color="C1", alpha=0.3)  # fmt: skip
+            ax.axhline(np.mean(flat), color="C1", label=f"flattened, {rows[0]['n']}")
+            ax.set(title=f"{data}, {backend}", xlabel="default training frames")
+            ax.set_ylabel("worst-cluster force RMSE (eV/Å)")
+            ax.legend(fontsize=8)
+        paths.append(_save(fig, out / "efficiency.png"))
+    return paths
+
+
+def _panels(n: int):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
+    return fig, axes[0]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
 
 
 def _group(rows, keys):
@@ -193,7 +299,7 @@ def _group(rows, keys):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT / "examples" / "data"))
+    parser.add_argument("--data-dir", type=Path, default=DEMO_DATA)
     parser.add_argument("--size", choices=sorted(SIZES), default="quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--backends", nargs="+", default=["sgdml", "schnet", "gap"])
@@ -214,6 +320,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
+    if data_dir == DEMO_DATA:  # the demo's ethanol set, made here when missing
+        from ase_flatten.sample_data import make_example_files
+
+        make_example_files(DEMO_DATA, n_frames=3000, seed=0)
     args.data = sorted(
         str(p)
         for p in data_dir.iterdir()
@@ -226,7 +336,7 @@ def main() -> None:
             d for d in args.data if Path(d).name.startswith(tuple(args.molecules))
         ]
     if not args.data:
-        sys.exit(f"{data_dir}: no datasets (run `make demo` to make the example one)")
+        sys.exit(f"{data_dir}: no datasets (*.xyz.gz, *500K.extxyz)")
     start = time.perf_counter()
     results = run_suite(args)
     import ase
@@ -247,6 +357,8 @@ def main() -> None:
     (out / "suite.json").write_text(json.dumps({"meta": meta, **results}, indent=1))
     (out / "suite.md").write_text(markdown(results, meta))
     print((out / "suite.md").read_text())
+    for path in plot(results, out):
+        print(f"plot: {path}")
 
 
 if __name__ == "__main__":
