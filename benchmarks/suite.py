@@ -52,11 +52,17 @@ PARAMS = {  # fixed, cheap hyperparameters so the comparison is about the frames
 }
 
 
-def cli(out: Path, *argv) -> float:
+class NotRun(Exception):
+    """With --collect: this run has not finished."""
+
+
+def cli(out: Path, *argv, collect: bool = False) -> float:
     """Run ``ase-flatten ...`` once; its wall time is kept in ``out/wall_s.txt``."""
     wall_file = out / "wall_s.txt"
     if (out / "model.json").exists():  # finished in an earlier run
         return float(wall_file.read_text()) if wall_file.exists() else float("nan")
+    if collect:
+        raise NotRun(out)
     argv = [str(a) for a in argv] + ["-o", str(out)]
     if argv[0] == "select" and not (out / "checkpoint.json").exists():
         shutil.rmtree(out, ignore_errors=True)  # stopped before its first iteration
@@ -83,51 +89,63 @@ def test_errors(run: Path) -> dict:
     }
 
 
-def train(data, out, backend, size, strategy, seed) -> dict:
-    wall = cli(out, "train", data, "--backend", backend, *PARAMS[backend], "--size",
-               size, "--strategy", strategy, "--seed", seed)  # fmt: skip
+def train(data, out, backend, size, strategy, seed, collect=False) -> dict:
+    wall = cli(out, "train", data, "--backend", backend, *PARAMS[backend],
+               "--size", size, "--strategy", strategy, "--seed", seed,
+               collect=collect)  # fmt: skip
     return {**test_errors(out), "wall_s": wall}
 
 
-def flatten(data, out, backend, sizes, seed) -> dict:
+def flatten(data, out, backend, sizes, seed, collect=False) -> dict:
     wall = cli(out, "select", data, "--backend", backend, *PARAMS[backend],
                "--init", sizes["init"], "--step", sizes["step"],
                "--iterations", sizes["iterations"], "--n-fine", sizes["n_fine"],
-               "--seed", seed)  # fmt: skip
+               "--seed", seed, collect=collect)  # fmt: skip
     return {**test_errors(out), "wall_s": wall}
 
 
 def run_suite(args) -> dict:
-    sizes = SIZES[args.size]
-    n = sizes["init"] + sizes["step"] * sizes["iterations"]
-    out = Path(args.output)
     results = {"outlier": [], "improvement": [], "efficiency": []}
     for data in args.data:
-        name = Path(data).name.split(".")[0]
         for backend in args.backends:
             for seed in args.seeds:
-                base = out / name / backend / f"seed{seed}"
-                default = train(data, base / "random", backend, n, "random", seed)
-                row = {"data": name, "backend": backend, "seed": seed, "n": n}
-                results["outlier"].append({**row, **default})
-                if backend == "gap" and not args.improve_gap:
+                try:
+                    block = run_block(args, data, backend, seed)
+                except NotRun as missing:
+                    print(f"not finished, left out: {missing}", flush=True)
                     continue
-                flat = flatten(data, base / "flatten", backend, sizes, seed)
-                results["improvement"].append({**row, "strategy": "random", **default})
-                results["improvement"].append({**row, "strategy": "flatten", **flat})
-                for strategy in args.strategies:
-                    r = train(data, base / strategy, backend, n, strategy, seed)
-                    results["improvement"].append({**row, "strategy": strategy, **r})
-                if backend not in args.efficiency:
-                    continue
-                for factor in (1.5, 2.0):
-                    size = int(n * factor)
-                    r = train(
-                        data, base / f"random_{size}", backend, size, "random", seed
-                    )
-                    results["efficiency"].append({**row, "n_default": size, **r})
-                results["efficiency"].append({**row, "n_default": n, **default})
-                results["efficiency"].append({**row, "n_default": "flattened", **flat})
+                for key, rows in block.items():
+                    results[key] += rows
+    return results
+
+
+def run_block(args, data, backend, seed) -> dict:
+    """Every run of one dataset, backend and seed (all or none of them)."""
+    sizes = SIZES[args.size]
+    n = sizes["init"] + sizes["step"] * sizes["iterations"]
+    name = Path(data).name.split(".")[0]
+    base = Path(args.output) / name / backend / f"seed{seed}"
+    kw = {"collect": args.collect}
+    results = {"outlier": [], "improvement": [], "efficiency": []}
+    default = train(data, base / "random", backend, n, "random", seed, **kw)
+    row = {"data": name, "backend": backend, "seed": seed, "n": n}
+    results["outlier"].append({**row, **default})
+    if backend == "gap" and not args.improve_gap:
+        return results
+    flat = flatten(data, base / "flatten", backend, sizes, seed, **kw)
+    results["improvement"].append({**row, "strategy": "random", **default})
+    results["improvement"].append({**row, "strategy": "flatten", **flat})
+    for strategy in args.strategies:
+        r = train(data, base / strategy, backend, n, strategy, seed, **kw)
+        results["improvement"].append({**row, "strategy": strategy, **r})
+    if backend not in args.efficiency:
+        return results
+    for factor in (1.5, 2.0):
+        size = int(n * factor)
+        r = train(data, base / f"random_{size}", backend, size, "random", seed, **kw)
+        results["efficiency"].append({**row, "n_default": size, **r})
+    results["efficiency"].append({**row, "n_default": n, **default})
+    results["efficiency"].append({**row, "n_default": "flattened", **flat})
     return results
 
 
@@ -150,7 +168,7 @@ def markdown(results, meta) -> str:
         lines.append(
             f"| {key[0]} | {key[1]} | {rows[0]['n']} | "
             f"{spread([r['overall'] for r in rows])} | "
-            f"{spread([r['max'] for r in rows])} | {spread(ratio)} |"
+            f"{spread([r['max'] for r in rows])} | {spread(ratio, 2)} |"
         )
     lines += [
         "",
@@ -228,6 +246,8 @@ def plot(results, out: Path) -> list[Path]:
     """Fig. 4, 5 and 7 analogues (seed of the first row; spread in the tables)."""
     paths = []
     outlier = _group(results["outlier"], ("data",))
+    if not outlier:
+        return paths
     fig, axes = _panels(len(outlier))
     for ax, ((data,), rows) in zip(axes, outlier.items(), strict=True):
         for backend, group in _group(rows, ("backend",)).items():
@@ -311,6 +331,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--molecules", nargs="+", help="only these datasets (name prefixes)"
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: tabulate the finished runs (a seed's runs: all or none)",
     )
     parser.add_argument(
         "--improve-gap", action="store_true", help="also run the loop with GAP"
