@@ -296,9 +296,9 @@ def plot(results, out: Path) -> list[Path]:
             flat = [r["max"] for r in by_size.pop(("flattened",))]
             sizes = sorted(k[0] for k in by_size)
             worst = [[r["max"] for r in by_size[(n,)]] for n in sizes]
-            ax.errorbar(sizes, np.mean(worst, 1), np.std(worst, 1), marker="o",
+            ax.errorbar(sizes, np.mean(worst, 1), [_sd(w) for w in worst], marker="o",
                         label="default (random)")  # fmt: skip
-            ax.axhspan(np.mean(flat) - np.std(flat), np.mean(flat) + np.std(flat),
+            ax.axhspan(np.mean(flat) - _sd(flat), np.mean(flat) + _sd(flat),
                        color="C1", alpha=0.3)  # fmt: skip
             ax.axhline(np.mean(flat), color="C1", label=f"flattened, {rows[0]['n']}")
             ax.set(title=f"{data}, {backend}", xlabel="default training frames")
@@ -308,11 +308,21 @@ def plot(results, out: Path) -> list[Path]:
     return paths
 
 
+def _sd(values) -> float:
+    """Sample standard deviation over seeds, as in the tables (0 for one seed)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def _panels(n: int):
+    """A figure with ``n`` panels, at most four per row."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
-    return fig, axes[0]
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat[:n]
 
 
 def _save(fig, path: Path) -> Path:
