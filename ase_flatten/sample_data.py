@@ -78,7 +78,16 @@ def make_md_dataset(
     from ase.optimize import BFGS
     from tqdm.auto import tqdm
 
-    atoms = build_molecule(molecule) if isinstance(molecule, str) else molecule.copy()
+    if isinstance(molecule, str):
+        try:
+            atoms = build_molecule(molecule)
+        except KeyError:
+            raise InputError(
+                f"{molecule!r}: not a molecule ase.build.molecule knows "
+                "(e.g. CH3CH2OH), nor a structure file"
+            ) from None
+    else:
+        atoms = molecule.copy()
     atoms.calc = xtb_calculator(method)
     BFGS(atoms, logfile=None).run(fmax=0.01, steps=200)
     rng = np.random.default_rng(seed)

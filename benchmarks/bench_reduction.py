@@ -176,4 +176,9 @@ def markdown(rows, meta) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from ase_flatten.exceptions import InputError
+
+    try:
+        main()
+    except InputError as exc:  # one line, as the ase-flatten commands do
+        sys.exit(f"error: {exc}")

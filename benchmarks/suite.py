@@ -369,6 +369,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
+    if data_dir != DEMO_DATA and not data_dir.is_dir():
+        sys.exit(f"{data_dir}: no such folder")
     if data_dir == DEMO_DATA:  # the demo's ethanol set, made here when missing
         from ase_flatten.sample_data import make_example_files
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ase.io import read
 
+from ase_flatten.exceptions import InputError
 from ase_flatten.sample_data import make_md_dataset, relabel
 
 
@@ -44,16 +45,22 @@ def main() -> None:
 
     molecule = args.molecule
     if Path(molecule).is_file():
-        molecule = read(molecule)
-    dataset = make_md_dataset(
-        molecule,
-        stride=args.stride,
-        equilibration_fs=args.equilibration,
-        n_frames=args.frames,
-        temperature_K=args.temperature,
-        method=args.method,
-        seed=args.seed,
-    )
+        try:
+            molecule = read(molecule)
+        except Exception as exc:  # ASE raises many types for unreadable files
+            parser.exit(2, f"{args.molecule}: not a readable structure ({exc})\n")
+    try:
+        dataset = make_md_dataset(
+            molecule,
+            stride=args.stride,
+            equilibration_fs=args.equilibration,
+            n_frames=args.frames,
+            temperature_K=args.temperature,
+            method=args.method,
+            seed=args.seed,
+        )
+    except InputError as exc:
+        parser.exit(2, f"error: {exc}\n")
     dataset.write(args.output)
     print(f"{len(dataset)} frames of {dataset.formula} -> {args.output}")
     if args.predictions:

@@ -63,3 +63,30 @@ def test_example_script_runs_md_from_the_shipped_peptide(tmp_path):
     assert 0 < np.abs(frames.positions[1] - frames.positions[0]).max() < 0.1
     assert check_structure(frames.numbers, frames.positions[2]) is None
     assert np.abs(frames.forces.sum(axis=1)).max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "molecule, message",
+    [
+        ("NotAMolecule", "not a molecule ase.build.molecule knows"),
+        (None, "not a readable"),
+    ],
+)
+def test_example_script_bad_molecule_is_one_line(tmp_path, molecule, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if molecule is None:
+        molecule = tmp_path / "broken.xyz"
+        molecule.write_text("garbage\n")
+    script = Path(__file__).resolve().parents[1] / "examples" / "make_dataset.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(molecule), "-o", str(tmp_path / "o.xyz")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.xyz").exists()
