@@ -23,26 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from suite import cli  # benchmarks/suite.py: run `ase-flatten` once, keep its time
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "ase-flatten")
-
-
-def train(data: str, out: Path, backend: str, size: int, seed: int, params) -> float:
-    if (out / "model.json").exists():
-        return float("nan")
-    argv = [data, "--backend", backend, *params, "--size", size, "--seed", seed]
-    argv = [str(a) for a in argv] + ["-o", str(out)]
-    print("$ ase-flatten train " + " ".join(argv), flush=True)
-    start = time.perf_counter()
-    subprocess.run([CLI, "train", *argv, "-q"], check=True)
-    return time.perf_counter() - start
 
 
 def separation(frame_rmse: np.ndarray, labels: np.ndarray, min_frames: int) -> dict:
@@ -91,7 +79,8 @@ def main() -> None:
         frame_rmse = {}
         for seed in args.seeds:
             model_dir = out / name / f"{args.backend}_seed{seed}"
-            train(data, model_dir, args.backend, args.size, seed, params)
+            cli(model_dir, "train", data, "--backend", args.backend, *params,
+                "--size", args.size, "--seed", seed)  # fmt: skip
             model = load_model(model_dir)
             frames = np.setdiff1d(np.arange(len(dataset)), model.train_indices)
             _, forces = model.backend.predict(dataset, frames)

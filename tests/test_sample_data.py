@@ -1,7 +1,16 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from ase.io import read
 
+from ase_flatten.data import read_dataset
 from ase_flatten.sample_data import make_md_dataset, xtb_calculator
+from md_validation.failure import check_structure
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_labels_are_the_methods_energy_and_forces(xtb_dataset):
@@ -37,23 +46,13 @@ def test_md_is_seeded_and_samples_500_K(xtb_dataset):
 
 def test_example_script_runs_md_from_the_shipped_peptide(tmp_path):
     """examples/make_dataset.py takes a structure file: the 42-atom Ac-Ala3-NHMe."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from ase.io import read
-
-    from ase_flatten.data import read_dataset
-    from md_validation.failure import check_structure
-
-    root = Path(__file__).resolve().parents[1]
-    peptide = read(root / "examples" / "molecules" / "ace_ala3_nme.xyz")
+    peptide = read(EXAMPLES / "molecules" / "ace_ala3_nme.xyz")
     assert peptide.get_chemical_formula() == "C12H22N4O4"
     assert check_structure(peptide.numbers, peptide.positions) is None
     out = tmp_path / "peptide.extxyz"
     subprocess.run(
-        [sys.executable, str(root / "examples" / "make_dataset.py"),
-         str(root / "examples" / "molecules" / "ace_ala3_nme.xyz"),
+        [sys.executable, str(EXAMPLES / "make_dataset.py"),
+         str(EXAMPLES / "molecules" / "ace_ala3_nme.xyz"),
          "-n", "3", "--stride", "2", "--equilibration", "2", "-o", str(out)],
         check=True, capture_output=True,
     )  # fmt: skip
@@ -73,16 +72,17 @@ def test_example_script_runs_md_from_the_shipped_peptide(tmp_path):
     ],
 )
 def test_example_script_bad_molecule_is_one_line(tmp_path, molecule, message):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     if molecule is None:
         molecule = tmp_path / "broken.xyz"
         molecule.write_text("garbage\n")
-    script = Path(__file__).resolve().parents[1] / "examples" / "make_dataset.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(molecule), "-o", str(tmp_path / "o.xyz")],
+        [
+            sys.executable,
+            str(EXAMPLES / "make_dataset.py"),
+            str(molecule),
+            "-o",
+            str(tmp_path / "o.xyz"),
+        ],
         capture_output=True,
         text=True,
     )
