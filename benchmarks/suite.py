@@ -369,12 +369,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
-    if data_dir != DEMO_DATA and not data_dir.is_dir():
-        sys.exit(f"{data_dir}: no such folder")
-    if data_dir == DEMO_DATA:  # the demo's ethanol set, made here when missing
+    if data_dir.resolve() == DEMO_DATA:  # the demo data, made here when missing
         from ase_flatten.sample_data import make_example_files
 
         make_example_files(DEMO_DATA, n_frames=3000, seed=0)
+    elif not data_dir.is_dir():
+        sys.exit(f"{data_dir}: no such folder")
     args.data = sorted(
         str(p)
         for p in data_dir.iterdir()
