@@ -68,6 +68,7 @@ def main() -> None:
     from ase_flatten.clustering import cluster_dataset
     from ase_flatten.data import read_dataset
     from ase_flatten.models import load_model
+    from ase_flatten.outputs import write_text
 
     params = [x for p in args.param for x in ("-p", p)]
     configs = [(None, 0)] + [(m, k) for m in ("pca", "kpca") for k in args.components]
@@ -123,8 +124,8 @@ def main() -> None:
         "wall time": f"{time.perf_counter() - start:.0f} s",
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "reduction.json").write_text(json.dumps({"meta": meta, "rows": rows}))
-    (out / "reduction.md").write_text(markdown(rows, meta))
+    write_text(out / "reduction.json", json.dumps({"meta": meta, "rows": rows}))
+    write_text(out / "reduction.md", markdown(rows, meta))
     print((out / "reduction.md").read_text())
 
 

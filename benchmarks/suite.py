@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ase_flatten.errors import KCAL_MOL
+from ase_flatten.outputs import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -82,7 +83,7 @@ def cli(out: Path, *argv, collect: bool = False) -> float:
     start = time.perf_counter()
     subprocess.run([str(BIN / "ase-flatten"), *argv, "-q"], check=True)
     wall = time.perf_counter() - start
-    wall_file.write_text(f"{wall:.1f}\n")
+    write_text(wall_file, f"{wall:.1f}\n")
     WALLS[out] = wall
     return wall
 
@@ -410,8 +411,8 @@ def main() -> None:
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.json").write_text(json.dumps({"meta": meta, **results}, indent=1))
-    (out / "suite.md").write_text(markdown(results, meta))
+    write_text(out / "suite.json", json.dumps({"meta": meta, **results}, indent=1))
+    write_text(out / "suite.md", markdown(results, meta))
     print((out / "suite.md").read_text())
     for path in plot(results, out):
         print(f"plot: {path}")
