@@ -6,9 +6,15 @@
     atoms.calc = FlattenedCalculator("models/ethanol_sgdml")
     atoms.get_potential_energy(), atoms.get_forces()
 
+Its parameters, ASE's way, are ``model`` (the model directory, stored as an
+absolute path) and ``domain``: ``calc.todict()`` and ``ase db`` record which model
+gave a result, and an unknown keyword (``domian=True``) raises
+:class:`ase.calculators.calculator.InputError`.
+
 When the model was saved with its dataset's cluster model (the selection loop does
-this), ``FlattenedCalculator(path, domain=True)`` also reports, in ``calc.results``
-of every calculation:
+this), ``FlattenedCalculator(path, domain=True)`` also reports these properties
+(``calc.get_property(name, atoms)``; also copied into ``atoms.info``, so they are
+written to extxyz and databases with the structure):
 
 ``cluster``
     the cluster the structure falls in;
@@ -19,14 +25,43 @@ of every calculation:
 ``outside_domain``
     True when that distance exceeds the model's threshold: the structure lies
     outside every cluster seen in the data, where no error was measured.
+
+A structure the model cannot describe raises instead of returning a number:
+periodic boundary conditions, another molecule or atom order (checked by the
+nearest heavy atom of every hydrogen, see :mod:`ase_flatten.atom_order`) raise
+:class:`~ase.calculators.calculator.CalculatorSetupError`; NaN positions and atoms
+closer than ``MIN_DISTANCE`` raise
+:class:`~ase.calculators.calculator.CalculationFailed`.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from ase.calculators.calculator import Calculator, CalculatorError, all_changes
+import logging
+from pathlib import Path
 
-__all__ = ["FlattenedCalculator"]
+import numpy as np
+from ase.calculators.calculator import (
+    CalculationFailed,
+    Calculator,
+    CalculatorSetupError,
+    InputError,
+    all_changes,
+)
+
+__all__ = ["DOMAIN_PROPERTIES", "MIN_DISTANCE", "FlattenedCalculator"]
+
+logger = logging.getLogger(__name__)
+
+#: extra properties of ``domain=True``
+DOMAIN_PROPERTIES = (
+    "cluster",
+    "cluster_force_rmse",
+    "domain_distance",
+    "outside_domain",
+)
+#: Å; atoms closer than this are refused. The four shared 500 K datasets come no
+#: closer than 0.85 Å; md_validation declares a run failed below 0.5 Å.
+MIN_DISTANCE = 0.3
 
 
 class FlattenedCalculator(Calculator):
@@ -43,50 +78,131 @@ class FlattenedCalculator(Calculator):
         to every Ward-subset frame per call (see BENCHMARKS.md), which plain
         energy/force calls should not pay.
     **kwargs
-        Passed to :class:`ase.calculators.calculator.Calculator`.
+        ASE's own calculator keywords (``label``, ``directory``, ``atoms``).
+
+    Attributes
+    ----------
+    model : SavedModel
+    backend : Backend
+    implemented_properties : list of str
+        Energy, free energy, forces, and with ``domain=True`` the
+        ``DOMAIN_PROPERTIES``.
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
-    default_parameters: dict = {}
+    default_parameters = {"model": None, "domain": False}
 
     def __init__(self, model=None, domain: bool = False, **kwargs):
-        super().__init__(**kwargs)
+        self.model = self.backend = self._order = None
+        # Calculator.__init__ takes its own keywords and passes the rest to set()
+        super().__init__(model=model, domain=domain, **kwargs)
+
+    @property
+    def domain(self) -> bool:
+        """Whether the cluster and domain extras are reported."""
+        return bool(self.parameters["domain"])
+
+    def set(self, **kwargs) -> dict:
+        """Set ``model`` and/or ``domain``; any other name raises InputError."""
+        unknown = sorted(set(kwargs) - set(self.default_parameters))
+        if unknown:
+            raise InputError(
+                f"FlattenedCalculator has no parameter {unknown[0]!r} "
+                f"(parameters: {', '.join(self.default_parameters)})"
+            )
+        if "model" in kwargs:
+            kwargs["model"] = self._load(kwargs["model"])
+        domain = bool(kwargs.get("domain", self.domain))
+        if domain and self.model.clusters is None:
+            raise CalculatorSetupError(
+                "domain=True needs a model saved with its cluster model"
+            )
+        changed = super().set(**{**kwargs, "domain": domain})
+        self.implemented_properties = list(type(self).implemented_properties)
+        if self.domain:
+            self.implemented_properties += DOMAIN_PROPERTIES
+        if changed:
+            self.reset()
+        return changed
+
+    def _load(self, model) -> str:
+        """Load ``model``; returns what ``parameters["model"]`` records."""
+        from .atom_order import AtomOrderCheck
         from .backends import Backend
         from .models import SavedModel, load_model
 
         if model is None:
-            raise CalculatorError("FlattenedCalculator needs a model directory")
+            raise CalculatorSetupError("FlattenedCalculator needs a model directory")
         if isinstance(model, Backend):
             model = SavedModel(backend=model, meta={}, train_indices=np.empty(0, int))
         elif not isinstance(model, SavedModel):
             model = load_model(model)
-        self.model = model
-        self.backend = model.backend
-        self.domain = bool(domain)
-        if self.domain and model.clusters is None:
-            raise CalculatorError(
-                "domain=True needs a model saved with its cluster model"
+        self.model, self.backend = model, model.backend
+        reference = model.meta.get("hydrogen_partners")
+        self._order = None
+        if reference is not None:
+            self._order = AtomOrderCheck(self.backend.numbers_, reference)
+        else:
+            logger.warning(
+                "%s: saved without its data's hydrogen partners (an older model, or "
+                "save_model without the dataset): the atom order is not checked",
+                model.path or f"the {self.backend.name} model",
             )
+        if model.path is None:
+            return f"<{self.backend.name} model in memory>"
+        return str(Path(model.path).resolve())
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        numbers = self.atoms.numbers
-        if not np.array_equal(numbers, self.backend.numbers_):
-            raise CalculatorError(
-                f"this {self.backend.name} model was trained on another molecule or "
-                f"atom order ({len(self.backend.numbers_)} atoms), got "
-                f"{self.atoms.get_chemical_formula()}"
-            )
-        positions = self.atoms.positions[None]
-        energies, forces = self.backend.predict_positions(positions)
+        positions = np.asarray(self.atoms.positions, dtype=float)
+        self._check_structure(positions)
+        energies, forces = self.backend.predict_positions(positions[None])
         energy = float(energies[0])
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):
+            raise CalculationFailed(
+                f"the {self.backend.name} model returned a non-finite energy or force"
+            )
         self.results = {
             "energy": energy,
             "free_energy": energy,
             "forces": np.array(forces[0], dtype=float).reshape(-1, 3),
         }
         if self.domain:
-            self.results.update(self._domain_report(positions, energy))
+            extras = self._domain_report(positions[None], energy)
+            self.results.update(extras)
+            if atoms is not None:  # travels with the structure (extxyz, ase db)
+                atoms.info.update(extras)
+
+    def _check_structure(self, positions: np.ndarray) -> None:
+        """Raise for a structure the model cannot describe (see module docstring)."""
+        atoms = self.atoms
+        if atoms.pbc.any():
+            raise CalculatorSetupError(
+                f"periodic boundary conditions (pbc={atoms.pbc.tolist()}) are not "
+                f"supported: the {self.backend.name} model describes one isolated "
+                "molecule; set atoms.pbc = False with the molecule whole"
+            )
+        if not np.array_equal(atoms.numbers, self.backend.numbers_):
+            raise CalculatorSetupError(
+                f"this {self.backend.name} model was trained on another molecule or "
+                f"atom order ({len(self.backend.numbers_)} atoms), got "
+                f"{atoms.get_chemical_formula()}"
+            )
+        if not np.isfinite(positions).all():
+            atom = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+            raise CalculationFailed(f"atom {atom} has a non-finite position")
+        diff = positions[:, None, :] - positions[None, :, :]
+        squared = np.einsum("ijx,ijx->ij", diff, diff)
+        np.fill_diagonal(squared, np.inf)
+        if squared.min() < MIN_DISTANCE**2:
+            i, j = np.unravel_index(squared.argmin(), squared.shape)
+            raise CalculationFailed(
+                f"atoms {i} and {j} are {np.sqrt(squared[i, j]):.3f} Å apart "
+                f"(< {MIN_DISTANCE} Å)"
+            )
+        problem = self._order.problem(positions) if self._order else None
+        if problem:
+            raise CalculatorSetupError(problem)
 
     def _domain_report(self, positions: np.ndarray, energy: float) -> dict:
         clusters = self.model.clusters

@@ -142,6 +142,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             subset = np.arange(n_frames)
         else:
             subset = np.sort(rng.choice(n_frames, self.subset_size, replace=False))
+        self._check_distinct(X, subset)
         ward = AgglomerativeClustering(n_clusters=self.n_geometry, linkage="ward")
         self.subset_indices_ = subset
         self.subset_descriptors_ = X[subset].copy()
@@ -190,6 +191,22 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             time.perf_counter() - t_assign,
         )
         return self
+
+    def _check_distinct(self, X, subset) -> None:
+        """Refuse to split fewer distinct geometries than ``n_geometry`` (Ward would
+        put all copies in one cluster and single frames in the others)."""
+        n_distinct = count_distinct(X[subset])
+        if n_distinct >= self.n_geometry:
+            return
+        where = (
+            f"{len(subset)} frames"
+            if len(subset) == len(X)
+            else f"the Ward subset of {len(subset)} of {len(X)} frames"
+        )
+        raise InputError(
+            f"{where} hold only {n_distinct} distinct geometries, fewer than "
+            f"n_geometry {self.n_geometry}: lower n_geometry or remove repeated frames"
+        )
 
     def fit_predict(self, X, energies) -> np.ndarray:
         """Fit and return ``labels_``."""
@@ -383,6 +400,12 @@ def _check_assign_rule(rule: str) -> None:
         raise InputError(
             f"unknown assign rule {rule!r}; choose one of {', '.join(ASSIGN_RULES)}"
         )
+
+
+def count_distinct(X, decimals: int = 6) -> int:
+    """Distinct rows of descriptor ``X`` (M, D), equal when they agree to
+    ``decimals`` places (1e-6 Å for distances)."""
+    return len(np.unique(np.round(np.asarray(X, dtype=float), decimals), axis=0))
 
 
 def _energy_levels(energies, n_levels, n_init, seed):

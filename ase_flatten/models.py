@@ -2,7 +2,8 @@
 
 ::
 
-    DIR/model.json         backend, hyperparameters, molecule, provenance
+    DIR/model.json         backend, hyperparameters, molecule, provenance, the
+                           data's hydrogen partners (atom-order check)
     DIR/train_indices.npy  the training frames (indices into the dataset)
     DIR/model/             the backend's files (sGDML npz, SchNet best_model, GAP xml)
     DIR/clusters.npz       optional: the cluster model of the dataset
@@ -96,7 +97,13 @@ def save_model(
         **meta,
     }
     if dataset is not None:
+        from .atom_order import reference_partners
+
         info.update(dataset=dataset.source, dataset_fingerprint=dataset.fingerprint())
+        # what FlattenedCalculator checks a structure's atom order against
+        info["hydrogen_partners"] = reference_partners(
+            dataset.numbers, dataset.positions
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:

@@ -1,11 +1,24 @@
 import numpy as np
 import pytest
 from ase import Atoms, units
-from ase.calculators.calculator import CalculatorError, get_calculator_class
+from ase.calculators.calculator import (
+    CalculationFailed,
+    CalculatorError,
+    CalculatorSetupError,
+    PropertyNotImplementedError,
+    get_calculator_class,
+)
+from ase.calculators.calculator import InputError as AseInputError
 from ase.md.verlet import VelocityVerlet
 
 from ase_flatten import FlattenedCalculator
+from ase_flatten.atom_order import (
+    AtomOrderCheck,
+    hydrogen_partners,
+    reference_partners,
+)
 from ase_flatten.backends import make_backend
+from ase_flatten.calculator import DOMAIN_PROPERTIES
 from ase_flatten.clustering import cluster_dataset
 from ase_flatten.descriptors import pairwise_distances
 from ase_flatten.errors import cluster_errors
@@ -146,3 +159,156 @@ def test_domain_uses_the_clusters_descriptor(tmp_path, xtb_dataset, sgdml_dir):
     X = pairwise_distances(xtb_dataset.positions[[42]], "inverse")
     assert calc.results["cluster"] == clusters.predict(X, [calc.results["energy"]])[0]
     assert calc.results["domain_distance"] < 1e-6
+
+
+# -- parameters, ASE's way ------------------------------------------------------
+def test_parameters_record_the_model_and_unknown_ones_raise(sgdml_dir, xtb_dataset):
+    calc = FlattenedCalculator(sgdml_dir)
+    assert calc.parameters == {"model": str(sgdml_dir.resolve()), "domain": False}
+    assert calc.todict() == {"model": str(sgdml_dir.resolve())}
+    same = FlattenedCalculator(**calc.todict())
+    atoms = xtb_dataset.to_atoms(5)
+    assert same.get_potential_energy(atoms) == calc.get_potential_energy(atoms)
+    with pytest.raises(AseInputError, match="has no parameter 'domian'"):
+        FlattenedCalculator(sgdml_dir, domian=True)
+    with pytest.raises(AseInputError, match="has no parameter 'sigma'"):
+        calc.set(sigma=3)
+    with pytest.raises(CalculatorSetupError, match="needs a model saved with its"):
+        calc.set(domain=True)
+    assert calc.parameters["domain"] is False  # unchanged by the refused set
+
+
+def test_ase_db_records_which_model(tmp_path, domain_dir, xtb_dataset):
+    import ase.db
+
+    path, _, _ = domain_dir
+    atoms = xtb_dataset.to_atoms(9)
+    atoms.calc = FlattenedCalculator(path, domain=True)
+    atoms.get_potential_energy()
+    with ase.db.connect(tmp_path / "results.db") as db:
+        db.write(atoms, key_value_pairs=atoms.info)
+    row = ase.db.connect(tmp_path / "results.db").get(1)
+    assert row.calculator == "flattenedcalculator"
+    assert row.calculator_parameters == {"model": str(path.resolve()), "domain": True}
+    assert row.cluster == atoms.calc.results["cluster"]
+    assert row.outside_domain is False
+
+
+def test_domain_extras_are_properties_and_survive_extxyz(
+    tmp_path, domain_dir, xtb_dataset
+):
+    import ase.io
+
+    path, _, _ = domain_dir
+    plain = FlattenedCalculator(path)
+    assert "outside_domain" not in plain.implemented_properties
+    assert "outside_domain" not in FlattenedCalculator.implemented_properties
+    calc = FlattenedCalculator(path, domain=True)
+    assert set(DOMAIN_PROPERTIES) <= set(calc.implemented_properties)
+    assert "outside_domain" not in FlattenedCalculator.implemented_properties
+    atoms = xtb_dataset.to_atoms(42)
+    assert calc.get_property("outside_domain", atoms) is False
+    assert calc.get_property("cluster", atoms) == atoms.info["cluster"]
+    assert {k: atoms.info[k] for k in DOMAIN_PROPERTIES} == {
+        k: calc.results[k] for k in DOMAIN_PROPERTIES
+    }
+    atoms.calc = calc
+    ase.io.write(tmp_path / "out.extxyz", atoms)
+    back = ase.io.read(tmp_path / "out.extxyz")
+    for key in DOMAIN_PROPERTIES:
+        assert back.info[key] == pytest.approx(calc.results[key], rel=1e-12), key
+    assert back.get_potential_energy() == pytest.approx(calc.results["energy"])
+    with pytest.raises(PropertyNotImplementedError):
+        plain.get_property("outside_domain", atoms)
+
+
+# -- structures the model cannot describe ----------------------------------------
+def test_periodic_cell_is_refused(sgdml_dir, xtb_dataset):
+    calc = FlattenedCalculator(sgdml_dir)
+    atoms = xtb_dataset.to_atoms(3)
+    atoms.cell = [6.0, 6.0, 6.0]
+    reference = calc.get_potential_energy(atoms)  # a cell without pbc is fine
+    atoms.pbc = True
+    with pytest.raises(CalculatorSetupError, match="periodic boundary conditions"):
+        calc.get_potential_energy(atoms)
+    atoms.positions[4] += atoms.cell[0]  # one H moved by a lattice vector
+    atoms.pbc = False
+    with pytest.raises(CalculatorSetupError, match="hydrogen 4 sits next to"):
+        calc.get_potential_energy(atoms)  # not a 60 eV shift
+    atoms.positions[4] -= atoms.cell[0]
+    assert calc.get_potential_energy(atoms) == reference
+
+
+def hydroxyl_swapped(xtb_dataset, frame):
+    """Ethanol with the hydroxyl H and a methyl H exchanged in the atom list."""
+    numbers = xtb_dataset.numbers
+    partners = hydrogen_partners(numbers, xtb_dataset.positions[[frame]])[0]
+    hydrogens = np.flatnonzero(numbers == 1)
+    hydroxyl = hydrogens[numbers[partners] == 8][0]
+    methyl = hydrogens[numbers[partners] == 6][0]
+    atoms = xtb_dataset.to_atoms(frame)
+    order = np.arange(len(atoms))
+    order[[hydroxyl, methyl]] = order[[methyl, hydroxyl]]
+    return atoms[order], hydroxyl, methyl
+
+
+def test_another_atom_order_is_refused(sgdml_dir, xtb_dataset):
+    calc = FlattenedCalculator(sgdml_dir)
+    swapped, hydroxyl, methyl = hydroxyl_swapped(xtb_dataset, 20)
+    raw, _ = calc.backend.predict_positions(swapped.positions[None])
+    assert abs(raw[0] - calc.get_potential_energy(xtb_dataset.to_atoms(20))) > 1.0
+    with pytest.raises(CalculatorSetupError) as info:
+        calc.get_potential_energy(swapped)
+    message = str(info.value)
+    assert hydroxyl < methyl  # the first hydrogen named is the hydroxyl one
+    assert f"hydrogen {hydroxyl} sits next to C" in message
+    assert "in the model's data only next to O2" in message
+    assert "another order" in message and "\n" not in message
+    # every frame of the data itself passes
+    for i in range(0, len(xtb_dataset), 10):
+        assert np.isfinite(calc.get_potential_energy(xtb_dataset.to_atoms(i)))
+
+
+def test_proton_transfer_seen_in_the_data_is_allowed():
+    numbers = np.array([8, 1, 8])
+    positions = np.array(
+        [
+            [[0.0, 0, 0], [1.0, 0, 0], [2.5, 0, 0]],
+            [[0.0, 0, 0], [1.6, 0, 0], [2.5, 0, 0]],
+        ]
+    )
+    reference = reference_partners(numbers, positions)
+    assert reference == {"1": [0, 2]}
+    assert AtomOrderCheck(numbers, reference).problem(positions[1]) is None
+    only_first = AtomOrderCheck(numbers, reference_partners(numbers, positions[:1]))
+    assert "hydrogen 1 sits next to O2" in only_first.problem(positions[1])
+
+
+@pytest.mark.parametrize("fault", ["nan", "overlap"])
+def test_nan_or_overlapping_atoms_raise(sgdml_dir, xtb_dataset, fault):
+    atoms = xtb_dataset.to_atoms(8)
+    atoms.calc = FlattenedCalculator(sgdml_dir)
+    if fault == "nan":
+        atoms.positions[2, 1] = np.nan
+        match = "atom 2 has a non-finite position"
+    else:
+        atoms.positions[5] = atoms.positions[0]
+        match = r"atoms 0 and 5 are 0.000 Å apart \(< 0.3 Å\)"
+    with pytest.raises(CalculationFailed, match=match):
+        atoms.get_potential_energy()
+
+
+def test_model_without_reference_partners_warns_once(tmp_path, sgdml_dir, caplog):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(sgdml_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    assert set(meta.pop("hydrogen_partners")) == {"3", "4", "5", "6", "7", "8"}
+    (old / "model.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="ase_flatten.calculator"):
+        calc = FlattenedCalculator(old)
+    (record,) = caplog.records
+    assert "the atom order is not checked" in record.getMessage()
+    assert calc._order is None

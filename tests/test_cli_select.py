@@ -98,3 +98,23 @@ def test_select_bad_input(capsys, tmp_path, xtb_files):
     )
     assert_one_line_error(status, err, "invalid choice: 'best'")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--factor", "-1"], "argument --factor: must be a number > 0, got -1"),
+        (["--factor", "nan"], "argument --factor: must be a number > 0, got nan"),
+        (["--step", "0"], "argument --step: must be a positive integer, got 0"),
+        (["--iterations", "-2"], "argument --iterations: must be an integer >= 0"),
+        (["--test-fraction", "1.5"], "argument --test-fraction: must be in [0, 1)"),
+        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+        (["-p", "use_sym=maybe"], "must be true or false, got 'maybe'"),
+        (["-p", "lam=abc"], "sgdml: parameter lam must be a number > 0, got 'abc'"),
+    ],
+)
+def test_select_refuses_bad_numbers(capsys, tmp_path, xtb_files, option, message):
+    reference, _ = xtb_files
+    status, _, err = run_cli(capsys, "select", reference, *option, "-o", tmp_path / "x")
+    assert_one_line_error(status, err, message)
+    assert not (tmp_path / "x").exists()

@@ -154,6 +154,30 @@ def test_clusters_with_few_distinct_energies_shrink():
     assert sorted(np.unique(model.labels_)) == [0, 1, 2, 3]
 
 
+def test_identical_frames_are_refused_not_split(xtb_dataset):
+    same = xtb_dataset.subset(np.zeros(300, dtype=int))  # 300 copies of frame 0
+    with pytest.raises(InputError) as info:
+        cluster_dataset(same)
+    assert str(info.value) == (
+        "C2H6O GFN2-xTB MD 500 K: 300 frames hold only 1 distinct geometries, "
+        "fewer than n_geometry 10: lower n_geometry or remove repeated frames"
+    )
+    # three geometries, each 100 times: 3 clusters of 100 frames, 4 refused
+    X = pairwise_distances(xtb_dataset.positions[np.repeat([0, 50, 100], 100)])
+    with pytest.raises(InputError, match="300 frames hold only 3 distinct"):
+        TwoStageClustering(n_geometry=4, n_energy=1).fit(X, np.zeros(300))
+    model = TwoStageClustering(n_geometry=3, n_energy=1).fit(X, np.zeros(300))
+    assert sorted(np.bincount(model.geometry_labels_)) == [100, 100, 100]
+    # Ward splits its subset: 6 distinct among 1000 frames, but a subset of 50
+    # (seeded) holds one or two of the 5 rare ones
+    frames = np.r_[np.zeros(995, dtype=int), 10, 20, 30, 40, 60]
+    X = pairwise_distances(xtb_dataset.positions[frames])
+    with pytest.raises(InputError, match="the Ward subset of 50 of 1000 frames hold"):
+        TwoStageClustering(n_geometry=3, n_energy=1, subset_size=50).fit(
+            X, np.zeros(1000)
+        )
+
+
 def test_load_rejects_other_files(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.arange(3))
     with pytest.raises(InputError, match="other.npz: not a clusters file"):

@@ -235,3 +235,33 @@ def test_shape_checks():
         Dataset([1, 1], np.zeros((3, 2, 3)), np.zeros(3), np.zeros((3, 3, 3)), "x")
     with pytest.raises(InputError, match="x: no frames"):
         Dataset([1], np.zeros((0, 1, 3)), np.zeros(0), np.zeros((0, 1, 3)), "x")
+
+
+def test_kcal_mol_forces_in_an_extxyz_are_flagged(tmp_path, xtb_dataset, caplog):
+    kcal = units.kcal / units.mol
+    in_ev, in_kcal = tmp_path / "ev.extxyz", tmp_path / "kcal.extxyz"
+    xtb_dataset.write(in_ev)
+    converted = Dataset(
+        xtb_dataset.numbers,
+        xtb_dataset.positions,
+        xtb_dataset.energies / kcal,
+        xtb_dataset.forces / kcal,
+    )
+    converted.write(in_kcal)
+    with caplog.at_level("WARNING", logger="ase_flatten.data"):
+        read_dataset(in_ev)
+        assert not caplog.records  # RMS 1.2 eV/Å: fine
+        read_dataset(in_kcal)
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message and message.startswith(f"{in_kcal}: the RMS force")
+    assert "implausible for eV/Å" in message and "e_unit='kcal/mol'" in message
+    rms = float(message.split("component is ")[1].split(",")[0])
+    assert rms == pytest.approx(23.06 * np.sqrt(np.mean(xtb_dataset.forces**2)), 0.01)
+    # the fix the message names: the same numbers as an npz with e_unit
+    caplog.clear()
+    npz = tmp_path / "kcal.npz"
+    sgdml_npz(npz, xtb_dataset, "kcal/mol", "Ang", kcal)
+    with caplog.at_level("WARNING", logger="ase_flatten.data"):
+        assert_same(xtb_dataset, read_dataset(npz), atol=1e-6)
+    assert not caplog.records

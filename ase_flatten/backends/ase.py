@@ -19,6 +19,7 @@ from ase import Atoms
 from ..data import Dataset
 from ..exceptions import InputError
 from .base import Backend
+from .parameters import Mapping, Pattern
 
 
 class ASEBackend(Backend):
@@ -41,6 +42,10 @@ class ASEBackend(Backend):
     name = "ase"
     extra = "all"
     defaults = {"factory": None, "kwargs": {}}
+    parameter_constraints = {
+        "factory": [Pattern(r"[\w.]+:[\w.]+", "a 'module:callable' string"), None],
+        "kwargs": [Mapping()],
+    }
     batch_size = 64
 
     def __init__(self, random_state: int = 0, calculator=None, **params):

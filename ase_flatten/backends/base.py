@@ -7,8 +7,9 @@ loads itself from a directory. The selection loop, the CLI and
 :class:`~ase_flatten.calculator.FlattenedCalculator` only know this protocol; each
 library's quirks stay inside its backend module.
 
-A subclass sets ``name``, ``extra`` and ``defaults`` and implements ``_fit``,
-``_predict``, ``_save`` and ``_load``.
+A subclass sets ``name``, ``extra``, ``defaults`` and ``parameter_constraints``
+(the allowed values of each hyperparameter, see :mod:`.parameters`, checked here
+once) and implements ``_fit``, ``_predict``, ``_save`` and ``_load``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..exceptions import InputError
+from .parameters import check_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ class Backend(ABC):
         Seed for every random choice the backend makes (validation frames, weight
         initialisation, shuffling).
     **params
-        Backend hyperparameters; see the subclass's ``defaults``.
+        Backend hyperparameters; see the subclass's ``defaults``. Unknown names
+        and values outside ``parameter_constraints`` raise InputError.
 
     Attributes
     ----------
@@ -49,17 +52,13 @@ class Backend(ABC):
     name: ClassVar[str] = ""
     extra: ClassVar[str] = ""  #: pip extra that installs the backend's library
     defaults: ClassVar[dict] = {}
+    #: name -> allowed kinds of value (see .parameters); one entry per default
+    parameter_constraints: ClassVar[dict] = {}
     batch_size: ClassVar[int] = 256  #: frames per predict call
 
     def __init__(self, random_state: int = 0, **params):
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
-            raise InputError(
-                f"unknown parameter {unknown[0]!r} for backend {self.name} "
-                f"(known: {known})"
-            )
         self.params = {**self.defaults, **params}
+        check_parameters(self.name, self.params, self.parameter_constraints)
         self.random_state = random_state
         self.numbers_: np.ndarray | None = None
 

@@ -33,7 +33,6 @@ The library's quirks are wrapped here and nowhere else:
 from __future__ import annotations
 
 import logging
-import numbers as _numbers
 import os
 import shutil
 import subprocess
@@ -49,6 +48,7 @@ import numpy as np
 from ..data import Dataset
 from ..exceptions import InputError
 from .base import Backend
+from .parameters import Boolean, Integer, Options, Real
 
 logger = logging.getLogger(__name__)
 
@@ -441,11 +441,36 @@ class GAPBackend(Backend):
         "two_body_n_sparse": 20,
         "n_threads": None,
     }
+    parameter_constraints = {
+        "cutoff": [Real(0, closed="neither")],
+        "cutoff_transition_width": [Real(0)],
+        "n_max": [Integer(1, 30)],
+        "l_max": [Integer(0, 20)],
+        "atom_sigma": [Real(0, closed="neither")],
+        "zeta": [Real(0, closed="neither")],
+        "delta": [Real(0, closed="neither")],
+        "n_sparse": [Integer(1)],
+        "sparse_method": [Options(_SPARSE_METHODS)],
+        "energy_sigma": [Real(0, closed="neither")],
+        "force_sigma": [Real(0, closed="neither")],
+        "sparse_jitter": [Real(0)],
+        "two_body": [Boolean()],
+        "two_body_cutoff": [Real(0, closed="neither")],
+        "two_body_delta": [Real(0, closed="neither")],
+        "two_body_theta": [Real(0, closed="neither")],
+        "two_body_n_sparse": [Integer(1)],
+        "n_threads": [Integer(1), None],
+    }
     batch_size = 256
 
     def __init__(self, random_state: int = 0, **params):
         super().__init__(random_state=random_state, **params)
-        self.params = check_params(self.params)
+        width, cutoff = self.params["cutoff_transition_width"], self.params["cutoff"]
+        if width >= cutoff:
+            raise InputError(
+                f"gap: parameter cutoff_transition_width ({width}) must be smaller "
+                f"than cutoff ({cutoff})"
+            )
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._potential = None
 
@@ -629,73 +654,3 @@ def _packed(potential, numbers: np.ndarray, positions: np.ndarray, reach: float)
     local = np.asarray(potential.results["energies"]).reshape(n_frames, n_atoms)
     forces = np.asarray(potential.results["forces"]).reshape(n_frames, n_atoms, 3)
     return local.sum(axis=1), forces
-
-
-# -- parameter checks -----------------------------------------------------------
-def check_params(params: dict) -> dict:
-    """Validate GAP hyperparameters; returns them with numbers normalised.
-
-    Raises
-    ------
-    InputError
-        Naming the first bad parameter.
-    """
-    out = dict(params)
-    positive = (
-        "cutoff",
-        "atom_sigma",
-        "zeta",
-        "delta",
-        "energy_sigma",
-        "force_sigma",
-        "two_body_cutoff",
-        "two_body_delta",
-        "two_body_theta",
-    )
-    for key in positive:
-        out[key] = _real(key, out[key], minimum=0.0, strict=True)
-    out["cutoff_transition_width"] = _real(
-        "cutoff_transition_width", out["cutoff_transition_width"], 0.0, strict=False
-    )
-    out["sparse_jitter"] = _real("sparse_jitter", out["sparse_jitter"], 0.0, False)
-    if out["cutoff_transition_width"] >= out["cutoff"]:
-        raise InputError(
-            f"gap parameter cutoff_transition_width={out['cutoff_transition_width']} "
-            f"must be smaller than cutoff={out['cutoff']}"
-        )
-    for key, low, high in (
-        ("n_max", 1, 30),
-        ("l_max", 0, 20),
-        ("n_sparse", 1, None),
-        ("two_body_n_sparse", 1, None),
-    ):
-        out[key] = _integer(key, out[key], low, high)
-    if out["n_threads"] is not None:
-        out["n_threads"] = _integer("n_threads", out["n_threads"], 1, None)
-    if out["sparse_method"] not in _SPARSE_METHODS:
-        raise InputError(
-            f"gap parameter sparse_method={out['sparse_method']!r}: choose one of "
-            + ", ".join(_SPARSE_METHODS)
-        )
-    if not isinstance(out["two_body"], bool):
-        raise InputError(f"gap parameter two_body={out['two_body']!r}: need true/false")
-    return out
-
-
-def _real(key: str, value, minimum: float, strict: bool) -> float:
-    ok = isinstance(value, _numbers.Real) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise InputError(f"gap parameter {key}={value!r}: need a number {bound}")
-    return float(value)
-
-
-def _integer(key: str, value, low: int, high: int | None) -> int:
-    ok = isinstance(value, _numbers.Real) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and float(value).is_integer()
-    ok = ok and value >= low and (high is None or value <= high)
-    if not ok:
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise InputError(f"gap parameter {key}={value!r}: need an integer {bound}")
-    return int(value)

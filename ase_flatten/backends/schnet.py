@@ -33,6 +33,7 @@ import numpy as np
 from ..data import Dataset
 from ..exceptions import InputError
 from .base import Backend
+from .parameters import Integer, Options, Pattern, Real
 
 logger = logging.getLogger(__name__)
 
@@ -116,60 +117,28 @@ class SchNetBackend(Backend):
         "n_valid": None,
         "device": "auto",
     }
+    parameter_constraints: ClassVar[dict] = {
+        "n_atom_basis": [Integer(1)],
+        "n_interactions": [Integer(1)],
+        "n_rbf": [Integer(1)],
+        "cutoff": [Real(0, closed="neither")],
+        "loss": [Options(LOSSES)],
+        "energy_weight": [Real(0, 1, closed="neither")],
+        "lr": [Real(0, closed="neither")],
+        "batch_size": [Integer(1)],
+        "max_epochs": [Integer(1)],
+        "patience": [Integer(0)],
+        "n_valid": [Integer(1), None],
+        "device": [Pattern(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")],
+    }
 
     def __init__(self, random_state: int = 0, **params):
         super().__init__(random_state=random_state, **params)
-        self._check_params()
         self.model_ = None
         self.history_: dict[str, Any] = {}
         self._device = None
         self._cutoff = float(self.params["cutoff"])
         self._static: dict[int, dict] = {}
-
-    # -- parameters -------------------------------------------------------------
-    def _check_params(self) -> None:
-        p = self.params
-        for key in ("n_atom_basis", "n_interactions", "n_rbf", "batch_size"):
-            _check_int(key, p[key], minimum=1)
-        _check_int("max_epochs", p["max_epochs"], minimum=1)
-        _check_int("patience", p["patience"], minimum=0)
-        if p["n_valid"] is not None:
-            _check_int("n_valid", p["n_valid"], minimum=1)
-        for key in ("cutoff", "lr"):
-            value = p[key]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise InputError(
-                    f"schnet parameter {key} must be a positive number, got {value!r}"
-                )
-        if p["loss"] not in LOSSES:
-            raise InputError(
-                f"schnet parameter loss must be one of {', '.join(LOSSES)}, "
-                f"got {p['loss']!r}"
-            )
-        weight = p["energy_weight"]
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, int | float)
-            or not 0 < weight < 1
-        ):
-            raise InputError(
-                "schnet parameter energy_weight must lie strictly between 0 and 1, "
-                f"got {weight!r}"
-            )
-        device = p["device"]
-        if not isinstance(device, str) or not (
-            device in ("auto", "cpu", "cuda")
-            or (device.startswith("cuda:") and device[5:].isdigit())
-        ):
-            raise InputError(
-                "schnet parameter device must be auto, cpu, cuda or cuda:N, "
-                f"got {device!r}"
-            )
 
     def _loss_weights(self) -> tuple[float, float]:
         loss = self.params["loss"]
@@ -548,17 +517,6 @@ def spk_calculator(directory: str | Path, cutoff: float = 5.0, device: str = "cp
         position_unit="Ang",
         device=device,
     )
-
-
-def _check_int(key: str, value, minimum: int) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | np.integer)
-        or value < minimum
-    ):
-        raise InputError(
-            f"schnet parameter {key} must be an integer >= {minimum}, got {value!r}"
-        )
 
 
 def _silence(stack: contextlib.ExitStack) -> None:

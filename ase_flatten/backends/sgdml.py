@@ -26,6 +26,7 @@ import numpy as np
 from ..data import Dataset
 from ..exceptions import InputError
 from .base import Backend
+from .parameters import Boolean, Integer, ListOf, Real
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +118,20 @@ class SGDMLBackend(Backend):
         "use_sym": True,
         "max_memory_gb": None,
     }
+    parameter_constraints = {
+        "sigma": [Integer(1), None],
+        "sigma_grid": [ListOf(Integer(1))],
+        "n_valid": [Integer(1)],
+        "lam": [Real(0, closed="neither")],
+        "use_sym": [Boolean()],
+        "max_memory_gb": [Real(0, closed="neither"), None],
+    }
     batch_size = 500
 
     def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
         start = time.perf_counter()
         p = self.params
         grid = [p["sigma"]] if p["sigma"] is not None else list(p["sigma_grid"])
-        if not grid or any(not isinstance(s, int) or s <= 0 for s in grid):
-            raise InputError(f"sigma must be a positive integer, got {grid}")
         if len(train_idx) < 2:
             raise InputError("sGDML needs at least 2 training frames")
         memory = p["max_memory_gb"]

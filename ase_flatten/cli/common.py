@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from ..descriptors import DESCRIPTORS, REDUCTIONS
 
@@ -17,6 +18,27 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def held_out_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
@@ -157,6 +179,11 @@ def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None
 def add_split_arguments(parser) -> None:
     """The held-out test split shared by every strategy."""
     parser.add_argument(
-        "--test-fraction", type=float, default=0.1, help="held-out test share (0.1)"
+        "--test-fraction",
+        type=held_out_fraction,
+        default=0.1,
+        help="held-out test share (0.1)",
     )
-    parser.add_argument("--split-seed", type=int, default=0, help="test split seed (0)")
+    parser.add_argument(
+        "--split-seed", type=nonnegative_int, default=0, help="test split seed (0)"
+    )

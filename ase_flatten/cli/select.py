@@ -21,6 +21,8 @@ from .common import (
     add_backend_arguments,
     add_dataset_arguments,
     add_split_arguments,
+    nonnegative_int,
+    positive_float,
     positive_int,
 )
 
@@ -44,9 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         help="frames added per iteration (100)",
     )
-    loop.add_argument("--iterations", type=int, default=8, help="iterations (8)")
     loop.add_argument(
-        "--factor", type=float, default=1.1, help="error threshold factor (1.1)"
+        "--iterations", type=nonnegative_int, default=8, help="iterations (8)"
+    )
+    loop.add_argument(
+        "--factor",
+        type=positive_float,
+        default=1.1,
+        help="error threshold factor, > 0 (1.1)",
     )
     loop.add_argument(
         "--threshold",
@@ -87,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="estimate each coarse cluster's error from at most K frames",
     )
     add_split_arguments(loop)
-    loop.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -259,9 +259,9 @@ def _error_sample(candidates, labels, k, rng):
 
 def _pick(config, X, energies, union, mse, rng):
     """Fine Ward clusters of the union and the frames to take from them."""
-    from ..clustering import TwoStageClustering
+    from ..clustering import TwoStageClustering, count_distinct
 
-    n_fine = min(config.n_fine, len(union))
+    n_fine = min(config.n_fine, count_distinct(X[union]))
     fine_model = TwoStageClustering(
         n_geometry=n_fine,
         n_energy=1,

@@ -152,13 +152,13 @@ def test_the_loss_option_changes_training(xtb_dataset):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"loss": "huber"}, "loss must be one of energy, forces, mixed"),
-        ({"energy_weight": 1.5}, "energy_weight must lie strictly between"),
-        ({"n_interactions": 0}, "n_interactions must be an integer >= 1"),
+        ({"loss": "huber"}, "loss must be one of energy, forces, mixed, got 'huber'"),
+        ({"energy_weight": 1.5}, r"energy_weight must be a number in \(0, 1\)"),
+        ({"n_interactions": 0}, "n_interactions must be an integer >= 1, got 0"),
         ({"batch_size": 2.5}, "batch_size must be an integer"),
-        ({"cutoff": -1.0}, "cutoff must be a positive number"),
+        ({"cutoff": -1.0}, "cutoff must be a number > 0"),
         ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
-        ({"depth": 3}, "unknown parameter 'depth' for backend schnet"),
+        ({"depth": 3}, "schnet: unknown parameter 'depth'"),
     ],
 )
 def test_bad_parameters_are_input_errors(params, match):

@@ -92,8 +92,8 @@ def test_logging_left_alone(trained):
 def test_bad_input(xtb_dataset, tmp_path):
     with pytest.raises(InputError, match="unknown parameter 'sigmaa'"):
         make_backend("sgdml", sigmaa=3)
-    with pytest.raises(InputError, match="positive integer"):
-        make_backend("sgdml", sigma=-1).fit(xtb_dataset, TRAIN)
+    with pytest.raises(InputError, match="sigma must be an integer >= 1 or null"):
+        make_backend("sgdml", sigma=-1)
     with pytest.raises(InputError, match="out of range"):
         make_backend("sgdml", sigma=20).fit(xtb_dataset, [0, 1000])
     with pytest.raises(InputError, match="duplicates"):
