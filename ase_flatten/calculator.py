@@ -15,16 +15,20 @@ of every calculation:
 ``cluster_force_rmse``
     the model's measured force RMSE on that cluster (eV/Å);
 ``domain_distance``
-    descriptor distance (Å) to the nearest frame of the reference data;
+    descriptor distance (Å) to the nearest frame of the reference data (the
+    minimum over permutations of equivalent hydrogens, see ``domain.py``);
 ``outside_domain``
-    True when that distance exceeds the model's threshold: the structure lies
-    outside every cluster seen in the data, where no error was measured.
+    True when that distance exceeds the model's threshold, calibrated on
+    time-separated frames of the data: the structure lies outside every
+    cluster seen in the data, where no error was measured.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from ase.calculators.calculator import Calculator, CalculatorError, all_changes
+
+from .domain import model_domain_distance
 
 __all__ = ["FlattenedCalculator"]
 
@@ -92,9 +96,9 @@ class FlattenedCalculator(Calculator):
         clusters = self.model.clusters
         X = clusters.describe(positions)
         labels, distance = clusters.predict(X, [energy], return_distance=True)
+        distance, threshold = model_domain_distance(self.model, positions, distance)
         cluster = int(labels[0])
         rmse = self.model.cluster_force_rmse
-        threshold = self.model.domain_threshold
         return {
             "cluster": cluster,
             "cluster_force_rmse": (
