@@ -69,10 +69,14 @@ def runs_from_rows(rows: list[dict], outdir: str | Path) -> list[RunTrajectory]:
     ]
 
 
-def check_export_available() -> None:
-    """Raise the one-line error before any MD when FPS is not installed."""
+def check_export_available(directory: str | Path, overwrite: bool = False) -> None:
+    """Raise the one-line error before any MD: FPS missing, or an export there."""
     from ase_flatten.exceptions import InputError
 
+    if (Path(directory) / "export.json").exists() and not overwrite:
+        raise InputError(
+            f"{directory}: holds an export already; pass --overwrite to replace it"
+        )
     try:
         import skmatter  # noqa: F401
     except ImportError:
