@@ -249,7 +249,7 @@ class ApplicabilityDomain:
     def _calibrate(self) -> np.ndarray:
         """Nearest time-separated reference frame of each reference frame (Å)."""
         t = self.reference_indices_
-        window = self.settings.exclude_frames
+        window = self._window()
         # the most reference frames any frame must skip (itself included)
         skipped = np.searchsorted(t, t + window, "right") - np.searchsorted(
             t, t - window, "left"
@@ -262,12 +262,26 @@ class ApplicabilityDomain:
             far = np.abs(t[idx] - t[:, None]) > window
             dist = np.where(far, dist, np.inf).min(axis=1)
             np.minimum(best, dist, out=best)
-        if not np.isfinite(best).all():
-            raise InputError(
-                f"{len(t)} frames are too few to calibrate the domain with "
-                f"neighbours within {window} frames skipped"
-            )
         return best
+
+    def _window(self) -> int:
+        """``exclude_frames``, shortened when the data is too short for it.
+
+        Every frame needs a neighbour farther than the window: the middle frame
+        of a trajectory spanning ``S`` frames has none beyond ``S / 2``.
+        """
+        t = self.reference_indices_
+        longest = (int(t[-1] - t[0]) + 1) // 2 - 1
+        window = self.settings.exclude_frames
+        if window > longest:
+            logger.warning(
+                "applicability domain: %d frames are too few to skip neighbours "
+                "within %d frames; skipping within %d",
+                t[-1] - t[0] + 1,
+                window,
+                longest,
+            )
+        return max(0, min(window, longest))
 
     # -- using it --------------------------------------------------------------
     @property

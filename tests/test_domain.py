@@ -153,3 +153,14 @@ def test_model_saved_before_the_domain_still_loads(tmp_path, caplog, xtb_dataset
     atoms.get_potential_energy()
     assert atoms.calc.results["domain_distance"] < 1e-6
     assert atoms.calc.results["outside_domain"] is False
+
+
+def test_short_data_skips_fewer_neighbours(caplog, xtb_dataset):
+    with caplog.at_level(logging.WARNING, logger="ase_flatten.domain"):
+        domain = ApplicabilityDomain().fit(
+            xtb_dataset.numbers, xtb_dataset.positions[:12]
+        )
+    assert "skipping within 5" in caplog.text
+    assert np.isfinite(domain.calibration_distances_).all()
+    with pytest.raises(InputError, match="at least 2 frames"):
+        ApplicabilityDomain().fit(xtb_dataset.numbers, xtb_dataset.positions[:1])
