@@ -171,4 +171,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ase_flatten.exceptions import InputError
+
+    try:
+        sys.exit(main())
+    except InputError as exc:  # one line, as the ase-flatten commands do
+        sys.exit(f"error: {exc}")
