@@ -21,10 +21,12 @@ written to extxyz and databases with the structure):
 ``cluster_force_rmse``
     the model's measured force RMSE on that cluster (eV/Å);
 ``domain_distance``
-    descriptor distance (Å) to the nearest frame of the reference data;
+    descriptor distance (Å) to the nearest frame of the reference data (the
+    minimum over permutations of equivalent hydrogens, see ``domain.py``);
 ``outside_domain``
-    True when that distance exceeds the model's threshold: the structure lies
-    outside every cluster seen in the data, where no error was measured.
+    True when that distance exceeds the model's threshold, calibrated on
+    time-separated frames of the data: the structure lies outside every
+    cluster seen in the data, where no error was measured.
 
 A structure the model cannot describe raises instead of returning a number:
 periodic boundary conditions, another molecule or atom order (checked by the
@@ -47,6 +49,8 @@ from ase.calculators.calculator import (
     InputError,
     all_changes,
 )
+
+from .domain import model_domain_distance
 
 __all__ = ["DOMAIN_PROPERTIES", "MIN_DISTANCE", "FlattenedCalculator"]
 
@@ -208,9 +212,9 @@ class FlattenedCalculator(Calculator):
         clusters = self.model.clusters
         X = clusters.describe(positions)
         labels, distance = clusters.predict(X, [energy], return_distance=True)
+        distance, threshold = model_domain_distance(self.model, positions, distance)
         cluster = int(labels[0])
         rmse = self.model.cluster_force_rmse
-        threshold = self.model.domain_threshold
         return {
             "cluster": cluster,
             "cluster_force_rmse": (

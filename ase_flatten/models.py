@@ -8,6 +8,7 @@
     DIR/model/             the backend's files (sGDML npz, SchNet best_model, GAP xml)
     DIR/clusters.npz       optional: the cluster model of the dataset
     DIR/cluster_errors.json  optional: the model's measured force RMSE per cluster
+    DIR/domain.npz         optional: the data's applicability domain (domain.py)
 
 ``FlattenedCalculator(DIR)``, ``ase-flatten errors --model DIR`` and md_validation
 all read it through :func:`load_model`. A directory is written next to its final
@@ -17,6 +18,7 @@ place and renamed into it, so a crash never leaves half a model behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +31,8 @@ import numpy as np
 from . import __version__
 from .backends import Backend, backend_class
 from .exceptions import InputError
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "ase-flatten-model"
 FORMAT_VERSION = 1
@@ -45,6 +49,7 @@ class SavedModel:
     clusters: object | None = None  #: TwoStageClustering, when saved with one
     cluster_force_rmse: np.ndarray | None = None  #: eV/Å per cluster id
     domain_threshold: float | None = None  #: descriptor distance, Å
+    domain: object | None = None  #: ApplicabilityDomain, when saved with one
     extra: dict = field(default_factory=dict)
 
 
@@ -56,6 +61,7 @@ def save_model(
     *,
     clusters=None,
     cluster_errors=None,
+    domain=None,
     overwrite: bool = False,
     **meta,
 ) -> Path:
@@ -76,6 +82,9 @@ def save_model(
         Cluster model of the dataset (for per-structure cluster and domain reports).
     cluster_errors : ClusterErrors, optional
         The model's errors per cluster of ``clusters``.
+    domain : ApplicabilityDomain, optional
+        The data's applicability domain; with ``clusters`` and ``dataset`` and
+        none given, one is calibrated on ``dataset`` with the default settings.
     **meta
         Further JSON-serialisable provenance (strategy, seed, timings, ...).
     """
@@ -112,8 +121,17 @@ def save_model(
         if clusters is not None:
             from .clustering import save_clusters
 
-            info["domain_threshold"] = clusters.domain_threshold()
             save_clusters(tmp / "clusters.npz", clusters)
+            if domain is None and dataset is not None:
+                from .domain import ApplicabilityDomain
+
+                domain = ApplicabilityDomain().fit(dataset.numbers, dataset.positions)
+            if domain is None:
+                info["domain_threshold"] = clusters.domain_threshold()
+        if domain is not None:
+            domain.save(tmp / "domain.npz")
+            info["domain_threshold"] = domain.threshold_
+            info["domain"] = domain.summary()
         if cluster_errors is not None:
             errors = {
                 "force_rmse": np.nan_to_num(cluster_errors.force_rmse, nan=-1).tolist(),
@@ -138,6 +156,7 @@ MODEL_FILES = (
     "train_indices.npy",
     "clusters.npz",
     "cluster_errors.json",
+    "domain.npz",
 )
 
 
@@ -210,6 +229,18 @@ def load_model(path: str | os.PathLike) -> SavedModel:
         from .clustering import load_clusters
 
         saved.clusters = load_clusters(path / "clusters.npz")[0]
+        if not (path / "domain.npz").exists():
+            logger.warning(
+                "%s: saved without a calibrated domain (domain.npz); its threshold "
+                "comes from time-correlated neighbours and flags too many MD frames: "
+                "save the model again (ase-flatten train/select) to calibrate one",
+                path,
+            )
+    if (path / "domain.npz").exists():
+        from .domain import ApplicabilityDomain
+
+        saved.domain = ApplicabilityDomain.load(path / "domain.npz")
+        saved.domain_threshold = saved.domain.threshold_
     if (path / "cluster_errors.json").exists():
         errors = json.loads((path / "cluster_errors.json").read_text())
         rmse = np.asarray(errors["force_rmse"], dtype=float)

@@ -106,6 +106,15 @@ def build_parser() -> ArgumentParser:
         default=1.1,
         help="high-error cluster: RMSE above this x overall (1.1)",
     )
+    parser.add_argument(
+        "--export-risky",
+        metavar="DIR",
+        help="write each model's MD frames outside the domain or in high-error "
+        "clusters, thinned by FPS, to DIR/<model>.extxyz: the frames to label next",
+    )
+    parser.add_argument(
+        "--export-max", type=_positive(int), default=50, metavar="K", help="(50)"
+    )
     parser.add_argument("-o", "--output", required=True, metavar="DIR")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -137,6 +146,10 @@ def run(args) -> None:
         if not args.overwrite:
             raise InputError(f"{output}: exists; pass --overwrite to replace it")
         shutil.rmtree(output) if output.is_dir() else output.unlink()
+    if args.export_risky:
+        from .export import check_export_available
+
+        check_export_available(args.export_risky, args.overwrite)
     models = {name: load_model(path) for name, path in args.model}
     data = read_dataset(args.start)
     if not -len(data) <= args.start_frame < len(data):
@@ -159,7 +172,7 @@ def run(args) -> None:
         max_temperature_factor=args.max_temperature_factor,
         temperature_window_fs=args.runaway_window_fs,
     )
-    _, lines = validate_models(
+    rows, lines = validate_models(
         models,
         atoms,
         output,
@@ -179,6 +192,17 @@ def run(args) -> None:
     )
     for line in lines:
         print(line)
+    if args.export_risky:
+        from .export import ExportSettings, export_risky_frames, runs_from_rows
+
+        settings = ExportSettings(args.export_max, args.high_error_factor, args.seed)
+        runs = runs_from_rows(rows, output)
+        exported = export_risky_frames(runs, models, args.export_risky, settings)
+        for name, counts in exported.items():
+            print(
+                f"{name}: {counts['written']} of {counts['risky']} risky MD frames "
+                f"to label in {counts['path'] or '(none)'}"
+            )
     print(f"wrote {output / 'summary.csv'} and {output / 'energy_vs_time.png'}")
 
 

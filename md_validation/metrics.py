@@ -7,9 +7,11 @@ import math
 
 import numpy as np
 
+from ase_flatten.domain import model_domain_distance
+
 from .result import RunResult
 
-__all__ = ["domain_fractions", "drift_per_ps", "run_metrics"]
+__all__ = ["classify_frames", "domain_fractions", "drift_per_ps", "run_metrics"]
 
 
 def drift_per_ps(time_ps: np.ndarray, values: np.ndarray) -> float:
@@ -53,18 +55,42 @@ def domain_fractions(
     -------
     dict
         ``high_error_fraction`` (frames in high-error clusters),
-        ``outside_domain_fraction`` (farther from every subset frame than the
-        model's domain threshold) and ``risky_fraction`` (either); NaN without a
+        ``outside_domain_fraction`` (beyond the model's domain threshold, see
+        :mod:`ase_flatten.domain`) and ``risky_fraction`` (either); NaN without a
         cluster model or frames.
     """
-    nan = {
-        "high_error_fraction": math.nan,
-        "outside_domain_fraction": math.nan,
-        "risky_fraction": math.nan,
-    }
     if saved is None or saved.clusters is None or len(positions) == 0:
-        return nan
-    X = saved.clusters.describe(np.asarray(positions))
+        return {
+            "high_error_fraction": math.nan,
+            "outside_domain_fraction": math.nan,
+            "risky_fraction": math.nan,
+        }
+    flags = classify_frames(saved, positions, energies, high_error_factor)
+    high, outside = flags["high_error"], flags["outside_domain"]
+    return {
+        "high_error_fraction": float(high.mean()),
+        "outside_domain_fraction": float(outside.mean()),
+        "risky_fraction": float((high | outside).mean()),
+    }
+
+
+def classify_frames(
+    saved, positions: np.ndarray, energies: np.ndarray, high_error_factor: float = 1.1
+) -> dict[str, np.ndarray]:
+    """Cluster, domain distance and risk flags of every frame.
+
+    Parameters are those of :func:`domain_fractions` (``saved`` must carry its
+    cluster model).
+
+    Returns
+    -------
+    dict of ndarray, each shape (M,)
+        ``cluster`` (int), ``domain_distance`` (Å), ``high_error`` (in a cluster
+        whose force RMSE exceeds ``high_error_factor`` x the overall RMSE) and
+        ``outside_domain`` (beyond the model's domain threshold).
+    """
+    positions = np.asarray(positions, dtype=float)
+    X = saved.clusters.describe(positions)
     labels, distance = saved.clusters.predict(
         X, np.asarray(energies, dtype=float), return_distance=True
     )
@@ -75,14 +101,15 @@ def domain_fractions(
         known = labels < len(rmse)
         per_frame[known] = rmse[labels[known]]
         high = per_frame > high_error_factor * overall_force_rmse(saved)
-    threshold = saved.domain_threshold
+    distance, threshold = model_domain_distance(saved, positions, distance)
     outside = (
         distance > threshold if threshold is not None else np.zeros(len(labels), bool)
     )
     return {
-        "high_error_fraction": float(high.mean()),
-        "outside_domain_fraction": float(outside.mean()),
-        "risky_fraction": float((high | outside).mean()),
+        "cluster": labels,
+        "domain_distance": distance,
+        "high_error": high,
+        "outside_domain": outside,
     }
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from ase_flatten.backends import make_backend
 from ase_flatten.clustering import cluster_dataset
+from ase_flatten.domain import ApplicabilityDomain
 from ase_flatten.errors import cluster_errors
 from ase_flatten.exceptions import InputError
 from ase_flatten.models import load_model, save_model
@@ -41,7 +42,13 @@ def test_roundtrip_with_provenance(tmp_path, backend, xtb_dataset):
         saved.clusters.predict(*_describe(xtb_dataset)),
         clusters.predict(*_describe(xtb_dataset)),
     )
-    assert saved.domain_threshold == pytest.approx(clusters.domain_threshold())
+    # the calibrated domain travels with the model (domain.npz)
+    domain = ApplicabilityDomain().fit(xtb_dataset.numbers, xtb_dataset.positions)
+    assert saved.domain_threshold == pytest.approx(domain.threshold_)
+    assert saved.meta["domain"]["threshold"] == pytest.approx(domain.threshold_)
+    np.testing.assert_allclose(
+        saved.domain.distance(xtb_dataset.positions[:5]), np.zeros(5), atol=1e-6
+    )
     np.testing.assert_array_equal(saved.backend.predict(xtb_dataset)[1], forces)
     assert load_model(path / "model.json").meta == saved.meta
 

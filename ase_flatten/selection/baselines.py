@@ -50,6 +50,31 @@ def select_frames(
     return np.sort(chosen)
 
 
+def farthest_point_frames(positions: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Farthest-point sampling of frames on the pairwise-distance descriptor.
+
+    The ``fps`` strategy (scikit-matter's FPS) for frames that are not a Dataset
+    (e.g. MD frames without reference labels).
+
+    Parameters
+    ----------
+    positions : ndarray, shape (M, N, 3)
+        Frames in Å.
+    n : int
+        Frames wanted; all ``M`` (in order) when ``n >= M``.
+    seed : int
+        Chooses the first frame.
+
+    Returns
+    -------
+    ndarray, shape (min(n, M),)
+        Frame indices in the order FPS chose them (most spread first).
+    """
+    if n >= len(positions):
+        return np.arange(len(positions))
+    return _skmatter("fps", np.asarray(positions), n, seed)
+
+
 def _energy_stratified(energies: np.ndarray, n: int, seed: int) -> np.ndarray:
     from ..backends.sgdml import import_sgdml
 
