@@ -197,7 +197,60 @@ def validate_models(
         outdir / "energy_vs_time.png",
         reference_energy,
     )  # fmt: skip
-    from .report import verdicts
-
-    lines = verdicts(rows)
+    lines = _survival_reports(rows, tasks, protocol, outdir)
     return rows, lines
+
+
+def _survival_reports(rows, tasks, protocol, outdir) -> list[str]:
+    """survival.csv, survival.png, comparison.json; returns the verdict lines."""
+    from ase_flatten.outputs import write_json
+
+    from .survival import (
+        ALPHA,
+        logrank_pairs,
+        plot_survival,
+        summarize_groups,
+        survival_table,
+        verdict_line,
+        write_survival,
+    )
+
+    timestep_fs = protocol.run_kwargs.get("timestep_fs", 0.5)
+    run_lengths = {t.spec.name: t.n_steps * timestep_fs / 1000.0 for t in tasks}
+    table = survival_table(rows)
+    write_survival(table, outdir / "survival.csv")
+    groups = summarize_groups(table, run_lengths)
+    plot_survival(groups, outdir / "survival.png")
+    models = [name for name in run_lengths if name != REFERENCE]
+    pairs = logrank_pairs(table, models)
+    for pair in pairs:
+        pair["verdict"] = verdict_line(pair)
+    comparison = dict(
+        significance_level=ALPHA,
+        test="log-rank (lifelines.statistics.logrank_test)",
+        failures_per_ns_ci="exact Poisson 95 % interval",
+        temperatures={},
+    )
+    for temperature in protocol.temperatures:
+        at_t = dict(
+            models={
+                g.model: g.to_json()
+                for g in groups
+                if g.temperature_K == float(temperature)
+            },
+            pairs=[p for p in pairs if p["temperature_K"] == float(temperature)],
+        )
+        comparison["temperatures"][f"{temperature:g}"] = at_t
+    write_json(outdir / "comparison.json", comparison)
+    lines = []
+    for temperature in sorted(float(t) for t in protocol.temperatures):
+        lines += [p["verdict"] for p in pairs if p["temperature_K"] == temperature]
+        lines += [
+            f"{g.temperature_K:g} K: {g.model}: {g.failures}/{g.replicas} failed, "
+            f"median time to failure {g.median_text()}, "
+            f"{g.rate_per_ns:.3g} failures/ns "
+            f"(95 % CI {g.rate_ci[0]:.3g}-{g.rate_ci[1]:.3g})"
+            for g in groups
+            if g.temperature_K == temperature
+        ]
+    return lines
