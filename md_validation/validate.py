@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,10 @@ __all__ = ["Protocol", "validate_models"]
 
 #: Name of the reference method's runs in every output.
 REFERENCE = "reference"
+#: Reference replica ``k`` uses seed ``seed + REFERENCE_SEED_OFFSET + k``: its runs
+#: are independent of the models' (which share seeds), so a model's distance to
+#: the reference and the reference's distance to itself compare like with like.
+REFERENCE_SEED_OFFSET = 1_000_000
 
 
 @dataclass
@@ -39,7 +44,8 @@ class Protocol:
         ``seed + k`` for every model).
     seed : int
     reference_replicas : int, optional
-        Replicas of the reference method (default ``min(replicas, 4)``).
+        Replicas of the reference method (default ``min(replicas, 4)``); its
+        replica ``k`` uses seed ``seed + REFERENCE_SEED_OFFSET + k``.
     reference_n_steps : int, optional
         Steps of a reference run (default ``n_steps``).
     run_kwargs : dict
@@ -75,15 +81,15 @@ def _spec(name, model) -> tuple[ModelSpec, object]:
 
 def _tasks(specs, atoms, outdir, protocol, reference) -> list[Task]:
     """Every run of the validation, models first, then the reference."""
-    groups = [(spec, protocol.replicas, protocol.n_steps) for spec in specs]
+    groups = [(spec, protocol.replicas, protocol.n_steps, 0) for spec in specs]
     if reference is not None:
         replicas = protocol.reference_replicas or min(protocol.replicas, 4)
         steps = protocol.reference_n_steps or protocol.n_steps
-        groups.append((reference, replicas, steps))
+        groups.append((reference, replicas, steps, REFERENCE_SEED_OFFSET))
     run_kwargs = {**protocol.run_kwargs, "progress": False}
     run_kwargs.setdefault("criteria", FailureCriteria())
     tasks = []
-    for spec, replicas, steps in groups:
+    for spec, replicas, steps, offset in groups:
         for temperature in protocol.temperatures:
             for k in range(replicas):
                 tasks.append(
@@ -91,7 +97,7 @@ def _tasks(specs, atoms, outdir, protocol, reference) -> list[Task]:
                         spec=spec,
                         temperature_K=float(temperature),
                         replica=k,
-                        seed=protocol.seed + k,
+                        seed=protocol.seed + offset + k,
                         n_steps=steps,
                         run_dir=str(
                             outdir / spec.name / f"{temperature:g}K" / f"replica{k}"
@@ -197,14 +203,44 @@ def validate_models(
         outdir / "energy_vs_time.png",
         reference_energy,
     )  # fmt: skip
-    lines = _survival_reports(rows, tasks, protocol, outdir)
+    comparison, lines = _survival_reports(rows, tasks, protocol, outdir)
+    if reference is not None:
+        lines += _reference_reports(
+            runs, protocol, comparison, outdir, reference_energy
+        )
+    from ase_flatten.outputs import write_json
+
+    write_json(outdir / "comparison.json", _json_safe(comparison))
     return rows, lines
 
 
-def _survival_reports(rows, tasks, protocol, outdir) -> list[str]:
-    """survival.csv, survival.png, comparison.json; returns the verdict lines."""
-    from ase_flatten.outputs import write_json
+def _json_safe(value):
+    """NaN and inf become None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
+
+def _reference_reports(runs, protocol, comparison, outdir, reference_energy):
+    """reference.png and the "reference" entries of comparison.json; lines."""
+    from .reference import compare_to_reference, plot_reference, reference_lines
+
+    criteria = protocol.run_kwargs.get("criteria") or FailureCriteria()
+    table, histograms = compare_to_reference(
+        runs, REFERENCE, reference_energy, criteria.temperature_window_fs
+    )
+    plot_reference(histograms, outdir / "reference.png", REFERENCE)
+    for temperature, entry in table.items():
+        comparison["temperatures"][temperature]["reference"] = entry
+    return reference_lines(table)
+
+
+def _survival_reports(rows, tasks, protocol, outdir) -> tuple[dict, list[str]]:
+    """survival.csv, survival.png; the comparison dict and the verdict lines."""
     from .survival import (
         ALPHA,
         logrank_pairs,
@@ -241,7 +277,6 @@ def _survival_reports(rows, tasks, protocol, outdir) -> list[str]:
             pairs=[p for p in pairs if p["temperature_K"] == float(temperature)],
         )
         comparison["temperatures"][f"{temperature:g}"] = at_t
-    write_json(outdir / "comparison.json", comparison)
     lines = []
     for temperature in sorted(float(t) for t in protocol.temperatures):
         lines += [p["verdict"] for p in pairs if p["temperature_K"] == temperature]
@@ -253,4 +288,4 @@ def _survival_reports(rows, tasks, protocol, outdir) -> list[str]:
             for g in groups
             if g.temperature_K == temperature
         ]
-    return lines
+    return comparison, lines
