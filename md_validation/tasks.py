@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -196,6 +197,7 @@ def run_tasks(tasks: list[Task], jobs: int = 1, progress: bool = False) -> list[
     if not tasks:
         return []
     errors = []
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     pool = ProcessPoolExecutor(
         max_workers=max(1, min(jobs, len(tasks))),
         mp_context=multiprocessing.get_context("spawn"),
@@ -215,10 +217,28 @@ def run_tasks(tasks: list[Task], jobs: int = 1, progress: bool = False) -> list[
                 logger.error("%s: %s", task.label, error)
                 errors.append(f"{task.label}: {error}")
     except BaseException:
-        # Ctrl-C or a crash here: stop the workers now; finished runs stay saved
+        # Ctrl-C, SIGTERM or a crash here: stop the workers now (finished runs
+        # stay saved); SIGINT first so that an engine cleans up (i-PI, sockets)
+        workers = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
+        _stop(workers)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     pool.shutdown()
     return errors
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop(processes, grace_s: float = 10.0) -> None:
+    """Interrupt worker processes, then terminate those still running."""
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(grace_s)
+        if process.is_alive():
+            process.terminate()
