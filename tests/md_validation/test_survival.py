@@ -136,3 +136,41 @@ def test_survival_table_and_csv(tmp_path):
     lines = list(csv.reader(open(tmp_path / "survival.csv")))
     assert tuple(lines[0]) == SURVIVAL_COLUMNS
     assert lines[1:] == [["m", "300", "0", "0.25", "1"], ["m", "300", "1", "2", "0"]]
+
+
+def test_a_failing_model_is_called_less_stable(
+    tmp_path, sgdml_model, start_atoms, xtb_dataset
+):
+    """Real runs: sGDML on 5 frames breaks apart within 0.1 ps at 400 K, the
+    30-frame fixture does not; the log-rank test tells them apart."""
+    from ase_flatten.backends import make_backend
+    from ase_flatten.models import save_model
+    from md_validation.validate import Protocol, validate_models
+
+    train = np.linspace(0, 149, 5).astype(int)
+    tiny = save_model(
+        tmp_path / "tiny",
+        make_backend("sgdml", sigma=20).fit(xtb_dataset, train),
+        train,
+        xtb_dataset,
+    )
+    protocol = Protocol(
+        temperatures=[400.0], n_steps=200, replicas=4, run_kwargs=dict(stride=10)
+    )
+    models = {"fixture": sgdml_model, "tiny": tiny}
+    rows, lines = validate_models(
+        models, start_atoms, tmp_path / "md", protocol, jobs=2
+    )
+    failed = {(r["model"], r["replica"]): r["failed"] for r in rows}
+    assert not any(failed["fixture", k] for k in range(4))
+    assert all(failed["tiny", k] for k in range(4))
+    p = logrank_test([0.1] * 4, [r["time_to_failure_ps"] for r in rows[4:]],
+                     [0] * 4, [1] * 4).p_value  # fmt: skip
+    assert p < 0.05
+    assert lines[0] == (
+        f"400 K: fixture more stable than tiny (0/4 vs 4/4 failed, log-rank "
+        f"p = {p:.2g})"
+    )
+    survival = list(csv.DictReader(open(tmp_path / "md" / "survival.csv")))
+    tiny_times = [float(s["time_ps"]) for s in survival if s["model"] == "tiny"]
+    assert all(0 < t < 0.1 for t in tiny_times)
