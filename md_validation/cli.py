@@ -7,9 +7,15 @@ heavy atom, atoms closer than 0.5 Å, temperature runaway), and writes
 DIR/summary.csv, DIR/energy_vs_time.png and DIR/<model>/<T>K/replica<k>/.
 
 Replicas run in parallel (--jobs worker processes, default: the cores); results do
-not depend on --jobs. The runs go into DIR.partial/ first, which becomes DIR when
-complete; after an interruption the same command with --resume keeps the finished
-replicas. --overwrite replaces only an earlier md-validate output.
+not depend on --jobs. DIR/survival.csv and survival.png (Kaplan-Meier) and
+DIR/comparison.json (failures per ns, log-rank test of every pair of models at
+0.05) give the verdict; with --reference, the reference method's own MD is run too
+and each model's averages and distance distribution are compared with it
+(comparison.json "reference", reference.png).
+
+The runs go into DIR.partial/ first, which becomes DIR when complete; after an
+interruption the same command with --resume keeps the finished replicas.
+--overwrite replaces only an earlier md-validate output.
 
 The energy zero is the lowest potential energy in --start's data. Runs start from
 --start-frame (default: frame 0 of --start).
