@@ -12,12 +12,15 @@ from .failure import FailureCriteria, MDFailure, check_frame, check_structure
 from .metrics import run_metrics
 from .result import COLUMNS, RunResult
 from .runner import calculator_factory, run_md
-from .validate import validate_models
+from .tasks import ModelSpec
+from .validate import Protocol, validate_models
 
 __all__ = [
     "COLUMNS",
     "FailureCriteria",
     "MDFailure",
+    "ModelSpec",
+    "Protocol",
     "RunResult",
     "calculator_factory",
     "check_frame",

@@ -6,6 +6,17 @@ forces, a broken heavy-atom skeleton, a hydrogen farther than 1.7 Å from every
 heavy atom, atoms closer than 0.5 Å, temperature runaway), and writes
 DIR/summary.csv, DIR/energy_vs_time.png and DIR/<model>/<T>K/replica<k>/.
 
+Replicas run in parallel (--jobs worker processes, default: the cores); results do
+not depend on --jobs. DIR/survival.csv and survival.png (Kaplan-Meier) and
+DIR/comparison.json (failures per ns, log-rank test of every pair of models at
+0.05) give the verdict; with --reference, the reference method's own MD is run too
+and each model's averages and distance distribution are compared with it
+(comparison.json "reference", reference.png).
+
+The runs go into DIR.partial/ first, which becomes DIR when complete; after an
+interruption the same command with --resume keeps the finished replicas.
+--overwrite replaces only an earlier md-validate output.
+
 The energy zero is the lowest potential energy in --start's data. Runs start from
 --start-frame (default: frame 0 of --start).
 
@@ -17,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
 from ase_flatten.exceptions import InputError
 
 from .engines import ENGINES
+from .tasks import default_jobs
 
 logger = logging.getLogger(__name__)
 PROG = "md-validate"
@@ -107,6 +118,32 @@ def build_parser() -> ArgumentParser:
         help="high-error cluster: RMSE above this x overall (1.1)",
     )
     parser.add_argument(
+        "--jobs",
+        type=_positive(int),
+        help="worker processes running replicas in parallel (default: the cores)",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="MODULE:FACTORY",
+        help="the reference method as an ASE calculator factory, run with the same "
+        "protocol (e.g. tblite.ase:TBLite)",
+    )
+    parser.add_argument(
+        "--reference-kwargs",
+        metavar="JSON",
+        help='its keyword arguments, e.g. \'{"method": "GFN2-xTB", "verbosity": 0}\'',
+    )
+    parser.add_argument(
+        "--reference-replicas",
+        type=_positive(int),
+        help="replicas of the reference (default: min(--replicas, 4))",
+    )
+    parser.add_argument(
+        "--reference-time-ps",
+        type=_positive(float),
+        help="ps per reference run (default: as the models)",
+    )
+    parser.add_argument(
         "--export-risky",
         metavar="DIR",
         help="write each model's MD frames outside the domain or in high-error "
@@ -116,7 +153,16 @@ def build_parser() -> ArgumentParser:
         "--export-max", type=_positive(int), default=50, metavar="K", help="(50)"
     )
     parser.add_argument("-o", "--output", required=True, metavar="DIR")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier md-validate output DIR (once the new one is complete)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in DIR.partial, keeping finished replicas",
+    )
     parser.add_argument("--no-progress", action="store_true")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true")
@@ -124,28 +170,68 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _reference_spec(args):
+    """The --reference ModelSpec (None without it); bad input is one line."""
+    import json
+
+    from .tasks import ModelSpec, import_factory
+
+    if args.reference is None:
+        if args.reference_kwargs is not None:
+            raise InputError("--reference-kwargs needs --reference MODULE:FACTORY")
+        return None
+    try:
+        kwargs = json.loads(args.reference_kwargs or "{}")
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--reference-kwargs is not JSON ({exc})") from None
+    if not isinstance(kwargs, dict):
+        raise InputError("--reference-kwargs must be a JSON object, e.g. '{}'")
+    import_factory(args.reference)
+    return ModelSpec("reference", factory=args.reference, kwargs=kwargs)
+
+
+def _check_reference(spec, atoms) -> None:
+    """Build the reference calculator and evaluate the start frame once."""
+    try:
+        calc = spec.calculator_factory()()
+        work = atoms.copy()
+        work.calc = calc
+        work.get_potential_energy()
+        work.get_forces()
+    except Exception as exc:  # any failure of a user's calculator: one line
+        raise InputError(
+            f"--reference {spec.factory} with {spec.kwargs} fails on the start "
+            f"frame ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _n_steps(time_ps, steps, timestep):
+    if steps:
+        return steps
+    return max(1, int(round((time_ps or 5.0) * 1000 / timestep)))
+
+
 def run(args) -> None:
-    """Validate the models of ``args``; print the verdict lines."""
+    """Validate the models of ``args``; print the verdict lines.
+
+    Every input is checked before any output is touched; the runs go into
+    ``<output>.partial/``, which becomes ``<output>`` when complete.
+    """
     import numpy as np
 
     from ase_flatten.data import read_dataset
     from ase_flatten.models import load_model
 
     from .failure import FailureCriteria
-    from .validate import validate_models
+    from .validate import REFERENCE, Protocol, validate_models
+    from .workdir import prepare_output, publish_output
 
     names = [name for name, _ in args.model]
     if len(set(names)) != len(names):
         raise InputError(f"--model names must differ, got {', '.join(names)}")
-    output = Path(args.output)
-    if (
-        output.exists() and any(output.iterdir())
-        if output.is_dir()
-        else output.exists()
-    ):
-        if not args.overwrite:
-            raise InputError(f"{output}: exists; pass --overwrite to replace it")
-        shutil.rmtree(output) if output.is_dir() else output.unlink()
+    reference = _reference_spec(args)
+    if reference is not None and REFERENCE in names:
+        raise InputError(f"--model {REFERENCE}: the name is taken by --reference")
     if args.export_risky:
         from .export import check_export_available
 
@@ -164,39 +250,63 @@ def run(args) -> None:
                 f"--model {name}: trained on another molecule than {args.start} "
                 f"({atoms.get_chemical_formula()})"
             )
-    if args.steps:
-        n_steps = args.steps
-    else:
-        n_steps = max(1, int(round((args.time_ps or 5.0) * 1000 / args.timestep)))
-    criteria = FailureCriteria(
-        max_temperature_factor=args.max_temperature_factor,
-        temperature_window_fs=args.runaway_window_fs,
+    if reference is not None:
+        _check_reference(reference, atoms)
+    protocol = Protocol(
+        temperatures=list(args.temperatures),
+        n_steps=_n_steps(args.time_ps, args.steps, args.timestep),
+        replicas=args.replicas,
+        seed=args.seed,
+        reference_replicas=args.reference_replicas,
+        reference_n_steps=args.reference_time_ps
+        and _n_steps(args.reference_time_ps, None, args.timestep),
+        run_kwargs=dict(
+            engine=args.engine,
+            thermostat=args.thermostat,
+            timestep_fs=args.timestep,
+            stride=args.stride,
+            tau_fs=args.tau,
+            criteria=FailureCriteria(
+                max_temperature_factor=args.max_temperature_factor,
+                temperature_window_fs=args.runaway_window_fs,
+            ),
+        ),
     )
+    settings = dict(
+        models={name: str(Path(path).resolve()) for name, path in args.model},
+        reference=None if reference is None else reference.describe(),
+        start=str(Path(args.start).resolve()),
+        start_frame=args.start_frame,
+        temperatures=protocol.temperatures,
+        n_steps=protocol.n_steps,
+        replicas=protocol.replicas,
+        seed=protocol.seed,
+        reference_replicas=protocol.reference_replicas,
+        reference_n_steps=protocol.reference_n_steps,
+        run=dict(protocol.run_kwargs, criteria=vars(protocol.run_kwargs["criteria"])),
+    )
+    output = Path(args.output)
+    inputs = [Path(args.start)] + [Path(path) for _, path in args.model]
+    work = prepare_output(output, inputs, settings, args.overwrite, args.resume)
     rows, lines = validate_models(
         models,
         atoms,
-        output,
-        temperatures=args.temperatures,
-        n_steps=n_steps,
-        replicas=args.replicas,
-        seed=args.seed,
+        work,
+        protocol,
+        reference=reference,
         reference_energy=float(data.energies.min()),
         high_error_factor=args.high_error_factor,
-        engine=args.engine,
-        thermostat=args.thermostat,
-        timestep_fs=args.timestep,
-        stride=args.stride,
-        tau_fs=args.tau,
-        criteria=criteria,
+        jobs=args.jobs or default_jobs(),
         progress=not args.no_progress and sys.stderr.isatty(),
     )
+    publish_output(work, output)
     for line in lines:
         print(line)
     if args.export_risky:
         from .export import ExportSettings, export_risky_frames, runs_from_rows
 
         settings = ExportSettings(args.export_max, args.high_error_factor, args.seed)
-        runs = runs_from_rows(rows, output)
+        runs = runs_from_rows([row for row in rows if row["model"] in models], output)
         exported = export_risky_frames(runs, models, args.export_risky, settings)
         for name, counts in exported.items():
             print(

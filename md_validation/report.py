@@ -1,4 +1,4 @@
-"""Outputs of a validation: summary.csv, the energy-vs-time figure, verdict lines."""
+"""Outputs of a validation: summary.csv and the energy-vs-time figure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SUMMARY_COLUMNS", "plot_energy_vs_time", "verdicts", "write_summary"]
+__all__ = ["SUMMARY_COLUMNS", "plot_energy_vs_time", "write_summary"]
 
 SUMMARY_COLUMNS = (
     "model",
@@ -104,30 +104,3 @@ def plot_energy_vs_time(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def verdicts(rows: list[dict]) -> list[str]:
-    """One line per temperature: which models stayed stable in every replica."""
-    lines = []
-    for temperature in sorted({row["temperature_K"] for row in rows}):
-        at_t = [row for row in rows if row["temperature_K"] == temperature]
-        parts = []
-        for model in dict.fromkeys(row["model"] for row in at_t):
-            group = [row for row in at_t if row["model"] == model]
-            failed = [row for row in group if row["failed"]]
-            if not failed:
-                parts.append(f"{model} stable ({len(group)}/{len(group)})")
-            else:
-                first = min(row["time_to_failure_ps"] for row in failed)
-                parts.append(
-                    f"{model} FAILED {len(failed)}/{len(group)} "
-                    f"(first at {first:.3f} ps)"
-                )
-        stable = [
-            m
-            for m in dict.fromkeys(row["model"] for row in at_t)
-            if not any(r["failed"] for r in at_t if r["model"] == m)
-        ]
-        summary = ", ".join(stable) if stable else "none"
-        lines.append(f"{temperature:g} K: {'; '.join(parts)} -> stable: {summary}")
-    return lines

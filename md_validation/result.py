@@ -9,7 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["COLUMNS", "RunResult", "empty_record", "read_record", "write_record"]
+from ase_flatten.outputs import write_text
+
+__all__ = [
+    "COLUMNS",
+    "RUN_FILE",
+    "RunResult",
+    "empty_record",
+    "read_record",
+    "write_record",
+]
+
+#: A run folder's status file, written last: its presence marks a finished run.
+RUN_FILE = "run.json"
 
 #: Columns of a run's record (``thermo.csv``), the same for every engine.
 COLUMNS = (
@@ -89,12 +101,32 @@ class RunResult:
         return None if self.outdir is None else self.outdir / "trajectory.extxyz"
 
     def save(self) -> None:
-        """Write ``thermo.csv`` and ``run.json`` into :attr:`outdir`."""
+        """Write ``thermo.csv`` and then ``run.json`` into :attr:`outdir`.
+
+        ``run.json`` is written last and atomically: a run folder holding it is a
+        finished run (``md-validate --resume`` keeps it).
+        """
         if self.outdir is None:
             return
         write_record(self.outdir / "thermo.csv", self.record)
         info = {k: v for k, v in asdict(self).items() if k not in ("record", "meta")}
         info["outdir"] = str(self.outdir)
         info["steps_per_second"] = self.steps_per_second
+        info["meta"] = self.meta
         info.update(self.meta)
-        (self.outdir / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+        write_text(self.outdir / RUN_FILE, json.dumps(info, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, outdir: str | Path) -> RunResult:
+        """Read a finished run folder written by :meth:`save`."""
+        outdir = Path(outdir)
+        info = json.loads((outdir / RUN_FILE).read_text())
+        fields = ("failed", "failure_time_ps", "failure_reason", "n_steps")
+        return cls(
+            record=read_record(outdir / "thermo.csv"),
+            **{name: info[name] for name in fields},
+            steps_done=info["steps_done"],
+            wall_s=info["wall_s"],
+            outdir=outdir,
+            meta=info.get("meta", {}),
+        )

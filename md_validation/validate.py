@@ -1,114 +1,291 @@
-"""A whole validation: models x temperatures x replicas, then summary and figure."""
+"""A whole validation: models x temperatures x replicas, then the reports."""
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
 
+from ase_flatten.exceptions import InputError
+
 from .failure import FailureCriteria
 from .metrics import run_metrics
-from .report import plot_energy_vs_time, verdicts, write_summary
-from .runner import calculator_factory, run_md
+from .report import plot_energy_vs_time, write_summary
+from .result import RunResult
+from .tasks import ModelSpec, Task, is_finished, run_tasks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["validate_models"]
+__all__ = ["Protocol", "validate_models"]
+
+#: Name of the reference method's runs in every output.
+REFERENCE = "reference"
+#: Reference replica ``k`` uses seed ``seed + REFERENCE_SEED_OFFSET + k``: its runs
+#: are independent of the models' (which share seeds), so a model's distance to
+#: the reference and the reference's distance to itself compare like with like.
+REFERENCE_SEED_OFFSET = 1_000_000
+
+
+@dataclass
+class Protocol:
+    """What every run does.
+
+    Parameters
+    ----------
+    temperatures : list of float
+        Thermostat targets (K).
+    n_steps : int
+        MD steps per model run.
+    replicas : int
+        Seeded replicas per model and temperature (replica ``k`` uses seed
+        ``seed + k`` for every model).
+    seed : int
+    reference_replicas : int, optional
+        Replicas of the reference method (default ``min(replicas, 4)``); its
+        replica ``k`` uses seed ``seed + REFERENCE_SEED_OFFSET + k``.
+    reference_n_steps : int, optional
+        Steps of a reference run (default ``n_steps``).
+    run_kwargs : dict
+        Passed to :func:`md_validation.runner.run_md` (engine, thermostat,
+        timestep_fs, stride, tau_fs, criteria).
+    """
+
+    temperatures: list = field(default_factory=lambda: [300.0, 400.0])
+    n_steps: int = 2000
+    replicas: int = 1
+    seed: int = 0
+    reference_replicas: int | None = None
+    reference_n_steps: int | None = None
+    run_kwargs: dict = field(default_factory=dict)
+
+
+def _spec(name, model) -> tuple[ModelSpec, object]:
+    """The worker's spec of ``model`` and the loaded model for metrics (or None)."""
+    from ase_flatten.models import SavedModel, load_model
+
+    if isinstance(model, ModelSpec):
+        saved = load_model(model.path) if model.path is not None else None
+        return model, saved
+    if isinstance(model, SavedModel) and model.path is not None:
+        return ModelSpec(name, path=str(model.path)), model
+    if isinstance(model, (str, Path)):
+        return ModelSpec(name, path=str(model)), load_model(model)
+    raise TypeError(
+        f"model {name!r}: give a model directory or a ModelSpec (runs happen in "
+        "worker processes); use md_validation.run_md for a calculator object"
+    )
+
+
+def _tasks(specs, atoms, outdir, protocol, reference) -> list[Task]:
+    """Every run of the validation, models first, then the reference."""
+    groups = [(spec, protocol.replicas, protocol.n_steps, 0) for spec in specs]
+    if reference is not None:
+        replicas = protocol.reference_replicas or min(protocol.replicas, 4)
+        steps = protocol.reference_n_steps or protocol.n_steps
+        groups.append((reference, replicas, steps, REFERENCE_SEED_OFFSET))
+    run_kwargs = {**protocol.run_kwargs, "progress": False}
+    run_kwargs.setdefault("criteria", FailureCriteria())
+    tasks = []
+    for spec, replicas, steps, offset in groups:
+        for temperature in protocol.temperatures:
+            for k in range(replicas):
+                tasks.append(
+                    Task(
+                        spec=spec,
+                        temperature_K=float(temperature),
+                        replica=k,
+                        seed=protocol.seed + offset + k,
+                        n_steps=steps,
+                        run_dir=str(
+                            outdir / spec.name / f"{temperature:g}K" / f"replica{k}"
+                        ),
+                        atoms=atoms,
+                        run_kwargs=run_kwargs,
+                    )
+                )
+    return tasks
 
 
 def validate_models(
     models: dict,
     atoms: Atoms,
     outdir: str | Path,
-    temperatures=(300.0, 400.0),
-    n_steps: int = 2000,
-    replicas: int = 1,
-    seed: int = 0,
+    protocol: Protocol | None = None,
+    reference: ModelSpec | None = None,
     reference_energy: float = 0.0,
     high_error_factor: float = 1.1,
-    **run_kwargs,
+    jobs: int = 1,
+    progress: bool = False,
 ) -> tuple[list[dict], list[str]]:
-    """Run every model at every temperature in ``replicas`` seeded replicas.
+    """Run every model (and the reference) at every temperature and replica.
+
+    Runs already finished in ``outdir`` (their ``run.json`` exists) are kept;
+    unfinished run folders are redone.
 
     Parameters
     ----------
     models : dict
-        Name -> model directory, :class:`~ase_flatten.models.SavedModel`,
-        calculator or calculator factory.
+        Name -> model directory, :class:`~ase_flatten.models.SavedModel` loaded
+        from one, or :class:`~md_validation.tasks.ModelSpec`.
     atoms : Atoms
         Starting frame.
     outdir : path
-        Gets ``<model>/<T>K/replica<k>/`` per run, ``summary.csv`` and
+        Gets ``<model>/<T>K/replica<k>/`` per run, ``summary.csv``,
         ``energy_vs_time.png``.
-    temperatures : sequence of float
-    n_steps : int
-    replicas : int
-    seed : int
-        Replica ``k`` uses seed ``seed + k`` (the same seeds for every model).
+    protocol : Protocol, optional
+    reference : ModelSpec, optional
+        The reference method (a calculator factory), run under the name
+        ``reference``.
     reference_energy : float
         Zero of energy: the reference data's lowest potential energy (eV).
     high_error_factor : float
         See :func:`md_validation.metrics.domain_fractions`.
-    **run_kwargs
-        Passed to :func:`md_validation.runner.run_md` (engine, thermostat,
-        timestep_fs, stride, tau_fs, criteria, progress).
+    jobs : int
+        Worker processes.
+    progress : bool
+        A progress bar over runs.
 
     Returns
     -------
     rows : list of dict
         One per run, the columns of ``summary.csv``.
     verdict : list of str
-        One line per temperature.
+        Lines to print.
     """
-    from ase_flatten.models import SavedModel, load_model
-
+    protocol = protocol or Protocol()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    run_kwargs.setdefault("criteria", FailureCriteria())
+    loaded = [_spec(name, model) for name, model in models.items()]
+    specs = [spec for spec, _ in loaded]
+    saved = {spec.name: model for spec, model in loaded}
+    if reference is not None:
+        reference = ModelSpec(
+            REFERENCE, factory=reference.factory, kwargs=reference.kwargs
+        )
+    tasks = _tasks(specs, atoms, outdir, protocol, reference)
+    todo = [task for task in tasks if not is_finished(task.run_dir)]
+    if len(todo) < len(tasks):
+        logger.info("keeping %d finished runs", len(tasks) - len(todo))
+    errors = run_tasks(todo, jobs=jobs, progress=progress)
+    if errors:
+        raise InputError(
+            f"{len(errors)} of {len(todo)} runs did not finish (first: {errors[0]}); "
+            f"the finished ones are kept in {outdir}: rerun with --resume"
+        )
     rows, runs = [], []
-    for name, model in models.items():
-        if isinstance(model, (str, Path)):
-            model = load_model(model)
-        saved = model if isinstance(model, SavedModel) else None
-        factory = calculator_factory(model)
-        for temperature in temperatures:
-            for k in range(replicas):
-                run_dir = outdir / name / f"{temperature:g}K" / f"replica{k}"
-                result = run_md(
-                    factory,
-                    atoms,
-                    temperature_K=float(temperature),
-                    n_steps=n_steps,
-                    seed=seed + k,
-                    outdir=run_dir,
-                    label=f"{name} {temperature:g} K #{k}",
-                    **run_kwargs,
-                )
-                row = dict(
-                    model=name,
-                    temperature_K=float(temperature),
-                    replica=k,
-                    seed=seed + k,
-                    engine=result.meta["engine"],
-                    thermostat=result.meta["thermostat"],
-                    run_dir=str(run_dir.relative_to(outdir)),
-                )
-                row.update(
-                    run_metrics(result, reference_energy, saved, high_error_factor)
-                )
-                rows.append(row)
-                runs.append(
-                    dict(
-                        model=name,
-                        temperature_K=float(temperature),
-                        record=result.record,
-                        failed=result.failed,
-                    )
-                )
+    for task in tasks:
+        result = RunResult.load(task.run_dir)
+        name = task.spec.name
+        row = dict(
+            model=name,
+            temperature_K=task.temperature_K,
+            replica=task.replica,
+            seed=task.seed,
+            engine=result.meta.get("engine"),
+            thermostat=result.meta.get("thermostat"),
+            run_dir=str(Path(task.run_dir).relative_to(outdir)),
+        )
+        row.update(
+            run_metrics(result, reference_energy, saved.get(name), high_error_factor)
+        )
+        rows.append(row)
+        runs.append(dict(model=name, temperature_K=task.temperature_K, result=result))
     write_summary(rows, outdir / "summary.csv")
-    plot_energy_vs_time(runs, outdir / "energy_vs_time.png", reference_energy)
-    lines = verdicts(rows)
-    for line in lines:
-        logger.debug(line)
+    plot_energy_vs_time(
+        [
+            dict(model=r["model"], temperature_K=r["temperature_K"],
+                 record=r["result"].record, failed=r["result"].failed)
+            for r in runs
+        ],
+        outdir / "energy_vs_time.png",
+        reference_energy,
+    )  # fmt: skip
+    comparison, lines = _survival_reports(rows, tasks, protocol, outdir)
+    if reference is not None:
+        lines += _reference_reports(
+            runs, protocol, comparison, outdir, reference_energy
+        )
+    from ase_flatten.outputs import write_json
+
+    write_json(outdir / "comparison.json", _json_safe(comparison))
     return rows, lines
+
+
+def _json_safe(value):
+    """NaN and inf become None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _reference_reports(runs, protocol, comparison, outdir, reference_energy):
+    """reference.png and the "reference" entries of comparison.json; lines."""
+    from .reference import compare_to_reference, plot_reference, reference_lines
+
+    criteria = protocol.run_kwargs.get("criteria") or FailureCriteria()
+    table, histograms = compare_to_reference(
+        runs, REFERENCE, reference_energy, criteria.temperature_window_fs
+    )
+    plot_reference(histograms, outdir / "reference.png", REFERENCE)
+    for temperature, entry in table.items():
+        comparison["temperatures"][temperature]["reference"] = entry
+    return reference_lines(table)
+
+
+def _survival_reports(rows, tasks, protocol, outdir) -> tuple[dict, list[str]]:
+    """survival.csv, survival.png; the comparison dict and the verdict lines."""
+    from .survival import (
+        ALPHA,
+        logrank_pairs,
+        plot_survival,
+        summarize_groups,
+        survival_table,
+        verdict_line,
+        write_survival,
+    )
+
+    timestep_fs = protocol.run_kwargs.get("timestep_fs", 0.5)
+    run_lengths = {t.spec.name: t.n_steps * timestep_fs / 1000.0 for t in tasks}
+    table = survival_table(rows)
+    write_survival(table, outdir / "survival.csv")
+    groups = summarize_groups(table, run_lengths)
+    plot_survival(groups, outdir / "survival.png")
+    models = [name for name in run_lengths if name != REFERENCE]
+    pairs = logrank_pairs(table, models)
+    for pair in pairs:
+        pair["verdict"] = verdict_line(pair)
+    comparison = dict(
+        significance_level=ALPHA,
+        test="log-rank (lifelines.statistics.logrank_test)",
+        failures_per_ns_ci="exact Poisson 95 % interval",
+        temperatures={},
+    )
+    for temperature in protocol.temperatures:
+        at_t = dict(
+            models={
+                g.model: g.to_json()
+                for g in groups
+                if g.temperature_K == float(temperature)
+            },
+            pairs=[p for p in pairs if p["temperature_K"] == float(temperature)],
+        )
+        comparison["temperatures"][f"{temperature:g}"] = at_t
+    lines = []
+    for temperature in sorted(float(t) for t in protocol.temperatures):
+        lines += [p["verdict"] for p in pairs if p["temperature_K"] == temperature]
+        lines += [
+            f"{g.temperature_K:g} K: {g.model}: {g.failures}/{g.replicas} failed, "
+            f"median time to failure {g.median_text()}, "
+            f"{g.rate_per_ns:.3g} failures/ns "
+            f"(95 % CI {g.rate_ci[0]:.3g}-{g.rate_ci[1]:.3g})"
+            for g in groups
+            if g.temperature_K == temperature
+        ]
+    return comparison, lines

@@ -1,4 +1,5 @@
 import csv
+import json
 import subprocess
 import sys
 
@@ -53,7 +54,20 @@ def test_end_to_end_two_models(tmp_path, capsys, sgdml_model, start_file, xtb_da
     assert (out_dir / "energy_vs_time.png").stat().st_size > 1000
     assert (out_dir / "default" / "400K" / "replica1" / "run.json").exists()
     assert "300 K:" in out and "400 K:" in out
-    assert "stable: default, improved" in out
+    for temperature in ("300", "400"):
+        assert (
+            f"{temperature} K: no difference detectable between default and "
+            "improved (0/2 vs 0/2 failed, no failures)"
+        ) in out
+    survival = list(csv.DictReader(open(out_dir / "survival.csv")))
+    assert len(survival) == 8 and {r["failed"] for r in survival} == {"0"}
+    assert {r["time_ps"] for r in survival} == {"0.03"}  # 60 steps of 0.5 fs
+    comparison = json.loads((out_dir / "comparison.json").read_text())
+    at_400 = comparison["temperatures"]["400"]
+    assert at_400["pairs"][0]["models"] == ["default", "improved"]
+    assert at_400["pairs"][0]["logrank_p"] is None
+    assert at_400["models"]["default"]["median_time_to_failure"] == "> 0.03 ps"
+    assert (out_dir / "survival.png").stat().st_size > 1000
     # never silently overwrite
     status, _, err = run_cli(capsys, *args)
     assert_one_line_error(status, err, "exists", "--overwrite")

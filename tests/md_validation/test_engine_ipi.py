@@ -21,13 +21,18 @@ def _address(run_dir: Path) -> str:
 
 
 def _live_children() -> list[int]:
-    """Non-zombie processes whose parent is this test process."""
+    """Non-zombie processes whose parent is this test process.
+
+    multiprocessing's resource tracker (started by md-validate's worker pool in
+    earlier tests, alive for the whole session) does not count.
+    """
     me, found = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         fields = dict(
@@ -36,7 +41,8 @@ def _live_children() -> list[int]:
         if int(fields.get("PPid", 0)) == me and not fields.get("State", "").startswith(
             "Z"
         ):
-            found.append(int(entry.name))
+            if b"resource_tracker" not in command:
+                found.append(int(entry.name))
     return found
 
 

@@ -1,0 +1,244 @@
+"""Replicas as tasks: one MD run per model x temperature x replica, in parallel.
+
+Each task runs in a worker process started with the ``spawn`` method (forking a
+process that holds torch's threads is unsafe). A worker loads each model once
+(:data:`_FACTORIES`), runs BLAS, OpenMP and torch on one thread, and writes the
+run into its own folder, ``run.json`` last. A task's result depends only on the
+task (its seed is ``seed + replica``), never on the number of workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from ase_flatten.exceptions import InputError
+
+from .result import RUN_FILE
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModelSpec", "Task", "default_jobs", "is_finished", "run_tasks"]
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class ModelSpec:
+    """How a worker builds a calculator: a saved model directory or a factory.
+
+    Parameters
+    ----------
+    name : str
+        The model's name in outputs.
+    path : str, optional
+        A model directory written by ``ase-flatten train`` or ``select``.
+    factory : str, optional
+        ``module:callable`` returning an ASE calculator (e.g. ``tblite.ase:TBLite``).
+    kwargs : dict
+        Keyword arguments of ``factory``.
+    """
+
+    name: str
+    path: str | None = None
+    factory: str | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    def key(self) -> str:
+        """What identifies the calculator (for the per-process cache)."""
+        if self.path is not None:
+            return f"path:{Path(self.path).resolve()}"
+        return f"factory:{self.factory}:{json.dumps(self.kwargs, sort_keys=True)}"
+
+    def describe(self) -> dict:
+        """JSON-able description (for the run's marker file and reports)."""
+        if self.path is not None:
+            return {"name": self.name, "path": str(Path(self.path).resolve())}
+        return {"name": self.name, "factory": self.factory, "kwargs": self.kwargs}
+
+    def calculator_factory(self):
+        """A zero-argument callable building a fresh calculator."""
+        if self.path is not None:
+            from .runner import calculator_factory
+
+            return calculator_factory(self.path)
+        function = import_factory(self.factory)
+        kwargs = dict(self.kwargs)
+        return lambda: function(**kwargs)
+
+
+def import_factory(spec: str):
+    """Import ``module:callable``; a bad spec raises one-line InputError."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise InputError(f"calculator factory {spec!r}: expected MODULE:CALLABLE")
+    try:
+        function = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot import calculator factory {spec!r} ({exc})") from None
+    if not callable(function):
+        raise InputError(f"calculator factory {spec!r} is not callable")
+    return function
+
+
+@dataclass
+class Task:
+    """One MD run: a model at a temperature, one seeded replica, its folder."""
+
+    spec: ModelSpec
+    temperature_K: float
+    replica: int
+    seed: int
+    n_steps: int
+    run_dir: str
+    atoms: Atoms
+    run_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name} {self.temperature_K:g} K #{self.replica}"
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """A run folder is finished when its ``run.json`` exists (written last)."""
+    return (Path(run_dir) / RUN_FILE).exists()
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+#: Per worker process: model key -> calculator factory (each model loads once).
+_FACTORIES: dict = {}
+
+
+def _one_thread() -> None:
+    """Run BLAS/OpenMP (and torch, once imported) on a single thread."""
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _init_worker(log_level: int) -> None:
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = "1"
+    _one_thread()
+    logging.basicConfig(
+        level=log_level, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def _run_task(task: Task) -> str | None:
+    """Run one task in a worker; returns an error text, or None on success."""
+    from .runner import run_md
+
+    try:
+        key = task.spec.key()
+        if key not in _FACTORIES:
+            _FACTORIES[key] = task.spec.calculator_factory()
+            _one_thread()
+        run_dir = Path(task.run_dir)
+        if run_dir.exists():  # an unfinished folder of an interrupted run
+            shutil.rmtree(run_dir)
+        run_md(
+            _FACTORIES[key],
+            task.atoms,
+            temperature_K=task.temperature_K,
+            n_steps=task.n_steps,
+            seed=task.seed,
+            outdir=run_dir,
+            label=task.label,
+            **task.run_kwargs,
+        )
+    except Exception as exc:  # reported by the parent, the other tasks go on
+        logger.debug("%s", task.label, exc_info=True)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def run_tasks(tasks: list[Task], jobs: int = 1, progress: bool = False) -> list[str]:
+    """Run ``tasks`` on ``jobs`` worker processes.
+
+    Parameters
+    ----------
+    tasks : list of Task
+        Runs to do; each writes its own folder.
+    jobs : int
+        Worker processes (at most one per task).
+    progress : bool
+        A tqdm bar over finished runs.
+
+    Returns
+    -------
+    list of str
+        ``"<label>: <error>"`` for every task that raised instead of finishing;
+        the other tasks still ran.
+    """
+    if not tasks:
+        return []
+    errors = []
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    pool = ProcessPoolExecutor(
+        max_workers=max(1, min(jobs, len(tasks))),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(logging.getLogger().getEffectiveLevel(),),
+    )
+    try:
+        futures = {pool.submit(_run_task, task): task for task in tasks}
+        done = as_completed(futures)
+        for future in tqdm(done, total=len(tasks), unit="run", disable=not progress):
+            task = futures[future]
+            try:
+                error = future.result()
+            except BrokenProcessPool as exc:
+                error = f"worker process died ({exc})"
+            if error:
+                logger.error("%s: %s", task.label, error)
+                errors.append(f"{task.label}: {error}")
+    except BaseException:
+        # Ctrl-C, SIGTERM or a crash here: stop the workers now (finished runs
+        # stay saved); SIGINT first so that an engine cleans up (i-PI, sockets)
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop(workers)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    pool.shutdown()
+    return errors
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop(processes, grace_s: float = 10.0) -> None:
+    """Interrupt worker processes, then terminate those still running."""
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(grace_s)
+        if process.is_alive():
+            process.terminate()
