@@ -14,10 +14,26 @@ DATA_HELP = (
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    """argparse type: an integer >= 1."""
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +98,9 @@ def add_clustering_arguments(parser: argparse.ArgumentParser) -> None:
         default=10,
         help="components kept by --reduce (default: 10)",
     )
-    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    group.add_argument(
+        "--seed", type=non_negative_int, default=0, help="random seed (default: 0)"
+    )
 
 
 def read_dataset_arg(args):
@@ -135,6 +153,27 @@ def parse_param(text: str) -> tuple[str, object]:
         return key, value
 
 
+def build_backend(name: str, params, seed: int = 0):
+    """A new backend ``name`` with ``-p`` hyperparameters, checked now.
+
+    Any complaint of the backend about its parameters (InputError, ValueError,
+    TypeError) becomes one InputError line naming the backend.
+    """
+    from ..backends import make_backend
+    from ..exceptions import InputError
+
+    params = dict(params)
+    try:
+        return make_backend(name, random_state=seed, **params)
+    except InputError:
+        raise
+    except (ValueError, TypeError) as exc:
+        given = ", ".join(f"{key}={value!r}" for key, value in params.items())
+        raise InputError(
+            f"backend {name}: bad hyperparameter ({exc}); given -p {given}"
+        ) from None
+
+
 def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None:
     """``--backend`` and repeatable ``-p KEY=VALUE`` hyperparameters."""
     parser.add_argument(
@@ -159,4 +198,6 @@ def add_split_arguments(parser) -> None:
     parser.add_argument(
         "--test-fraction", type=float, default=0.1, help="held-out test share (0.1)"
     )
-    parser.add_argument("--split-seed", type=int, default=0, help="test split seed (0)")
+    parser.add_argument(
+        "--split-seed", type=non_negative_int, default=0, help="test split seed (0)"
+    )

@@ -21,6 +21,7 @@ from .common import (
     add_backend_arguments,
     add_dataset_arguments,
     add_split_arguments,
+    non_negative_int,
     positive_int,
 )
 
@@ -44,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         help="frames added per iteration (100)",
     )
-    loop.add_argument("--iterations", type=int, default=8, help="iterations (8)")
+    loop.add_argument(
+        "--iterations", type=non_negative_int, default=8, help="iterations (8)"
+    )
     loop.add_argument(
         "--factor", type=float, default=1.1, help="error threshold factor (1.1)"
     )
@@ -87,17 +90,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="estimate each coarse cluster's error from at most K frames",
     )
     add_split_arguments(loop)
-    loop.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    loop.add_argument(
+        "--seed", type=non_negative_int, default=0, help="random seed (0)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..backends import make_backend
     from ..errors import KCAL_MOL
+    from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
-    from .common import read_dataset_arg
+    from .common import build_backend, read_dataset_arg
 
+    check_output_place(args.output, inputs=[args.data])
     params = dict(args.param)
-    make_backend(args.backend, **params)  # unknown backend or parameter: fail now
+    build_backend(args.backend, params, args.seed)  # a bad parameter fails now
     config = SelectionConfig(
         backend=args.backend,
         params=params,
