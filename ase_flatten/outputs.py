@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -286,8 +287,8 @@ def atomic_directory(
         On entry, see :func:`check_output_directory`, or the temporary folder
         cannot be created.
     """
-    path = Path(path)
     check_output_directory(path, command, overwrite, inputs)
+    path = Path(os.path.abspath(path))  # "." has no name to put beside it
     staging = sibling_directory(path, ".tmp")
     try:
         write_marker(staging, command)
@@ -323,16 +324,17 @@ def _swap_in(new: Path, path: Path) -> None:
     if not path.exists():
         os.replace(new, path)
         return
-    old = Path(
-        tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-    )
-    os.replace(path, old)  # an (empty) directory may be replaced by rename
+    old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+    os.replace(path, old)
     try:
         os.replace(new, path)
     except BaseException:
         os.replace(old, path)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_symlink():
+        old.unlink()  # the folder it pointed to is not ours to delete
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _refuse_inputs(path: Path, inputs: Iterable) -> None:

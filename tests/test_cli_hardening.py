@@ -241,3 +241,19 @@ def test_damaged_run_files_through_the_command_line(tmp_path, capsys, xtb_files,
         (tmp_path / "run" / "checkpoint.json").write_text(content)
         status, _, err = run_cli(capsys, *loop, "--resume")
         assert_one_line_error(status, err, message)
+
+
+def test_a_calculator_that_refuses_its_arguments(tmp_path, capsys, xtb_files):
+    reference = xtb_files[0]
+    out = ["-o", tmp_path / "r", *SMALL]
+    cases = [
+        (("--calc-kwargs", "[1]"), "--calc-kwargs must be a JSON object"),
+        (("--calculator", "math:pi"), "TypeError: 'float' object is not callable"),
+        (("--calc-kwargs", '{"method": "GFN9-xTB"}'),
+         "failed: TBLiteValueError: Method 'GFN9-xTB' is not available"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        argv = ("errors", reference, "--calculator", "tblite.ase:TBLite", *extra)
+        status, _, err = run_cli(capsys, *argv, *out)
+        assert_one_line_error(status, err, message)
+    assert os.listdir(tmp_path) == []

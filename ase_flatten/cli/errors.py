@@ -182,10 +182,38 @@ def _prediction_source(args, dataset):
             kwargs = json.loads(args.calc_kwargs)
         except json.JSONDecodeError as exc:
             raise InputError(f"--calc-kwargs is not JSON ({exc})") from None
+        if not isinstance(kwargs, dict):
+            raise InputError(
+                f"--calc-kwargs must be a JSON object of keyword arguments, got "
+                f"{args.calc_kwargs}"
+            )
         backend = ASEBackend(factory=args.calculator, kwargs=kwargs).fit(dataset)
-        backend.calc  # noqa: B018 - build it now: a bad factory fails here
-        frames = every
+        try:
+            backend.calc  # noqa: B018 - build it now: a bad factory fails here
+        except InputError:
+            raise
+        except Exception as exc:  # the factory's own complaint about its arguments
+            raise InputError(
+                f"--calculator {args.calculator} with --calc-kwargs "
+                f"{args.calc_kwargs}: {type(exc).__name__}: {exc}"
+            ) from None
+        return lambda: (every, *_calculator_predictions(args, backend, dataset))
     return lambda: (frames, *backend.predict(dataset, frames))
+
+
+def _calculator_predictions(args, backend, dataset):
+    """Energies and forces of every frame from a --calculator; its errors one line."""
+    from ..exceptions import InputError
+
+    try:
+        return backend.predict(dataset)
+    except InputError:
+        raise
+    except Exception as exc:  # e.g. a method name the calculator only checks now
+        raise InputError(
+            f"--calculator {args.calculator} with --calc-kwargs {args.calc_kwargs} "
+            f"failed: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _load_labels(path, dataset):
