@@ -257,3 +257,41 @@ def test_a_calculator_that_refuses_its_arguments(tmp_path, capsys, xtb_files):
         status, _, err = run_cli(capsys, *argv, *out)
         assert_one_line_error(status, err, message)
     assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_leaves_no_half_built_folder(tmp_path, xtb_files):
+    """``kill PID`` during a run: the old report stays, no temporary folder is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / MARKER).write_text('{"command": "ase-flatten errors"}')
+    (out / "summary.json").write_text("old")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ase_flatten.cli.main", "errors", str(xtb_files[0]),
+         "--calculator", "tblite.ase:TBLite", "--calc-kwargs",
+         '{"method": "GFN1-xTB", "verbosity": 0}', *SMALL, "-o", str(out),
+         "--overwrite"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "ase-flatten errors: interrupted"
+    assert os.listdir(tmp_path) == ["report"]
+    assert (out / "summary.json").read_text() == "old"
