@@ -10,6 +10,18 @@ Two building blocks:
   file (:data:`MARKER`) naming the command that made it; ``overwrite`` replaces
   only a folder with the marker of the same command, never a dataset, a model of
   another command or an input of the run.
+
+A command that writes a folder::
+
+    check_output_directory(out, COMMAND, args.overwrite, inputs)  # cheap, first
+    ...  # read and validate every input; nothing is written yet
+    with atomic_directory(out, COMMAND, args.overwrite, inputs) as tmp:
+        ...  # the work; every file goes into tmp
+
+A folder filled in place because it is checkpointed (``select``, a resumable run)
+uses :func:`check_output_place` and :func:`write_marker` instead, and never
+deletes. Every check raises :class:`~ase_flatten.exceptions.InputError` with one
+line naming the path.
 """
 
 from __future__ import annotations
@@ -212,7 +224,7 @@ def check_output_place(path: str | os.PathLike, inputs: Iterable = ()) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: is a file, not a folder; choose another output")
     _refuse_inputs(path, inputs)
-    _check_parent_writable(path)
+    _check_parent_writable(path)  # the parent gets the temporary folder
 
 
 def read_marker(path: str | os.PathLike) -> str | None:
@@ -225,7 +237,11 @@ def read_marker(path: str | os.PathLike) -> str | None:
 
 
 def write_marker(path: str | os.PathLike, command: str) -> None:
-    """Mark folder ``path`` as an output of ``command``."""
+    """Mark folder ``path`` as an output of ``command`` (JSON, with version and date).
+
+    :func:`atomic_directory` does it itself; a folder filled in place calls it
+    when it creates the folder.
+    """
     from . import __version__
 
     write_json(
@@ -355,7 +371,7 @@ def _resolved(path: Path) -> Path:
 
 def _check_parent_writable(path: Path) -> None:
     """Fail early when the nearest existing folder above ``path`` is read-only."""
-    parent = path.parent
+    parent = Path(os.path.abspath(path)).parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():

@@ -140,3 +140,21 @@ def test_an_unwritable_place_is_one_input_error(unwritable):
         write_text(unwritable / "out" / "a.txt", "x")
     with pytest.raises(InputError, match="cannot write there"):
         write_text(unwritable / "a.txt", "x")
+
+
+def test_dot_and_a_symlink_are_replaced_cleanly(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with atomic_directory(out, "cmd") as tmp:
+        (tmp / "a.txt").write_text("old")
+    monkeypatch.chdir(out)
+    with atomic_directory(".", "cmd", overwrite=True) as tmp:
+        assert tmp.parent == tmp_path
+        (tmp / "a.txt").write_text("new")
+    monkeypatch.chdir(tmp_path)
+    assert (out / "a.txt").read_text() == "new"
+    (tmp_path / "link").symlink_to(out)
+    with atomic_directory(tmp_path / "link", "cmd", overwrite=True) as tmp:
+        (tmp / "a.txt").write_text("newer")
+    assert (tmp_path / "link" / "a.txt").read_text() == "newer"
+    assert (out / "a.txt").read_text() == "new"  # the link's target is not touched
+    assert sorted(os.listdir(tmp_path)) == ["link", "out"]
