@@ -21,7 +21,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
+def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0 (seeds)."""
     value = _int(text)
     if value < 0:
@@ -99,7 +99,7 @@ def add_clustering_arguments(parser: argparse.ArgumentParser) -> None:
         help="components kept by --reduce (default: 10)",
     )
     group.add_argument(
-        "--seed", type=non_negative_int, default=0, help="random seed (default: 0)"
+        "--seed", type=nonnegative_int, default=0, help="random seed (default: 0)"
     )
 
 
@@ -199,5 +199,5 @@ def add_split_arguments(parser) -> None:
         "--test-fraction", type=float, default=0.1, help="held-out test share (0.1)"
     )
     parser.add_argument(
-        "--split-seed", type=non_negative_int, default=0, help="test split seed (0)"
+        "--split-seed", type=nonnegative_int, default=0, help="test split seed (0)"
     )

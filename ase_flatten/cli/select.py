@@ -21,7 +21,7 @@ from .common import (
     add_backend_arguments,
     add_dataset_arguments,
     add_split_arguments,
-    non_negative_int,
+    nonnegative_int,
     positive_int,
 )
 
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames added per iteration (100)",
     )
     loop.add_argument(
-        "--iterations", type=non_negative_int, default=8, help="iterations (8)"
+        "--iterations", type=nonnegative_int, default=8, help="iterations (8)"
     )
     loop.add_argument(
         "--factor", type=float, default=1.1, help="error threshold factor (1.1)"
@@ -90,9 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="estimate each coarse cluster's error from at most K frames",
     )
     add_split_arguments(loop)
-    loop.add_argument(
-        "--seed", type=non_negative_int, default=0, help="random seed (0)"
-    )
+    loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
 
 
 def run(args: argparse.Namespace) -> None:
