@@ -181,11 +181,11 @@ def test_negative_seeds_and_bad_backend_parameters(tmp_path, capsys, xtb_files):
          "backend sgdml: bad hyperparameter"),
         (("select", reference, "-p", "random_state=3"), "random_state"),
         (("train", reference, "--backend", "gap", "--size", "5", "-p", "n_max=abc"),
-         "n_max='abc'"),
+         "n_max", "'abc'"),
     ]  # fmt: skip
-    for argv, message in cases:
+    for argv, *messages in cases:
         status, _, err = run_cli(capsys, *argv, *out)
-        assert_one_line_error(status, err, message)
+        assert_one_line_error(status, err, *messages)
     assert not (tmp_path / "x").exists()
 
 
