@@ -144,7 +144,6 @@ def test_ipi_model_that_raises_is_a_failed_run(
 
 def test_sigterm_to_md_validate_cleans_up_ipi(sgdml_model, xtb_files, tmp_path):
     """``kill PID`` stops i-PI and its client, removes the socket and says so."""
-    before = set(Path("/tmp").glob("ipi_md-*"))
     previous = signal.getsignal(signal.SIGTERM)
     proc = subprocess.Popen(
         [sys.executable, "-m", "md_validation", "--model", f"m={sgdml_model}",
@@ -156,11 +155,14 @@ def test_sigterm_to_md_validate_cleans_up_ipi(sgdml_model, xtb_files, tmp_path):
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not set(Path("/tmp").glob("ipi_md-*")) - before:
+        sock = None
+        while sock is None or not sock.exists():
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "i-PI did not start"
             time.sleep(0.1)
-        (sock,) = set(Path("/tmp").glob("ipi_md-*")) - before
+            inputs = list(tmp_path.rglob("input.xml"))  # the replica's folder
+            if inputs and "</address>" in inputs[0].read_text():
+                sock = socket_path(_address(inputs[0].parent))
         servers = _servers_under(tmp_path.resolve())
         assert servers  # the i-PI server runs in the replica's folder
         time.sleep(1.0)  # the client is connected and MD runs
