@@ -27,6 +27,11 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
     dataset = read_dataset(data or first.meta.get("dataset", ""))
     fingerprint = dataset.fingerprint()
     test = _test_indices(Path(runs[0]))
+    if len(test) and test.max() >= len(dataset):
+        raise InputError(
+            f"{Path(runs[0]) / 'test_indices.npy'}: frame {test.max()} is out of "
+            f"range for {dataset.source} ({len(dataset)} frames)"
+        )
     for run, model in zip(runs, models, strict=True):
         if model.meta.get("dataset_fingerprint") != fingerprint:
             raise InputError(f"{run}: trained on another dataset than {dataset.source}")
@@ -69,10 +74,12 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
 
 
 def _test_indices(run: Path) -> np.ndarray:
+    from .models import load_indices
+
     path = run / "test_indices.npy"
     if not path.exists():
         raise InputError(f"{run}: no test split (test_indices.npy); train it again")
-    return np.load(path)
+    return load_indices(path, "the test split")
 
 
 def worst_mean(errors, k: int = 5) -> float:

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from . import __version__
 from .backends import Backend, backend_class
 from .exceptions import InputError
+from .outputs import atomic_path, sibling_directory, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,14 @@ def save_model(
 ) -> Path:
     """Write a trained backend and its provenance to ``directory``.
 
+    The files are written beside ``directory`` first and moved in at the end
+    (:func:`write_model_files` writes them into a folder of your own).
+
     Parameters
     ----------
     directory : path
         Model directory to create. An existing non-empty one is replaced only with
-        ``overwrite``.
+        ``overwrite``; files in it that are not model files stay.
     backend : Backend
         Trained backend.
     train_indices : sequence of int
@@ -93,6 +96,45 @@ def save_model(
         raise InputError(
             f"{directory}: holds a model already; pass --overwrite to replace it"
         )
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory}: is a file, not a folder")
+    tmp = sibling_directory(directory)
+    try:
+        write_model_files(
+            tmp,
+            backend,
+            train_indices,
+            dataset,
+            clusters=clusters,
+            cluster_errors=cluster_errors,
+            domain=domain,
+            **meta,
+        )
+        _replace_dir(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return directory
+
+
+def write_model_files(
+    directory: str | os.PathLike,
+    backend: Backend,
+    train_indices,
+    dataset=None,
+    *,
+    clusters=None,
+    cluster_errors=None,
+    domain=None,
+    **meta,
+) -> None:
+    """Write the files of a model directory into the existing folder ``directory``.
+
+    Not atomic by itself: use it inside
+    :func:`~ase_flatten.outputs.atomic_directory`, or call :func:`save_model`.
+    Parameters as for :func:`save_model`.
+    """
+    directory = Path(directory)
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -113,41 +155,32 @@ def save_model(
         info["hydrogen_partners"] = reference_partners(
             dataset.numbers, dataset.positions
         )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        backend.save(tmp / "model")
-        np.save(tmp / "train_indices.npy", np.asarray(train_indices, dtype=int))
-        if clusters is not None:
-            from .clustering import save_clusters
+    backend.save(directory / "model")
+    with atomic_path(directory / "train_indices.npy") as tmp:
+        np.save(tmp, np.asarray(train_indices, dtype=int))
+    if clusters is not None:
+        from .clustering import save_clusters
 
-            save_clusters(tmp / "clusters.npz", clusters)
-            if domain is None and dataset is not None:
-                from .domain import ApplicabilityDomain
+        save_clusters(directory / "clusters.npz", clusters)
+        if domain is None and dataset is not None:
+            from .domain import ApplicabilityDomain
 
-                domain = ApplicabilityDomain().fit(dataset.numbers, dataset.positions)
-            if domain is None:
-                info["domain_threshold"] = clusters.domain_threshold()
-        if domain is not None:
-            domain.save(tmp / "domain.npz")
-            info["domain_threshold"] = domain.threshold_
-            info["domain"] = domain.summary()
-        if cluster_errors is not None:
-            errors = {
-                "force_rmse": np.nan_to_num(cluster_errors.force_rmse, nan=-1).tolist(),
-                "n_frames": cluster_errors.n_frames.tolist(),
-                "overall_force_rmse": cluster_errors.overall["force_rmse"],
-                "units": "eV/Å; -1 marks a cluster without frames",
-            }
-            (tmp / "cluster_errors.json").write_text(json.dumps(errors, indent=1))
-        (tmp / "model.json").write_text(
-            json.dumps(info, indent=2, ensure_ascii=False) + "\n"
-        )
-        _replace_dir(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return directory
+            domain = ApplicabilityDomain().fit(dataset.numbers, dataset.positions)
+        if domain is None:
+            info["domain_threshold"] = clusters.domain_threshold()
+    if domain is not None:
+        domain.save(directory / "domain.npz")
+        info["domain_threshold"] = domain.threshold_
+        info["domain"] = domain.summary()
+    if cluster_errors is not None:
+        errors = {
+            "force_rmse": np.nan_to_num(cluster_errors.force_rmse, nan=-1).tolist(),
+            "n_frames": cluster_errors.n_frames.tolist(),
+            "overall_force_rmse": cluster_errors.overall["force_rmse"],
+            "units": "eV/Å; -1 marks a cluster without frames",
+        }
+        write_json(directory / "cluster_errors.json", errors)
+    write_json(directory / "model.json", info)  # last: it declares the model
 
 
 MODEL_FILES = (
@@ -201,27 +234,25 @@ def load_model(path: str | os.PathLike) -> SavedModel:
             f"{path}: not an ase-flatten model directory (no model.json); train one "
             "with `ase-flatten train`"
         )
+    meta = _read_meta(meta_file)
+    name, params, numbers = meta["backend"], meta["params"], meta["numbers"]
+    model_dir = path / "model"
+    if not model_dir.is_dir():
+        raise InputError(f"{model_dir}: missing (the {name} model's own files)")
     try:
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
-        name, params, numbers = meta["backend"], meta["params"], meta["numbers"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(
-            f"{meta_file}: not an ase-flatten model file ({exc})"
-        ) from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise InputError(
-            f"{meta_file}: written by a newer ase-flatten "
-            f"({meta.get('ase_flatten_version')}); upgrade to read it"
+        backend = backend_class(name).load(
+            model_dir, numbers, params, meta.get("random_state", 0)
         )
-    backend = backend_class(name).load(
-        path / "model", numbers, params, meta.get("random_state", 0)
-    )
+    except InputError:
+        raise
+    except Exception as exc:  # a damaged file fails in the library's own way
+        raise InputError(
+            f"{model_dir}: cannot load the {name} model ({type(exc).__name__}: {exc})"
+        ) from None
     saved = SavedModel(
         backend=backend,
         meta=meta,
-        train_indices=np.load(path / "train_indices.npy"),
+        train_indices=load_indices(path / "train_indices.npy", "the training frames"),
         path=path,
         domain_threshold=meta.get("domain_threshold"),
     )
@@ -242,7 +273,87 @@ def load_model(path: str | os.PathLike) -> SavedModel:
         saved.domain = ApplicabilityDomain.load(path / "domain.npz")
         saved.domain_threshold = saved.domain.threshold_
     if (path / "cluster_errors.json").exists():
-        errors = json.loads((path / "cluster_errors.json").read_text())
-        rmse = np.asarray(errors["force_rmse"], dtype=float)
-        saved.cluster_force_rmse = np.where(rmse < 0, np.nan, rmse)
+        rmse = _read_cluster_errors(path / "cluster_errors.json")
+        if saved.clusters is not None and len(rmse) > saved.clusters.n_clusters_:
+            raise InputError(
+                f"{path / 'cluster_errors.json'}: {len(rmse)} clusters, but "
+                f"clusters.npz has only {saved.clusters.n_clusters_}"
+            )
+        saved.cluster_force_rmse = rmse
     return saved
+
+
+def _read_meta(meta_file: Path) -> dict:
+    """``model.json``, checked: a dict of the right format, version and types."""
+    try:
+        meta = json.loads(meta_file.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        version = meta.get("format_version", 0)
+        if not isinstance(version, int):
+            raise ValueError(f"format_version {version!r}")
+        if version > FORMAT_VERSION:
+            raise InputError(
+                f"{meta_file}: written by a newer ase-flatten "
+                f"({meta.get('ase_flatten_version')}); upgrade to read it"
+            )
+        for key, kind in (("backend", str), ("params", dict), ("numbers", list)):
+            if not isinstance(meta[key], kind):
+                raise ValueError(f"{key} is not a {kind.__name__}")
+        if not all(isinstance(z, int) and 0 < z < 119 for z in meta["numbers"]):
+            raise ValueError("numbers are not atomic numbers")
+        if not isinstance(meta.get("random_state", 0), int):
+            raise ValueError("random_state is not an integer")
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InputError(
+            f"{meta_file}: not an ase-flatten model file ({what})"
+        ) from None
+    return meta
+
+
+def load_indices(path: str | os.PathLike, what: str = "frame indices") -> np.ndarray:
+    """A saved list of frame indices (``train_indices.npy``, ``test_indices.npy``).
+
+    Raises
+    ------
+    InputError
+        Missing, truncated or not a 1-d array of non-negative integers, naming
+        the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: missing ({what})")
+    try:
+        indices = np.load(path, allow_pickle=False)
+    except Exception as exc:  # truncated or not .npy: numpy's own exceptions
+        raise InputError(
+            f"{path}: damaged, cannot read the {what} ({type(exc).__name__}: {exc})"
+        ) from None
+    if (
+        not isinstance(indices, np.ndarray)
+        or indices.ndim != 1
+        or not np.issubdtype(indices.dtype, np.integer)
+        or (indices.size and indices.min() < 0)
+    ):
+        raise InputError(f"{path}: not a list of frame indices (the {what})")
+    return indices
+
+
+def _read_cluster_errors(path: Path) -> np.ndarray:
+    """Per-cluster force RMSE (eV/Å, NaN for clusters without frames)."""
+    try:
+        errors = json.loads(path.read_text())
+        rmse = np.asarray(errors["force_rmse"], dtype=float)
+        if rmse.ndim != 1:
+            raise ValueError("force_rmse is not a list of numbers")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InputError(
+            f"{path}: damaged, cannot read the per-cluster errors ({what})"
+        ) from None
+    return np.where(rmse < 0, np.nan, rmse)

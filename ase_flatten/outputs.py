@@ -1,17 +1,47 @@
-"""Writing results safely: atomic replacement and no silent overwrites."""
+"""Writing results safely: atomic files, atomic folders, no silent overwrites.
+
+Two building blocks:
+
+* :func:`atomic_path` for one file: written beside its place, renamed over it.
+* :func:`atomic_directory` for an output folder (a report, a model directory, an
+  MD validation): built in a hidden folder beside its place and swapped in as a
+  whole at the end, so a failed run leaves the previous folder untouched and a new
+  folder never carries stale files of an old one. Every such folder holds a marker
+  file (:data:`MARKER`) naming the command that made it; ``overwrite`` replaces
+  only a folder with the marker of the same command, never a dataset, a model of
+  another command or an input of the run.
+
+A command that writes a folder::
+
+    check_output_directory(out, COMMAND, args.overwrite, inputs)  # cheap, first
+    ...  # read and validate every input; nothing is written yet
+    with atomic_directory(out, COMMAND, args.overwrite, inputs) as tmp:
+        ...  # the work; every file goes into tmp
+
+A folder filled in place because it is checkpointed (``select``, a resumable run)
+uses :func:`check_output_place` and :func:`write_marker` instead, and never
+deletes. Every check raises :class:`~ase_flatten.exceptions.InputError` with one
+line naming the path.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+import time
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .exceptions import InputError
+
+#: Name of the marker file in every output folder; JSON ``{"command": ...}``.
+MARKER = ".ase-flatten-output"
 
 
 @contextlib.contextmanager
@@ -22,11 +52,21 @@ def atomic_path(path: str | os.PathLike):
     ``path`` only when the block finishes without an exception, and removed
     otherwise. The temporary name keeps the suffix so writers that infer the
     format from it (ASE, matplotlib) still work.
+
+    Raises
+    ------
+    InputError
+        The folder of ``path`` cannot be created or written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=suffix, dir=path.parent
+        )
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from None
     os.close(fd)
     try:
         yield tmp
@@ -41,6 +81,10 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -87,3 +131,250 @@ def check_writable(paths: Iterable[str | os.PathLike], overwrite: bool) -> None:
                 f"{path}: exists; pass --overwrite to replace it or choose another "
                 "output"
             )
+
+
+# -- output files and folders ------------------------------------------------------
+
+
+def check_output_file(
+    path: str | os.PathLike, overwrite: bool = False, inputs: Iterable = ()
+) -> None:
+    """Check, before any work, that one output file can be written at ``path``.
+
+    Parameters
+    ----------
+    path : path
+        The output file.
+    overwrite : bool
+        Whether an existing file may be replaced (``--overwrite``).
+    inputs : iterable of path
+        The run's input files and folders; ``path`` must not be one of them.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a folder, an input of the run, exists without ``overwrite``,
+        or its folder cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; name an output file")
+    _refuse_inputs(path, inputs)
+    if path.exists() and not overwrite:
+        raise InputError(
+            f"{path}: exists; pass --overwrite to replace it or choose another output"
+        )
+    _check_parent_writable(path)
+
+
+def check_output_directory(
+    path: str | os.PathLike,
+    command: str,
+    overwrite: bool = False,
+    inputs: Iterable = (),
+) -> None:
+    """Check, without touching anything, that ``path`` may become ``command``'s output.
+
+    A missing path or an empty folder is fine. An existing non-empty folder is
+    replaced only with ``overwrite``, and only when it holds the :data:`MARKER` of
+    the same ``command`` (an earlier output of it) and contains no input of the run.
+
+    Parameters
+    ----------
+    path : path
+        The output folder.
+    command : str
+        The command writing it, as recorded in the marker (``"ase-flatten
+        errors"``, ``"md-validate"``).
+    overwrite : bool
+        Whether an earlier output of ``command`` may be replaced.
+    inputs : iterable of path
+        Files and folders the run reads; none may be ``path`` or inside it.
+
+    Raises
+    ------
+    InputError
+        One line naming ``path`` and the problem.
+    """
+    path = Path(path)
+    check_output_place(path, inputs)
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise InputError(
+                f"{path}: exists and is not empty; pass --overwrite to replace an "
+                f"earlier output of `{command}` or choose another output"
+            )
+        made_by = read_marker(path)
+        if made_by != command:
+            what = f"made by `{made_by}`" if made_by else f"no {MARKER} marker"
+            raise InputError(
+                f"{path}: not an output of `{command}` ({what}); --overwrite "
+                "replaces only those: choose another output or remove it yourself"
+            )
+
+
+def check_output_place(path: str | os.PathLike, inputs: Iterable = ()) -> None:
+    """Check that folder ``path`` could be made: not a file, not an input, writable.
+
+    The part of :func:`check_output_directory` for a folder that is filled in
+    place (a checkpointed run), where what an existing folder holds is the
+    caller's business.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: is a file, not a folder; choose another output")
+    _refuse_inputs(path, inputs)
+    _check_parent_writable(path)  # the parent gets the temporary folder
+
+
+def read_marker(path: str | os.PathLike) -> str | None:
+    """The command recorded in folder ``path``'s marker, or None without one."""
+    try:
+        command = json.loads((Path(path) / MARKER).read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return command if isinstance(command, str) else None
+
+
+def write_marker(path: str | os.PathLike, command: str) -> None:
+    """Mark folder ``path`` as an output of ``command`` (JSON, with version and date).
+
+    :func:`atomic_directory` does it itself; a folder filled in place calls it
+    when it creates the folder.
+    """
+    from . import __version__
+
+    write_json(
+        Path(path) / MARKER,
+        {
+            "command": command,
+            "ase_flatten_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+@contextlib.contextmanager
+def atomic_directory(
+    path: str | os.PathLike,
+    command: str,
+    overwrite: bool = False,
+    inputs: Iterable = (),
+) -> Iterator[Path]:
+    """Build an output folder beside ``path`` and swap it in as a whole at the end.
+
+    Usage::
+
+        check_output_directory(out, "md-validate", overwrite, inputs)  # optional
+        ...  # validate every input: nothing has been written yet
+        with atomic_directory(out, "md-validate", overwrite, inputs) as tmp:
+            ...  # write every file of the output into tmp
+
+    On entry the checks of :func:`check_output_directory` run, then a hidden
+    folder ``.NAME.XXXX.tmp`` is made beside ``path`` (same parent: the final
+    rename cannot cross file systems) with the umask's permissions and the
+    :data:`MARKER` of ``command``; an unwritable place fails here, before any
+    work. When the block ends without an exception, an old ``path`` is renamed
+    aside, the new folder renamed into place, and only then the old one removed.
+    When the block raises (Ctrl-C included), the new folder is removed and
+    ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : path
+        The output folder.
+    command : str
+        The command writing it (recorded in the marker and checked on overwrite).
+    overwrite : bool
+        Replace an earlier output of the same ``command``.
+    inputs : iterable of path
+        Files and folders the run reads; ``path`` must not be one of them or
+        contain one.
+
+    Yields
+    ------
+    Path
+        The temporary folder to write into. Paths recorded inside output files
+        should be relative to it: it is renamed at the end.
+
+    Raises
+    ------
+    InputError
+        On entry, see :func:`check_output_directory`, or the temporary folder
+        cannot be created.
+    """
+    check_output_directory(path, command, overwrite, inputs)
+    path = Path(os.path.abspath(path))  # "." has no name to put beside it
+    staging = sibling_directory(path, ".tmp")
+    try:
+        write_marker(staging, command)
+        yield staging
+        _swap_in(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def sibling_directory(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A new empty hidden folder beside ``path``, with the umask's permissions.
+
+    Raises
+    ------
+    InputError
+        The parent of ``path`` cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = Path(
+            tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        )
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from None
+    os.chmod(made, 0o777 & ~_umask())  # mkdtemp's 0700 is not what users expect
+    return made
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Rename ``new`` to ``path``; an old ``path`` goes only after that worked."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    if old.is_symlink():
+        old.unlink()  # the folder it pointed to is not ours to delete
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _refuse_inputs(path: Path, inputs: Iterable) -> None:
+    target = _resolved(path)
+    for item in inputs:
+        if item is None:
+            continue
+        source = _resolved(Path(item))
+        if source == target or target in source.parents:
+            raise InputError(
+                f"{path}: is an input of this run ({item}); choose another output"
+            )
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.abspath(os.path.realpath(path)))
+
+
+def _check_parent_writable(path: Path) -> None:
+    """Fail early when the nearest existing folder above ``path`` is read-only."""
+    parent = Path(os.path.abspath(path)).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: cannot write there ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write there ({parent} is not writable)")

@@ -50,8 +50,11 @@ def write_record(path: str | Path, record: dict[str, np.ndarray]) -> None:
 
 
 def read_record(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a record written by :func:`write_record`."""
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    """Read a record written by :func:`write_record` (it may have no rows)."""
+    rows = Path(path).read_text().splitlines()[1:]
+    data = np.empty((0, len(COLUMNS)))  # a run whose model raised at once
+    if rows:
+        data = np.loadtxt(rows, delimiter=",", ndmin=2)
     return {name: data[:, k] for k, name in enumerate(COLUMNS)}
 
 

@@ -37,3 +37,25 @@ def xtb_files(tmp_path_factory, xtb_dataset, gfn1_dataset):
     xtb_dataset.write(reference)
     gfn1_dataset.write(predicted)
     return reference, predicted
+
+
+@pytest.fixture()
+def unwritable(tmp_path):
+    """A folder in which this process cannot create anything.
+
+    A read-only folder for a normal user; root ignores permissions, so for root
+    a sysfs folder (no files can be created there, whoever asks).
+    """
+    from pathlib import Path
+
+    if os.geteuid() == 0:
+        place = Path("/sys/kernel")
+        if not place.is_dir():
+            pytest.skip("running as root without /sys: no unwritable folder")
+        yield place
+        return
+    place = tmp_path / "read-only"
+    place.mkdir()
+    place.chmod(0o555)
+    yield place
+    place.chmod(0o755)

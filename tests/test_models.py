@@ -1,4 +1,7 @@
 import json
+import os
+import re
+import stat
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ from ase_flatten.clustering import cluster_dataset
 from ase_flatten.domain import ApplicabilityDomain
 from ase_flatten.errors import cluster_errors
 from ase_flatten.exceptions import InputError
-from ase_flatten.models import load_model, save_model
+from ase_flatten.models import load_indices, load_model, save_model
 
 TRAIN = np.arange(0, 150, 6)
 
@@ -96,3 +99,75 @@ def test_unreadable_models(tmp_path, backend, xtb_dataset):
     (path / "model" / "sgdml_model.npz").write_text("junk")
     with pytest.raises(InputError, match="cannot load sGDML model"):
         load_model(path)
+
+
+def test_damaged_model_files_are_one_input_error_naming_the_file(
+    tmp_path, backend, xtb_dataset
+):
+    import shutil
+
+    clusters = cluster_dataset(xtb_dataset, n_geometry=3, n_energy=2)
+    errors = cluster_errors(
+        xtb_dataset, *backend.predict(xtb_dataset), clusters.labels_
+    )
+    good = save_model(
+        tmp_path / "good",
+        backend,
+        TRAIN,
+        xtb_dataset,
+        clusters=clusters,
+        cluster_errors=errors,
+    )
+    indices = (good / "train_indices.npy").read_bytes()
+    copies = iter(range(100))
+
+    def damage(name, content):
+        path = tmp_path / f"damaged{next(copies)}"
+        shutil.copytree(good, path)
+        target = path / name
+        if content is None:
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        else:
+            target.write_bytes(content)
+        return path
+
+    cases = [
+        ("model.json", b"", "model.json: not an ase-flatten model file"),
+        ("model.json", b"[1, 2]", "model.json: not an ase-flatten model file (a JSON"),
+        ("model.json", b'{"format": "ase-flatten-model"}', "(no 'backend')"),
+        ("model", None, "model: missing (the sgdml model's own files)"),
+        ("train_indices.npy", None, "train_indices.npy: missing (the training"),
+        ("train_indices.npy", indices[:-20], "train_indices.npy: damaged"),
+        ("train_indices.npy", b"junk", "train_indices.npy: damaged"),
+        ("cluster_errors.json", b"{broken", "cluster_errors.json: damaged"),
+        ("cluster_errors.json", b"[]", "cluster_errors.json: damaged"),
+        ("cluster_errors.json", b'{"force_rmse": "x"}', "cluster_errors.json"),
+        ("clusters.npz", b"junk", "clusters.npz: not a clusters file"),
+    ]
+    for name, content, message in cases:
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_model(damage(name, content))
+    meta = json.loads((good / "model.json").read_text())
+    for change, message in [
+        ({"numbers": "CCO"}, "numbers is not a list"),
+        ({"numbers": [6, 999]}, "numbers are not atomic numbers"),
+        ({"params": [1]}, "params is not a dict"),
+        ({"format_version": "1"}, "format_version '1'"),
+    ]:
+        path = damage("model.json", json.dumps({**meta, **change}).encode())
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_model(path)
+    np.save(tmp_path / "floats.npy", np.array([0.5, 1.5]))
+    with pytest.raises(InputError, match="floats.npy: not a list of frame indices"):
+        load_indices(tmp_path / "floats.npy")
+    np.testing.assert_array_equal(load_indices(good / "train_indices.npy"), TRAIN)
+
+
+def test_save_model_follows_the_umask(tmp_path, backend, xtb_dataset):
+    old = os.umask(0o022)
+    try:
+        path = save_model(tmp_path / "m", backend, TRAIN, xtb_dataset)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert stat.S_IMODE((path / "model.json").stat().st_mode) == 0o644

@@ -1,10 +1,20 @@
 import os
+import re
 import stat
 
 import pytest
 
 from ase_flatten.exceptions import InputError
-from ase_flatten.outputs import atomic_path, check_writable, write_text
+from ase_flatten.outputs import (
+    MARKER,
+    atomic_directory,
+    atomic_path,
+    check_output_directory,
+    check_output_file,
+    check_writable,
+    read_marker,
+    write_text,
+)
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -33,3 +43,118 @@ def test_existing_outputs_are_refused_without_overwrite(tmp_path):
     with pytest.raises(InputError, match="a.txt: exists; pass --overwrite"):
         check_writable([tmp_path / "b.txt", tmp_path / "a.txt"], overwrite=False)
     check_writable([tmp_path / "a.txt"], overwrite=True)
+
+
+# -- output folders ----------------------------------------------------------------
+
+
+def _listing(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_atomic_directory_makes_a_marked_folder_with_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_directory(tmp_path / "out", "ase-flatten errors") as tmp:
+            assert tmp.parent == tmp_path and tmp.name.startswith(".out.")
+            (tmp / "a.txt").write_text("a")
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # not mkdtemp's 0700
+    assert read_marker(out) == "ase-flatten errors"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert sorted(os.listdir(out)) == [MARKER, "a.txt"]
+
+
+def test_atomic_directory_replaces_as_a_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "out"
+    with atomic_directory(out, "cmd") as tmp:
+        (tmp / "old.txt").write_text("old")
+        (tmp / "stale.txt").write_text("stale")
+    before = _listing(out)
+    with pytest.raises(RuntimeError), atomic_directory(out, "cmd", True) as tmp:
+        (tmp / "old.txt").write_text("half-new")
+        raise RuntimeError("crash mid-way")
+    assert _listing(out) == before
+    with pytest.raises(KeyboardInterrupt), atomic_directory(out, "cmd", True) as tmp:
+        raise KeyboardInterrupt
+    assert _listing(out) == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary folders left
+    with atomic_directory(out, "cmd", overwrite=True) as tmp:
+        (tmp / "old.txt").write_text("new")
+    assert sorted(os.listdir(out)) == [MARKER, "old.txt"]  # stale.txt is gone
+    assert (out / "old.txt").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_overwrite_replaces_only_earlier_outputs_of_the_same_command(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "traj.xyz").write_text("precious")
+    cases = [
+        (data, "cmd", "data: not an output of `cmd` (no .ase-flatten-output marker)"),
+        (data / "traj.xyz", "cmd", "traj.xyz: is a file, not a folder"),
+    ]
+    with atomic_directory(tmp_path / "theirs", "other") as tmp:
+        (tmp / "x").write_text("x")
+    cases.append((tmp_path / "theirs", "cmd", "made by `other`"))
+    for path, command, message in cases:
+        with pytest.raises(InputError, match=re.escape(message)):
+            with atomic_directory(path, command, overwrite=True):
+                pass  # pragma: no cover
+    assert (data / "traj.xyz").read_text() == "precious"
+    assert (tmp_path / "theirs" / "x").exists()
+    with pytest.raises(InputError, match="theirs: exists and is not empty; pass"):
+        check_output_directory(tmp_path / "theirs", "other")
+    check_output_directory(tmp_path / "theirs", "other", overwrite=True)
+
+
+def test_an_input_of_the_run_is_never_the_output(tmp_path):
+    with atomic_directory(tmp_path / "run", "cmd") as tmp:
+        (tmp / "traj.xyz").write_text("data")
+    for inputs in ([tmp_path / "run"], [tmp_path / "run" / "traj.xyz"]):
+        with pytest.raises(InputError, match="run: is an input of this run"):
+            check_output_directory(tmp_path / "run", "cmd", True, inputs)
+    with pytest.raises(InputError, match="traj.xyz: is an input of this run"):
+        check_output_file(
+            tmp_path / "run" / "traj.xyz", True, [tmp_path / "run/traj.xyz"]
+        )
+    assert (tmp_path / "run" / "traj.xyz").read_text() == "data"
+
+
+def test_output_files_must_be_files(tmp_path):
+    with pytest.raises(InputError, match="is a folder; name an output file"):
+        check_output_file(tmp_path)
+    (tmp_path / "a.npz").write_text("x")
+    with pytest.raises(InputError, match="a.npz: exists; pass --overwrite"):
+        check_output_file(tmp_path / "a.npz")
+    check_output_file(tmp_path / "a.npz", overwrite=True)
+
+
+def test_an_unwritable_place_is_one_input_error(unwritable):
+    with pytest.raises(InputError, match="cannot write there"):
+        with atomic_directory(unwritable / "out", "cmd"):
+            pass  # pragma: no cover
+    with pytest.raises(InputError, match="cannot write there"):
+        write_text(unwritable / "out" / "a.txt", "x")
+    with pytest.raises(InputError, match="cannot write there"):
+        write_text(unwritable / "a.txt", "x")
+
+
+def test_dot_and_a_symlink_are_replaced_cleanly(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with atomic_directory(out, "cmd") as tmp:
+        (tmp / "a.txt").write_text("old")
+    monkeypatch.chdir(out)
+    with atomic_directory(".", "cmd", overwrite=True) as tmp:
+        assert tmp.parent == tmp_path
+        (tmp / "a.txt").write_text("new")
+    monkeypatch.chdir(tmp_path)
+    assert (out / "a.txt").read_text() == "new"
+    (tmp_path / "link").symlink_to(out)
+    with atomic_directory(tmp_path / "link", "cmd", overwrite=True) as tmp:
+        (tmp / "a.txt").write_text("newer")
+    assert (tmp_path / "link" / "a.txt").read_text() == "newer"
+    assert (out / "a.txt").read_text() == "new"  # the link's target is not touched
+    assert sorted(os.listdir(tmp_path)) == ["link", "out"]

@@ -34,12 +34,12 @@ def run(args: argparse.Namespace) -> None:
 
     from ..clustering import save_clusters
     from ..exceptions import InputError
-    from ..outputs import check_writable
+    from ..outputs import check_output_file
     from .common import clusters_meta, fit_clusters, read_dataset_arg
 
     if not args.output.endswith(".npz"):
         raise InputError(f"{args.output}: the output must be an .npz file")
-    check_writable([args.output], args.overwrite)
+    check_output_file(args.output, args.overwrite, inputs=[args.data])
     dataset = read_dataset_arg(args)
     model = fit_clusters(dataset, args)
     save_clusters(args.output, model, **clusters_meta(dataset, args))

@@ -15,14 +15,16 @@ DATA_HELP = (
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    """argparse type: an integer >= 1."""
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def nonnegative_int(text: str) -> int:
-    value = int(text)
+    """argparse type: an integer >= 0 (seeds)."""
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
@@ -40,6 +42,13 @@ def held_out_fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +113,9 @@ def add_clustering_arguments(parser: argparse.ArgumentParser) -> None:
         default=10,
         help="components kept by --reduce (default: 10)",
     )
-    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    group.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="random seed (default: 0)"
+    )
 
 
 def read_dataset_arg(args):
@@ -155,6 +166,27 @@ def parse_param(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def build_backend(name: str, params, seed: int = 0):
+    """A new backend ``name`` with ``-p`` hyperparameters, checked now.
+
+    Any complaint of the backend about its parameters (InputError, ValueError,
+    TypeError) becomes one InputError line naming the backend.
+    """
+    from ..backends import make_backend
+    from ..exceptions import InputError
+
+    params = dict(params)
+    try:
+        return make_backend(name, random_state=seed, **params)
+    except InputError:
+        raise
+    except (ValueError, TypeError) as exc:
+        given = ", ".join(f"{key}={value!r}" for key, value in params.items())
+        raise InputError(
+            f"backend {name}: bad hyperparameter ({exc}); given -p {given}"
+        ) from None
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 description = __doc__
+COMMAND = "ase-flatten compare"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", help="the dataset (default: the path recorded in the first run)"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace existing outputs in DIR"
+        "--overwrite",
+        action="store_true",
+        help="replace DIR, an earlier output of `ase-flatten compare`",
     )
 
 
@@ -33,11 +36,13 @@ def run(args: argparse.Namespace) -> None:
     import os
 
     from ..comparison import compare_runs
-    from ..outputs import check_writable
+    from ..outputs import atomic_directory, check_output_directory
 
     names = ("comparison.csv", "comparison.json", "cluster_comparison.png")
-    check_writable([os.path.join(args.output, n) for n in names], args.overwrite)
-    table = compare_runs(args.runs, args.output, data=args.data)
+    inputs = [*args.runs, args.data]
+    check_output_directory(args.output, COMMAND, args.overwrite, inputs)
+    with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
+        table = compare_runs(args.runs, tmp, data=args.data)
     print(f"{'run':24s} {'n_train':>7s} {'force RMSE':>10s} {'worst':>8s} "
           f"{'worst-5':>8s} {'worst/1st':>9s}")  # fmt: skip
     for row in table:

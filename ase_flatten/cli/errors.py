@@ -22,13 +22,6 @@ from .common import add_clustering_arguments, add_dataset_arguments, positive_in
 description = __doc__
 logger = logging.getLogger(__name__)
 
-OUTPUTS = (
-    "cluster_errors.csv",
-    "frame_errors.csv",
-    "summary.json",
-    "cluster_errors.png",
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
@@ -83,34 +76,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --model: also evaluate the model's own training frames",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace existing outputs in DIR"
+        "--overwrite",
+        action="store_true",
+        help="replace DIR, an earlier report of `ase-flatten errors`, as a whole",
     )
     add_clustering_arguments(parser)
 
 
+COMMAND = "ase-flatten errors"
+
+
 def run(args: argparse.Namespace) -> None:
-    from ..clustering import save_clusters
-    from ..errors import cluster_errors
-    from ..outputs import check_writable
-    from ..plots import plot_cluster_errors
-    from .common import clusters_meta, fit_clusters, read_dataset_arg
+    from ..outputs import atomic_directory, check_output_directory
+    from .common import read_dataset_arg
 
-    outputs = [os.path.join(args.output, name) for name in OUTPUTS]
-    if args.write_worst:
-        outputs.append(os.path.join(args.output, "worst_clusters.extxyz"))
-    if not args.clusters:
-        outputs.append(os.path.join(args.output, "clusters.npz"))
-    check_writable(outputs, args.overwrite)
-
+    inputs = [args.data, args.predicted, args.model, args.clusters]
+    check_output_directory(args.output, COMMAND, args.overwrite, inputs)
     dataset = read_dataset_arg(args)
     predict = _prediction_source(args, dataset)  # fails early on a bad model
-    if args.clusters:
-        labels = _load_labels(args.clusters, dataset)
-    else:
+    labels = _load_labels(args.clusters, dataset) if args.clusters else None
+    with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
+        errors = _write_report(args, dataset, predict, labels, tmp)
+    _print_report(errors, args.output)
+
+
+def _write_report(args, dataset, predict, labels, directory):
+    """Cluster (unless given ``labels``), predict, and write every report file."""
+    from ..clustering import save_clusters
+    from ..errors import cluster_errors
+    from ..plots import plot_cluster_errors
+    from .common import clusters_meta, fit_clusters
+
+    if labels is None:
         model = fit_clusters(dataset, args)
         labels = model.labels_
         save_clusters(
-            os.path.join(args.output, "clusters.npz"),
+            os.path.join(directory, "clusters.npz"),
             model,
             **clusters_meta(dataset, args),
         )
@@ -124,23 +125,23 @@ def run(args: argparse.Namespace) -> None:
         frames=frames,
     )
     errors.write(
-        args.output,
+        directory,
         dataset=str(args.data),
         predicted=str(args.predicted or args.model or args.calculator),
         fingerprint=dataset.fingerprint(),
         clusters=args.clusters,
         excluded_training_frames=len(dataset) - len(frames),
     )
-    plot_cluster_errors(errors, os.path.join(args.output, "cluster_errors.png"))
+    plot_cluster_errors(errors, os.path.join(directory, "cluster_errors.png"))
     if args.write_worst:
         worst = np.isin(errors.labels, errors.worst(args.write_worst))
         dataset.write(
-            os.path.join(args.output, "worst_clusters.extxyz"),
+            os.path.join(directory, "worst_clusters.extxyz"),
             errors.frames[worst],
             cluster=errors.labels[worst],
             force_rmse=errors.frame_force_rmse[worst],
         )
-    _print_report(errors, args.output)
+    return errors
 
 
 def _prediction_source(args, dataset):
@@ -181,10 +182,38 @@ def _prediction_source(args, dataset):
             kwargs = json.loads(args.calc_kwargs)
         except json.JSONDecodeError as exc:
             raise InputError(f"--calc-kwargs is not JSON ({exc})") from None
+        if not isinstance(kwargs, dict):
+            raise InputError(
+                f"--calc-kwargs must be a JSON object of keyword arguments, got "
+                f"{args.calc_kwargs}"
+            )
         backend = ASEBackend(factory=args.calculator, kwargs=kwargs).fit(dataset)
-        backend.calc  # noqa: B018 - build it now: a bad factory fails here
-        frames = every
+        try:
+            backend.calc  # noqa: B018 - build it now: a bad factory fails here
+        except InputError:
+            raise
+        except Exception as exc:  # the factory's own complaint about its arguments
+            raise InputError(
+                f"--calculator {args.calculator} with --calc-kwargs "
+                f"{args.calc_kwargs}: {type(exc).__name__}: {exc}"
+            ) from None
+        return lambda: (every, *_calculator_predictions(args, backend, dataset))
     return lambda: (frames, *backend.predict(dataset, frames))
+
+
+def _calculator_predictions(args, backend, dataset):
+    """Energies and forces of every frame from a --calculator; its errors one line."""
+    from ..exceptions import InputError
+
+    try:
+        return backend.predict(dataset)
+    except InputError:
+        raise
+    except Exception as exc:  # e.g. a method name the calculator only checks now
+        raise InputError(
+            f"--calculator {args.calculator} with --calc-kwargs {args.calc_kwargs} "
+            f"failed: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _load_labels(path, dataset):

@@ -66,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 def execute(prog: str, run, args: argparse.Namespace) -> int:
     """Set up logging from ``-v``/``-q``, call ``run(args)``, map errors to status.
 
-    A user mistake (:class:`InputError`) prints one line and gives 2; Ctrl-C gives
-    130. Shared by every command line of the project.
+    A user mistake (:class:`InputError`) prints one line and gives 2; Ctrl-C and
+    SIGTERM give 130 after the command's ``finally`` blocks cleaned up (temporary
+    output folders, child processes). Shared by every command line of the project.
     """
+    from ..signals import sigterm_as_interrupt
+
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else None
     logging.basicConfig(
         level=level or logging.INFO,
@@ -76,7 +79,8 @@ def execute(prog: str, run, args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     try:
-        run(args)
+        with sigterm_as_interrupt():
+            run(args)
     except InputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -98,13 +98,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..backends import make_backend
     from ..errors import KCAL_MOL
+    from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
-    from .common import read_dataset_arg
+    from .common import build_backend, read_dataset_arg
 
+    check_output_place(args.output, inputs=[args.data])
     params = dict(args.param)
-    make_backend(args.backend, **params)  # unknown backend or parameter: fail now
+    build_backend(args.backend, params, args.seed)  # a bad parameter fails now
     config = SelectionConfig(
         backend=args.backend,
         params=params,

@@ -48,62 +48,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_split_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="DIR")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing model directory"
+        "--overwrite",
+        action="store_true",
+        help="replace DIR, an earlier model of `ase-flatten train`, as a whole",
     )
     add_clustering_arguments(parser)
 
 
+COMMAND = "ase-flatten train"
+
+
 def run(args: argparse.Namespace) -> None:
     import time
-    from pathlib import Path
 
     import numpy as np
 
-    from ..backends import make_backend
     from ..errors import KCAL_MOL, model_errors
-    from ..exceptions import InputError
-    from ..models import save_model
-    from ..outputs import atomic_path
+    from ..models import write_model_files
+    from ..outputs import atomic_directory, atomic_path, check_output_directory
     from ..selection.baselines import select_frames
     from ..selection.split import test_split
-    from .common import fit_clusters, read_dataset_arg
+    from .common import build_backend, fit_clusters, read_dataset_arg
 
-    out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise InputError(f"{out}: exists and is not empty; pass --overwrite to replace")
-    backend = make_backend(args.backend, random_state=args.seed, **dict(args.param))
+    check_output_directory(args.output, COMMAND, args.overwrite, [args.data])
+    backend = build_backend(args.backend, args.param, args.seed)
     dataset = read_dataset_arg(args)
     test, pool = test_split(len(dataset), args.test_fraction, args.split_seed)
     train_idx = select_frames(args.strategy, dataset, pool, args.size, args.seed)
-    start = time.perf_counter()
-    backend.fit(dataset, train_idx)
-    seconds = time.perf_counter() - start
-
-    clusters = fit_clusters(dataset, args)
-    errors = None
-    if len(test):
-        errors = model_errors(backend, dataset, test, clusters.labels_)
-    save_model(
-        out,
-        backend,
-        train_idx,
-        dataset,
-        clusters=clusters,
-        cluster_errors=errors,
-        overwrite=args.overwrite,
-        strategy=args.strategy,
-        seed=args.seed,
-        test_fraction=args.test_fraction,
-        split_seed=args.split_seed,
-        train_seconds=round(seconds, 2),
-        test_force_rmse=errors.overall["force_rmse"] if errors else None,
-    )
-    with atomic_path(out / "test_indices.npy") as tmp:
-        np.save(tmp, test)
-    dataset.write(out / "train.xyz", train_idx)
+    # the folder is made before training: an unwritable place fails now
+    with atomic_directory(args.output, COMMAND, args.overwrite, [args.data]) as tmp:
+        start = time.perf_counter()
+        backend.fit(dataset, train_idx)
+        seconds = time.perf_counter() - start
+        clusters = fit_clusters(dataset, args)
+        errors = None
+        if len(test):
+            errors = model_errors(backend, dataset, test, clusters.labels_)
+        write_model_files(
+            tmp,
+            backend,
+            train_idx,
+            dataset,
+            clusters=clusters,
+            cluster_errors=errors,
+            strategy=args.strategy,
+            seed=args.seed,
+            test_fraction=args.test_fraction,
+            split_seed=args.split_seed,
+            train_seconds=round(seconds, 2),
+            test_force_rmse=errors.overall["force_rmse"] if errors else None,
+        )
+        with atomic_path(tmp / "test_indices.npy") as path:
+            np.save(path, test)
+        dataset.write(tmp / "train.xyz", train_idx)
     print(
         f"trained {args.backend} on {args.size} {args.strategy} frames of "
-        f"{dataset.formula} in {seconds:.1f} s -> {out}"
+        f"{dataset.formula} in {seconds:.1f} s -> {args.output}"
     )
     if errors:
         s = errors.summary()

@@ -19,11 +19,9 @@ Run directory::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +30,14 @@ import numpy as np
 
 from ..data import Dataset
 from ..exceptions import InputError
-from ..outputs import atomic_path, write_json
+from ..outputs import atomic_path, write_json, write_marker
+from ..signals import sigterm_as_interrupt
 from . import picking
 from .split import test_split
 
 logger = logging.getLogger(__name__)
+
+COMMAND = "ase-flatten select"  #: recorded in the run directory's output marker
 
 
 @dataclass
@@ -132,7 +133,7 @@ def run_selection(
         unit="it",
         disable=None if progress is None else not progress,
     )
-    with _sigterm_as_interrupt(), bar:
+    with sigterm_as_interrupt(), bar:
         for iteration in range(len(history), config.iterations):
             entry, added = _iteration(
                 dataset, config, clusters, X, train, test, pool, iteration
@@ -328,6 +329,8 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
     X = pairwise_distances(dataset.positions)
     if resume:
         saved = _read_json(directory / "config.json", "no run to resume")
+        if not isinstance(saved.get("config"), dict):
+            raise InputError(f"{directory / 'config.json'}: damaged (no settings)")
         if saved != json.loads(json.dumps(settings)):
             changed = sorted(
                 k
@@ -339,9 +342,15 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
                 f"{directory}: was started with other settings ({what}); resume "
                 "with the same command"
             )
-        checkpoint = _read_json(directory / "checkpoint.json", "no checkpoint")
+        checkpoint = _read_checkpoint(directory / "checkpoint.json", len(dataset))
         done = checkpoint["completed_iterations"]
-        history = _read_json(directory / "history.json", "no history")[:done]
+        history = _read_json(directory / "history.json", "no history", list)
+        if len(history) < done:
+            raise InputError(
+                f"{directory / 'history.json'}: {len(history)} iterations, but the "
+                f"checkpoint has {done}"
+            )
+        history = history[:done]
         clusters = load_clusters(directory / "clusters.npz")[0]
         logger.info("resuming %s after iteration %d", directory, done - 1)
         return {
@@ -350,12 +359,20 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
             "train": np.asarray(checkpoint["train_indices"], dtype=int),
             "history": history,
         }
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory}: is a file, not a folder; choose another output")
     if directory.exists() and any(directory.iterdir()):
         raise InputError(
             f"{directory}: exists and is not empty; use --resume to continue it or "
             "choose another output"
         )
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"{directory}: cannot write there ({exc.strerror or exc})"
+        ) from None
+    write_marker(directory, COMMAND)
     clusters = TwoStageClustering(
         n_geometry=config.n_geometry,
         n_energy=config.n_energy,
@@ -424,28 +441,29 @@ def _finish(dataset, config, clusters, train, test, history, directory) -> dict:
     return final
 
 
-def _read_json(path: Path, what: str):
+def _read_json(path: Path, what: str, kind: type = dict):
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: {what} (missing file)") from None
-    except json.JSONDecodeError as exc:
+    except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, kind):
+        raise InputError(f"{path}: damaged (a JSON {type(data).__name__})")
+    return data
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM ends the run like Ctrl-C: finished iterations stay checkpointed."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _read_checkpoint(path: Path, n_frames: int) -> dict:
+    checkpoint = _read_json(path, "no checkpoint")
+    done, train = (
+        checkpoint.get("completed_iterations"),
+        checkpoint.get("train_indices"),
+    )
+    if (
+        not isinstance(done, int)
+        or done < 0
+        or not isinstance(train, list)
+        or not all(isinstance(i, int) and 0 <= i < n_frames for i in train)
+    ):
+        raise InputError(f"{path}: damaged (iterations or training frames)")
+    return checkpoint

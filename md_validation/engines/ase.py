@@ -30,7 +30,12 @@ from tqdm.auto import tqdm
 
 from ..failure import FailureCriteria, TemperatureWatch, check_frame
 from ..result import RunResult
-from .common import allocate_record, trajectory_frame, trim_record
+from .common import (
+    allocate_record,
+    model_error_reason,
+    trajectory_frame,
+    trim_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,27 @@ def make_integrator(atoms, thermostat, temperature_K, timestep_fs, tau_fs, rng):
     raise ValueError(f"unknown thermostat {thermostat!r}")
 
 
+class _ModelError(Exception):
+    """The model raised inside an MD step; ``reason`` says how."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _call_model(function, *args):
+    """``function(*args)``; an exception from the model becomes :class:`_ModelError`."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        raise _ModelError(model_error_reason(exc)) from exc
+
+
+def _energy_and_forces(atoms: Atoms) -> tuple[float, np.ndarray]:
+    energy = float(np.asarray(atoms.get_potential_energy()).reshape(-1)[0])
+    return energy, atoms.get_forces()
+
+
 def run_ase(
     calc_factory,
     atoms: Atoms,
@@ -78,7 +104,12 @@ def run_ase(
     label: str = "",
     init_velocities: bool = True,
 ) -> RunResult:
-    """Run MD with an ASE integrator; see :func:`md_validation.runner.run_md`."""
+    """Run MD with an ASE integrator; see :func:`md_validation.runner.run_md`.
+
+    A model that raises during the run makes it a failed run (reason ``"model
+    error: <type>: <message>"``, at the step whose energy or forces it could not
+    give; the record ends at the step before).
+    """
     criteria = criteria or FailureCriteria()
     atoms = atoms.copy()
     atoms.calc = calc_factory()
@@ -87,22 +118,26 @@ def run_ase(
         thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
         Stationary(atoms)
         ZeroRotation(atoms)
-    dyn = make_integrator(atoms, thermostat, temperature_K, timestep_fs, tau_fs, rng)
     watch = TemperatureWatch(temperature_K, timestep_fs, criteria)
     record = allocate_record(n_steps + 1)
     traj = open(outdir / "trajectory.extxyz", "w") if outdir is not None else None
     failure = None
     step = 0
+    n_rows = None  # rows of the record: up to the last step with an energy
+    n_frames = 0
     start = time.perf_counter()
     bar = tqdm(total=n_steps, desc=label or "md", unit="step", disable=not progress)
     try:
+        # LangevinBAOAB asks for the first forces already
+        dyn = _call_model(
+            make_integrator, atoms, thermostat, temperature_K, timestep_fs, tau_fs, rng
+        )
         while True:
-            energy = float(np.asarray(atoms.get_potential_energy()).reshape(-1)[0])
-            forces = atoms.get_forces()
+            time_ps = step * timestep_fs / 1000.0
+            energy, forces = _call_model(_energy_and_forces, atoms)
             kinetic = atoms.get_kinetic_energy()
             temperature = atoms.get_temperature()
             heat = getattr(dyn, "transferred_energy", 0.0)
-            time_ps = step * timestep_fs / 1000.0
             row = {
                 "step": step,
                 "time_ps": time_ps,
@@ -120,23 +155,30 @@ def run_ase(
             if traj is not None and (step % stride == 0 or reason):
                 frame = trajectory_frame(atoms, step, time_ps, energy, forces)
                 ase.io.write(traj, frame, format="extxyz")
+                n_frames += 1
             if reason:
                 failure = (time_ps, reason)
                 break
             if step == n_steps:
                 break
-            dyn.step()
             step += 1
+            _call_model(dyn.step)  # the integrators ask for the new step's forces
             bar.update(1)
+    except _ModelError as exc:  # a failed run, not a crash
+        logger.debug("%s: the model raised", label or "run", exc_info=True)
+        failure = (step * timestep_fs / 1000.0, exc.reason)
+        n_rows = step  # this step has no energy
     finally:
         bar.close()
         if traj is not None:
             traj.close()
+            if not n_frames:  # the model raised at once: no frame, no file
+                Path(traj.name).unlink()
     wall = time.perf_counter() - start
     if failure:
         logger.warning("%s failed at %.4f ps: %s", label or "run", *failure)
     return RunResult(
-        record=trim_record(record, step + 1),
+        record=trim_record(record, step + 1 if n_rows is None else n_rows),
         failed=failure is not None,
         failure_time_ps=failure[0] if failure else None,
         failure_reason=failure[1] if failure else None,

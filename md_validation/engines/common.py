@@ -1,4 +1,4 @@
-"""Pieces both engines share: starting velocities, trajectory frames, records."""
+"""Pieces both engines share: trajectory frames, records, model errors."""
 
 from __future__ import annotations
 
@@ -31,3 +31,13 @@ def trajectory_frame(
     frame.info.update(step=int(step), time_ps=float(time_ps))
     frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=forces)
     return frame
+
+
+def model_error_reason(exc: BaseException) -> str:
+    """The failure reason of a run whose model raised ``exc``.
+
+    A model that raises during MD (a library error, an out-of-memory, a geometry
+    it refuses) makes that replica fail with this reason; the validation goes on
+    with the next replica.
+    """
+    return f"model error: {type(exc).__name__}: {exc}"

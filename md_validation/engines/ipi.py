@@ -10,11 +10,13 @@ One run:
    :class:`~md_validation.failure.MonitoredCalculator` (the failure rule on every
    force call) and serves it with :class:`ase.calculators.socketio.SocketClient`;
 4. watches i-PI's properties file (progress, temperature runaway) until both end;
-5. always (success, model raising, client dying, Ctrl-C): terminates the client and
-   the server (SIGTERM, then SIGKILL after a timeout) and removes the socket file.
+5. always (success, model raising, client dying, Ctrl-C, SIGTERM): terminates the
+   client and the server (SIGTERM, then SIGKILL after a timeout) and removes the
+   socket file.
 
 The client reports how it ended in ``client.json``: ``done``, ``failed`` (with the
-failing step and reason), ``error`` (the model raised) or ``interrupted``.
+failing step and reason), ``error`` (the model raised: a failed run with reason
+``model error: ...``) or ``interrupted``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,8 +38,10 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from ase_flatten.signals import sigterm_as_interrupt
+
 from ..failure import FailureCriteria, MDFailure, MonitoredCalculator, TemperatureWatch
-from ..result import RunResult
+from ..result import RunResult, empty_record
 from .common import trajectory_frame, trim_record
 from .ipi_files import (
     PROPERTIES_FILE,
@@ -70,6 +75,9 @@ def _serve(calc_factory, atoms, address, criteria, status_file):
     """Client process: serve the model until i-PI says stop; report how it ended."""
     from ase.calculators.socketio import SocketClient
 
+    # the fork inherits the parent's SIGTERM handler; the parent stops this
+    # process with SIGTERM, which must end it, not pass for a Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     status = {"status": "done"}
     code = 0
     client = None
@@ -169,6 +177,15 @@ class _PropertyWatch:
         return self.step
 
 
+def _say_stopped(label: str, sock: Path) -> None:
+    logger.warning(
+        "%s: interrupted; stopped the i-PI server and its client, removed %s",
+        label or "run",
+        sock,
+    )
+
+
+@sigterm_as_interrupt()  # SIGTERM cleans up like Ctrl-C (restored on return)
 def run_ipi(
     calc_factory,
     atoms: Atoms,
@@ -188,13 +205,18 @@ def run_ipi(
 ) -> RunResult:
     """Run MD with an i-PI server; see :func:`md_validation.runner.run_md`.
 
+    A model that raises during the run makes it a failed run (reason
+    ``"model error: <type>: <message>"``), as the ase engine does.
+
     Raises
     ------
     IPIError
-        The server would not start or died, the model raised (the message holds
-        its error) or the client died; both processes and the socket are gone.
+        The server would not start or died, the model could not be built (the
+        message holds its error) or the client died; both processes and the
+        socket are gone.
     KeyboardInterrupt
-        Interrupted (in this process or the client); cleaned up likewise.
+        Interrupted by Ctrl-C or SIGTERM (in this process) or Ctrl-C in the
+        client; cleaned up likewise, and logged.
     """
     if outdir is None:
         raise ValueError("the ipi engine needs an output folder (outdir)")
@@ -232,6 +254,7 @@ def run_ipi(
     server = client = None
     bar = tqdm(total=n_steps, desc=label or "i-pi", unit="step", disable=not progress)
     t0 = time.perf_counter()
+    interrupted = False
     try:
         with open(log, "w") as log_handle:
             server = subprocess.Popen(
@@ -275,31 +298,43 @@ def run_ipi(
             time.sleep(0.02)
         watch.poll()
         bar.update(watch.step - bar.n)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+        interrupted = True
+        raise
     finally:
         bar.close()
         exitcode = None
         if client is not None:
-            if client.is_alive() and not watch.failure:
+            if client.is_alive() and not watch.failure and not interrupted:
                 client.join(0.5)
             exitcode = client.exitcode
         _stop_process(client, "i-PI client", stop_timeout_s)
         _stop_process(server, "i-pi server", stop_timeout_s)
         sock.unlink(missing_ok=True)
+        if interrupted:
+            _say_stopped(label, sock)
     wall = time.perf_counter() - t0
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
     kind = status.get("status")
     if kind == "interrupted":
+        _say_stopped(label, sock)
         raise KeyboardInterrupt
-    if kind == "error":
-        raise IPIError(f"the model raised in the i-PI client: {status['error']}")
+    if kind == "error" and "n_calls" not in status:
+        raise IPIError(
+            f"the model could not be built in the i-PI client: {status['error']}"
+        )
     if kind is None and not watch.failure:
         raise IPIError(f"the i-PI client died (exit code {exitcode}); {_tail(log)}")
     failure = None
     if kind == "failed":
         failure = (int(status["step"]), status["reason"])
+    if kind == "error":  # the model raised at force call n_calls - 1 = that step
+        logger.debug("%s: the model raised:\n%s", label or "run", status["traceback"])
+        failure = (max(status["n_calls"] - 1, 0), f"model error: {status['error']}")
     if watch.failure and (failure is None or watch.failure[0] < failure[0]):
         failure = watch.failure
-    record = read_properties(outdir / PROPERTIES_FILE)
+    properties = outdir / PROPERTIES_FILE
+    record = read_properties(properties) if properties.exists() else empty_record()
     if failure is None and (not len(record["step"]) or record["step"][-1] < n_steps):
         last = int(record["step"][-1]) if len(record["step"]) else 0
         raise IPIError(f"i-pi stopped at step {last} of {n_steps}: {_tail(log)}")
@@ -333,11 +368,13 @@ def _write_trajectory(outdir: Path, record: dict, failure, timestep_fs: float) -
         zip(record["step"].astype(int), record["potential_eV"], strict=True)
     )
     last = failure[0] if failure else None
+    frames = [a for a in frames if last is None or a.info["step"] <= last]
+    if not frames:  # failed at once: no frame, no file
+        (outdir / "trajectory.extxyz").unlink(missing_ok=True)
+        return
     with open(outdir / "trajectory.extxyz", "w") as handle:
         for atoms in frames:
             step = atoms.info["step"]
-            if last is not None and step > last:
-                break
             energy = energy_at.get(step, np.nan)
             frame = trajectory_frame(atoms, step, step * timestep_fs / 1000.0, energy)
             ase.io.write(handle, frame, format="extxyz")

@@ -109,7 +109,8 @@ def read_properties(path: str | Path) -> dict[str, np.ndarray]:
             values = line.split()
             if values and len(values) >= len(names):
                 rows.append([float(v) for v in values])
-    data = np.array(rows, dtype=float).reshape(len(rows), -1)
+    width = max(names.values(), default=-1) + 1
+    data = np.array(rows, dtype=float).reshape(len(rows), -1 if rows else width)
     missing = [name for name in PROPERTIES if name not in names]
     if missing:
         raise ValueError(f"{path}: i-PI properties without {', '.join(missing)}")

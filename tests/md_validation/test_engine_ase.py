@@ -75,3 +75,48 @@ def test_bad_engine_and_thermostat(start_atoms):
         run_md(EMT, start_atoms, 300, 10, engine="lammps")
     with pytest.raises(InputError, match="unknown thermostat"):
         run_md(EMT, start_atoms, 300, 10, thermostat="berendsen")
+
+
+@pytest.mark.parametrize("after", [0, 41])
+def test_model_that_raises_is_a_failed_run(after, sgdml_model, start_atoms, tmp_path):
+    """At step 0 (the first energy) or inside an integrator step (its forces)."""
+
+    def factory():
+        return Broken(FlattenedCalculator(sgdml_model), after=after, mode="raise")
+
+    result = run_md(factory, start_atoms, 300, 2000, outdir=tmp_path)
+    assert result.failed
+    assert result.failure_reason == (
+        "model error: RuntimeError: model exploded on purpose"
+    )
+    assert result.failure_time_ps == pytest.approx(after * 0.5e-3)
+    assert result.steps_done == after
+    # the record ends at the last step with an energy
+    np.testing.assert_array_equal(result.record["step"], np.arange(after))
+    assert np.isfinite(result.record["potential_eV"]).all()
+    assert read_record(tmp_path / "thermo.csv")["step"].shape == (after,)
+    assert (tmp_path / "trajectory.extxyz").exists() == (after > 0)
+
+
+def test_validation_goes_on_after_a_model_error(sgdml_model, start_atoms, tmp_path):
+    from md_validation.validate import validate_models
+
+    def broken():
+        return Broken(FlattenedCalculator(sgdml_model), after=5, mode="raise")
+
+    rows, _ = validate_models(
+        {"broken": broken, "good": sgdml_model},
+        start_atoms,
+        tmp_path,
+        temperatures=[300],
+        n_steps=20,
+        replicas=2,
+    )
+    failed = {
+        (r["model"], r["replica"]): r["failure_reason"] for r in rows if r["failed"]
+    }
+    assert failed == {
+        ("broken", k): "model error: RuntimeError: model exploded on purpose"
+        for k in (0, 1)
+    }
+    assert [r["steps_done"] for r in rows if r["model"] == "good"] == [20, 20]

@@ -1,7 +1,12 @@
 """The i-PI engine: real ``i-pi`` server, sGDML served over a UNIX socket."""
 
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +107,7 @@ def test_ipi_detects_failure_and_stops(sgdml_model, start_atoms, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("mode", "error"),
-    [("raise", IPIError), ("die", IPIError), ("interrupt", KeyboardInterrupt)],
+    ("mode", "error"), [("die", IPIError), ("interrupt", KeyboardInterrupt)]
 )
 def test_ipi_cleans_up_when_client_breaks(
     mode, error, sgdml_model, start_atoms, tmp_path
@@ -113,11 +117,109 @@ def test_ipi_cleans_up_when_client_breaks(
 
     with pytest.raises(error) as info:
         run_md(factory, start_atoms, 300, 5000, engine="ipi", outdir=tmp_path)
-    if mode == "raise":
-        assert "model exploded on purpose" in str(info.value)
     if mode == "die":
         assert "exit code 9" in str(info.value)
     assert_cleaned_up(tmp_path)
+
+
+@pytest.mark.parametrize("after", [0, 20])
+def test_ipi_model_that_raises_is_a_failed_run(
+    after, sgdml_model, start_atoms, tmp_path
+):
+    def factory():
+        return Broken(FlattenedCalculator(sgdml_model), after=after, mode="raise")
+
+    result = run_md(factory, start_atoms, 300, 5000, engine="ipi", outdir=tmp_path)
+    assert result.failed
+    reason = "model error: RuntimeError: model exploded on purpose"
+    assert result.failure_reason == reason
+    # force call k is step k
+    assert result.failure_time_ps == pytest.approx(after * 0.5e-3)
+    assert len(result.record["step"]) <= after
+    assert (result.record["step"] < after).all()
+    assert json.loads((tmp_path / "run.json").read_text())["failure_reason"] == reason
+    assert_cleaned_up(tmp_path)
+    if after == 0:
+        return
+    # the next run goes on as usual
+    result = run_md(
+        sgdml_model, start_atoms, 300, 20, engine="ipi", outdir=tmp_path / "next"
+    )
+    assert not result.failed and result.steps_done == 20
+
+
+def test_sigterm_to_md_validate_cleans_up_ipi(sgdml_model, xtb_files, tmp_path):
+    """``kill PID`` stops i-PI and its client, removes the socket and says so."""
+    previous = signal.getsignal(signal.SIGTERM)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "md_validation", "--model", f"m={sgdml_model}",
+         "--start", str(xtb_files[0]), "--temperatures", "300", "--steps",
+         "1000000", "--engine", "ipi", "--no-progress", "-o", str(tmp_path / "md")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        sock = None
+        while sock is None or not sock.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "i-PI did not start"
+            time.sleep(0.1)
+            inputs = list(tmp_path.rglob("input.xml"))  # the replica's folder
+            if inputs and "</address>" in inputs[0].read_text():
+                sock = socket_path(_address(inputs[0].parent))
+        servers = _servers_under(tmp_path.resolve())
+        assert servers  # the i-PI server runs in the replica's folder
+        time.sleep(1.0)  # the client is connected and MD runs
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "stopped the i-PI server and its client, removed" in err
+    assert err.strip().splitlines()[-1] == "md-validate: interrupted"
+    assert "Traceback" not in err
+    assert not sock.exists()
+    assert not any(_alive(pid) for pid in servers)
+    assert _servers_under(tmp_path.resolve()) == []
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def _servers_under(root: Path) -> list[int]:
+    """Live processes whose working directory is inside ``root``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        if entry.name.isdigit() and root in (cwd, *cwd.parents):
+            if _alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def test_run_ipi_restores_the_sigterm_handler(sgdml_model, start_atoms, tmp_path):
+    def mine(signum, frame):  # pragma: no cover - never sent
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        run_md(sgdml_model, start_atoms, 300, 10, engine="ipi", outdir=tmp_path)
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_ipi_cleans_up_on_interrupt_in_parent(sgdml_model, start_atoms, tmp_path):
