@@ -65,3 +65,10 @@ class Broken(Calculator):
             elif self.mode == "die":
                 os._exit(9)
         self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+
+
+def broken_model(model: str, after: int, mode: str = "raise") -> Broken:
+    """A calculator factory for md_validation's workers: a saved model that breaks."""
+    from ase_flatten.calculator import FlattenedCalculator
+
+    return Broken(FlattenedCalculator(model), after=after, mode=mode)

@@ -99,18 +99,19 @@ def test_model_that_raises_is_a_failed_run(after, sgdml_model, start_atoms, tmp_
 
 
 def test_validation_goes_on_after_a_model_error(sgdml_model, start_atoms, tmp_path):
-    from md_validation.validate import validate_models
+    from md_validation.tasks import ModelSpec
+    from md_validation.validate import Protocol, validate_models
 
-    def broken():
-        return Broken(FlattenedCalculator(sgdml_model), after=5, mode="raise")
-
+    broken = ModelSpec(
+        "broken",
+        factory="tests.md_validation.conftest:broken_model",
+        kwargs={"model": str(sgdml_model), "after": 5},
+    )
     rows, _ = validate_models(
         {"broken": broken, "good": sgdml_model},
         start_atoms,
         tmp_path,
-        temperatures=[300],
-        n_steps=20,
-        replicas=2,
+        Protocol(temperatures=[300], n_steps=20, replicas=2),
     )
     failed = {
         (r["model"], r["replica"]): r["failure_reason"] for r in rows if r["failed"]
