@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from ase_flatten.backends import make_backend
-from ase_flatten.backends.sgdml import SGDMLBackend
+from ase_flatten.backends.sgdml import MODEL_FILE, SGDMLBackend, plain_arrays
 from ase_flatten.exceptions import InputError
+from tests.helpers import PlantedPayload
 
 TRAIN = np.arange(0, 150, 5)  # 30 frames
 TEST = np.setdiff1d(np.arange(150), TRAIN)
@@ -51,6 +52,45 @@ def test_save_load_same_numbers(trained, xtb_dataset, tmp_path):
     b = loaded.predict(xtb_dataset, TEST[:20])
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_saved_without_pickle_and_sgdmls_own_calculator_reads_it(
+    trained, xtb_dataset, tmp_path
+):
+    trained.save(tmp_path / "m")
+    with np.load(tmp_path / "m" / MODEL_FILE, allow_pickle=False) as npz:
+        saved = dict(npz)  # raises if any field needed pickle
+    assert "md5_test" not in saved  # None in sGDML's dict: dropped
+    assert np.isnan(saved["f_err"]["rmse"]) and "e_err" in saved  # dicts kept
+    atoms = xtb_dataset.to_atoms(int(TEST[0]))
+    atoms.calc = trained.bare_calculator(tmp_path / "m")
+    energies, forces = trained.predict_positions(atoms.positions[None])
+    assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-8)
+    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-8)
+
+
+def test_a_pickle_planted_in_the_model_file_never_runs(trained, xtb_dataset, tmp_path):
+    marker = tmp_path / "payload_ran"
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "m" / MODEL_FILE
+    payload = np.array([PlantedPayload(marker)], dtype=object)
+    np.savez_compressed(path, **plain_arrays(trained.model_), payload=payload)
+    with pytest.raises(InputError, match=f"{MODEL_FILE}: holds pickled Python obj"):
+        SGDMLBackend.load(tmp_path / "m", xtb_dataset.numbers, trained.params)
+    with pytest.raises(InputError, match="never loaded"):
+        trained.bare_calculator(tmp_path / "m")  # sgdml itself would unpickle
+    assert not marker.exists()
+    # the payload is real: reading the file as before (allow_pickle=True) runs it
+    with np.load(path, allow_pickle=True) as npz:
+        npz["payload"]
+    assert marker.is_dir()
+
+
+def test_a_model_in_the_old_pickled_format_says_retrain(trained, xtb_dataset, tmp_path):
+    (tmp_path / "m").mkdir()
+    np.savez_compressed(tmp_path / "m" / MODEL_FILE, **trained.model_)  # as before
+    with pytest.raises(InputError, match="retrain it with `ase-flatten train`"):
+        SGDMLBackend.load(tmp_path / "m", xtb_dataset.numbers, trained.params)
 
 
 def test_sigma_chosen_on_validation_frames(xtb_dataset):
