@@ -132,6 +132,7 @@ class SchNetBackend(Backend):
         self._device = None
         self._cutoff = float(self.params["cutoff"])
         self._static: dict[int, dict] = {}
+        self._energy_mean = 0.0  # eV per atom, set by fit or load
 
     # -- parameters -------------------------------------------------------------
     def _check_params(self) -> None:

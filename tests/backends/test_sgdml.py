@@ -99,6 +99,7 @@ def test_sigma_chosen_on_validation_frames(xtb_dataset):
         xtb_dataset, TRAIN, val
     )
     assert sorted(backend.validation_) == [2, 20, 200]
+    np.testing.assert_array_equal(backend.validation_indices_, val)
     best = min(backend.validation_, key=backend.validation_.get)
     assert backend.sigma_ == best
     _, forces = backend.predict(xtb_dataset, val)
@@ -140,6 +141,12 @@ def test_bad_input(xtb_dataset, tmp_path):
         make_backend("sgdml", sigma=20).fit(xtb_dataset, [0, 1, 1])
     with pytest.raises(InputError, match="overlap"):
         make_backend("sgdml").fit(xtb_dataset, [0, 1, 2], [2, 3])
+    with pytest.raises(InputError, match="validation frames overlap the held-out"):
+        make_backend("sgdml").fit(xtb_dataset, [0, 1, 2], [3, 4], held_out=[4])
+    with pytest.raises(InputError, match="training frames overlap the held-out"):
+        make_backend("sgdml").fit(xtb_dataset, [0, 1, 2], held_out=[2])
+    with pytest.raises(InputError, match="outside the training set and the test"):
+        make_backend("sgdml").fit(xtb_dataset, TRAIN, held_out=TEST)
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "sgdml_model.npz").write_bytes(b"garbage")
     with pytest.raises(InputError, match="sgdml_model.npz: cannot load sGDML model"):
