@@ -40,13 +40,16 @@ _TRAINER = None  # the one GDMLTrain of this process
 MODEL_FILE = "sgdml_model.npz"
 
 #: Kernel rows (3 x atoms x training frames) from which sGDML's solve runs with one
-#: BLAS thread. Measured on this project's machine (AMD EPYC, OpenBLAS with SkylakeX
-#: kernels, numpy's openblas64 0.3.31 and scipy's OpenBLAS 0.3.30): a Cholesky
-#: factorisation (``scipy.linalg.cho_factor``, which sGDML's analytic solver calls;
-#: ``numpy.linalg.cholesky`` alike) of 16,000 rows or more segfaults on 2 threads,
-#: 14,000 rows work on 2 threads, and 18,900 rows work on 1 thread (53 s). A
+#: BLAS thread. Measured on this project's machine (AMD EPYC with AVX-512; numpy's
+#: openblas64 0.3.31, scipy's OpenBLAS 0.3.30). Where OpenBLAS runs its SkylakeX
+#: kernels (its own choice when first measured; OPENBLAS_CORETYPE=SkylakeX forces
+#: it), a Cholesky factorisation (``scipy.linalg.cho_factor``, which sGDML's
+#: analytic solver calls; ``numpy.linalg.cholesky`` alike) of 16,000 rows or more
+#: segfaults on 2 threads (16,380 rows: 5 crashes in 5 tries), 14,000 rows work on
+#: 2 threads, and 18,900 rows work on 1 thread (53 s). With the Haswell kernels it
+#: picked on 2026-11-26, 16,380 and 18,900 rows worked on 2 threads (11 of 11). A
 #: segfault kills the process with no message, so the limit sits below 14,000 with
-#: a margin. Below it the solve keeps every thread.
+#: a margin; below it the solve keeps every thread.
 ONE_THREAD_ROWS = 12_000
 
 
