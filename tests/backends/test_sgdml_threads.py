@@ -1,13 +1,16 @@
 """sGDML's large solves survive multithreaded BLAS (a user's shell, no OMP_NUM_THREADS).
 
-A Cholesky factorisation of 16,000 or more rows segfaulted in OpenBLAS on two
-threads on this project's machine; sGDML's kernel has 3 x atoms x frames rows.
+A Cholesky factorisation of 16,000 or more rows segfaulted in OpenBLAS's SkylakeX
+kernels on two threads on this project's machine; sGDML's kernel has 3 x atoms x
+frames rows. OpenBLAS picks its kernels from the CPU: the test asks for the SkylakeX
+ones where the CPU runs them, so that without the fix it crashes here as it did.
 """
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -61,6 +64,16 @@ def test_one_blas_thread_only_for_large_kernels():
     assert blas_threads() == before
 
 
+def crashing_kernels() -> dict:
+    """``OPENBLAS_CORETYPE=SkylakeX`` where the CPU has its AVX-512 sets, else {}."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return {}
+    needed = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+    return {"OPENBLAS_CORETYPE": "SkylakeX"} if needed <= flags else {}
+
+
 def molecule_21_atoms(path, n_frames):
     """Benzene and ethanol 5 Å apart, rattled, labelled with ASE's EMT."""
     from ase.build import molecule
@@ -89,6 +102,7 @@ def test_large_fit_in_a_users_shell_runs_its_solve_on_one_thread(tmp_path):
     # 21 atoms x 260 frames: a kernel of 16,380 rows, above the crash size
     molecule_21_atoms(tmp_path / "mol.extxyz", 289)
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env.update(crashing_kernels())
     seen_file = tmp_path / "threads.json"
     args = ["train", str(tmp_path / "mol.extxyz"), "--backend", "sgdml"]
     args += ["-p", "sigma=20", "-p", "use_sym=false", "--size", "260"]
