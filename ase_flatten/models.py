@@ -5,7 +5,8 @@
     DIR/model.json         backend, hyperparameters, molecule, provenance, the
                            data's hydrogen partners (atom-order check)
     DIR/train_indices.npy  the training frames (indices into the dataset)
-    DIR/model/             the backend's files (sGDML npz, SchNet best_model, GAP xml)
+    DIR/validation_indices.npy  the frames the backend validated on (may be empty)
+    DIR/model/             the backend's files (sGDML npz, SchNet weights, GAP xml)
     DIR/clusters.npz       optional: the cluster model of the dataset
     DIR/cluster_errors.json  optional: the model's measured force RMSE per cluster
     DIR/domain.npz         optional: the data's applicability domain (domain.py)
@@ -35,7 +36,7 @@ from .outputs import atomic_path, sibling_directory, write_json
 logger = logging.getLogger(__name__)
 
 FORMAT = "ase-flatten-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sGDML and SchNet files load without pickle
 
 
 @dataclass
@@ -46,6 +47,7 @@ class SavedModel:
     meta: dict
     train_indices: np.ndarray
     path: Path | None = None
+    validation_indices: np.ndarray | None = None  #: None when not recorded
     clusters: object | None = None  #: TwoStageClustering, when saved with one
     cluster_force_rmse: np.ndarray | None = None  #: eV/Å per cluster id
     domain_threshold: float | None = None  #: descriptor distance, Å
@@ -158,6 +160,10 @@ def write_model_files(
     backend.save(directory / "model")
     with atomic_path(directory / "train_indices.npy") as tmp:
         np.save(tmp, np.asarray(train_indices, dtype=int))
+    validation = getattr(backend, "validation_indices_", None)
+    if validation is not None:
+        with atomic_path(directory / "validation_indices.npy") as tmp:
+            np.save(tmp, np.asarray(validation, dtype=int))
     if clusters is not None:
         from .clustering import save_clusters
 
@@ -187,6 +193,7 @@ MODEL_FILES = (
     "model.json",
     "model",
     "train_indices.npy",
+    "validation_indices.npy",
     "clusters.npz",
     "cluster_errors.json",
     "domain.npz",
@@ -214,14 +221,27 @@ def _replace_dir(new: Path, target: Path) -> None:
             os.replace(new / name, target / name)
 
 
-def load_model(path: str | os.PathLike) -> SavedModel:
+def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedModel:
     """Load a model directory written by :func:`save_model`.
+
+    No code from the directory runs: model files are read without pickle, and an
+    ``ase``-backend model's calculator factory is imported only when the caller
+    names it.
+
+    Parameters
+    ----------
+    path : path
+        The model directory (or its ``model.json``).
+    factory : str, optional
+        For an ``ase``-backend model: its calculator factory,
+        ``"module:callable"``, exactly as saved. Required for such models.
 
     Raises
     ------
     InputError
         Missing directory, no or foreign ``model.json``, unknown backend, backend
-        files that cannot be loaded, missing optional dependency.
+        files that cannot be loaded or would need pickle, an ``ase`` model without
+        its ``factory``, missing optional dependency.
     """
     path = Path(path)
     if path.name == "model.json":
@@ -239,9 +259,14 @@ def load_model(path: str | os.PathLike) -> SavedModel:
     model_dir = path / "model"
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: missing (the {name} model's own files)")
+    options = {}
+    if name == "ase":
+        options["factory"] = factory
+    elif factory is not None:
+        raise InputError(f"{path}: a {name} model; factory= is for ase-backend models")
     try:
         backend = backend_class(name).load(
-            model_dir, numbers, params, meta.get("random_state", 0)
+            model_dir, numbers, params, meta.get("random_state", 0), **options
         )
     except InputError:
         raise
@@ -256,6 +281,10 @@ def load_model(path: str | os.PathLike) -> SavedModel:
         path=path,
         domain_threshold=meta.get("domain_threshold"),
     )
+    if (path / "validation_indices.npy").exists():
+        saved.validation_indices = load_indices(
+            path / "validation_indices.npy", "the validation frames"
+        )
     if (path / "clusters.npz").exists():
         from .clustering import load_clusters
 

@@ -18,3 +18,19 @@ def random_dataset(n_frames=60, n_atoms=5, seed=0, source="<random>") -> Dataset
         rng.normal(size=(n_frames, n_atoms, 3)),
         source=source,
     )
+
+
+class PlantedPayload:
+    """Pickles to a call that creates the folder ``marker``: unpickling runs code.
+
+    Plant it in a model file; if loading the file ever unpickles it, ``marker``
+    appears.
+    """
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))

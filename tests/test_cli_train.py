@@ -147,3 +147,26 @@ def test_strategies_share_the_test_split(tmp_path, capsys, xtb_files, model_dir)
     assert len(set(chosen.values())) == 4  # four different training sets
     calc = FlattenedCalculator(tmp_path / "fps", domain=True)
     assert calc.model.cluster_force_rmse is not None
+
+
+@pytest.mark.parametrize("strategy", ["random", "energy"])
+def test_validation_frames_never_come_from_the_test_split(
+    tmp_path, capsys, xtb_files, strategy
+):
+    # 150 frames: 30 test, 100 training; sigma is chosen on up to 200 validation
+    # frames, so every frame left (20) is taken, and a test frame would be too
+    reference, _ = xtb_files
+    args = ("train", reference, "--backend", "sgdml", "-p", "sigma_grid=[10,20]")
+    args += ("--size", "100", "--test-fraction", "0.2", "--strategy", strategy)
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "m")
+    assert status == 0, err
+    train, test, validation = (
+        np.load(tmp_path / "m" / f"{name}_indices.npy")
+        for name in ("train", "test", "validation")
+    )
+    assert len(train) == 100 and len(test) == 30 and len(validation) == 20
+    assert not np.intersect1d(validation, test).size
+    assert not np.intersect1d(validation, train).size
+    assert not np.intersect1d(train, test).size
+    everything = np.concatenate([train, test, validation])
+    np.testing.assert_array_equal(np.sort(everything), np.arange(150))

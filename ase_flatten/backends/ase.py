@@ -5,6 +5,11 @@ Wraps a calculator you already have (MACE, tblite, a DFT code, ...) so that
 It does no training. To be saved and loaded it needs a factory: a dotted
 ``module:callable`` that builds the calculator from keyword arguments, e.g.
 ``{"factory": "tblite.ase:TBLite", "kwargs": {"method": "GFN1-xTB"}}``.
+
+A model directory names its factory, but loading it never imports what the file
+names: the user passes the same factory explicitly
+(``load_model(DIR, factory="tblite.ase:TBLite")``), so no code runs from a model
+file that the user did not choose.
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ class ASEBackend(Backend):
             self._calc = build(self.params["factory"], self.params["kwargs"])
         return self._calc
 
-    def fit(self, dataset: Dataset, train_idx=None, val_idx=None) -> ASEBackend:
+    def fit(
+        self, dataset: Dataset, train_idx=None, val_idx=None, held_out=None
+    ) -> ASEBackend:
         """Record the molecule; an ASE calculator is used as it is (no training)."""
         self.numbers_ = dataset.numbers.copy()
         return self
@@ -86,6 +93,36 @@ class ASEBackend(Backend):
                 "give factory='module:callable' instead"
             )
         (directory / "factory.json").write_text(json.dumps(self.params))
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        numbers,
+        params: dict,
+        random_state: int = 0,
+        factory: str | None = None,
+    ) -> ASEBackend:
+        """Rebuild a saved ase backend; ``factory`` must repeat the saved one.
+
+        Raises
+        ------
+        InputError
+            ``factory`` not given, or not the one the directory names.
+        """
+        saved = params.get("factory")
+        if factory is None:
+            raise InputError(
+                f"{directory}: an ase-backend model whose calculator factory "
+                f"{saved!r} is imported only when you name it yourself: "
+                f"load_model(DIR, factory={saved!r}) in Python"
+            )
+        if factory != saved:
+            raise InputError(
+                f"{directory}: the model was saved with the calculator factory "
+                f"{saved!r}, not {factory!r}"
+            )
+        return super().load(directory, numbers, params, random_state)
 
     def _load(self, directory: Path) -> None:
         self._calc = None

@@ -47,6 +47,8 @@ class Backend(ABC):
         Hyperparameters, ``defaults`` updated with the given ones.
     numbers_ : ndarray or None
         Atomic numbers of the molecule the model was trained on.
+    validation_indices_ : ndarray of int
+        After :meth:`fit`: the validation frames it used (dataset indices).
     """
 
     name: ClassVar[str] = ""
@@ -66,7 +68,7 @@ class Backend(ABC):
         return f"{type(self).__name__}({self.params})"
 
     # -- training ---------------------------------------------------------------
-    def fit(self, dataset: Dataset, train_idx, val_idx=None) -> Backend:
+    def fit(self, dataset: Dataset, train_idx, val_idx=None, held_out=None) -> Backend:
         """Train on ``dataset`` frames ``train_idx``.
 
         Parameters
@@ -76,15 +78,31 @@ class Backend(ABC):
             The training frames, used as given.
         val_idx : sequence of int, optional
             Validation frames (hyperparameters, early stopping); must not overlap
-            ``train_idx``. By default the backend draws them, seeded, from the
-            frames outside ``train_idx``.
+            ``train_idx`` or ``held_out``. By default the backend draws them,
+            seeded, from the frames outside ``train_idx`` and ``held_out``.
+        held_out : sequence of int, optional
+            Frames the fit must never see, not even for validation: the test
+            split on which the model is judged.
+
+        Notes
+        -----
+        The validation frames used end up in ``validation_indices_`` (empty when
+        the backend used none).
         """
         train_idx = check_indices(train_idx, len(dataset), "training")
+        self._held_out = np.empty(0, dtype=int)
+        if held_out is not None and len(held_out):
+            self._held_out = check_indices(held_out, len(dataset), "held-out")
+            if np.intersect1d(train_idx, self._held_out).size:
+                raise InputError("training frames overlap the held-out test frames")
         if val_idx is not None:
             val_idx = check_indices(val_idx, len(dataset), "validation")
             if np.intersect1d(train_idx, val_idx).size:
                 raise InputError("validation frames overlap the training frames")
+            if np.intersect1d(self._held_out, val_idx).size:
+                raise InputError("validation frames overlap the held-out test frames")
         self.numbers_ = dataset.numbers.copy()
+        self.validation_indices_ = np.empty(0, dtype=int)
         self._fit(dataset, train_idx, val_idx)
         return self
 
@@ -170,8 +188,12 @@ class Backend(ABC):
     def validation_frames(
         self, n_frames: int, train_idx: np.ndarray, size: int
     ) -> np.ndarray:
-        """Seeded random frames outside ``train_idx``, at most ``size``."""
-        pool = np.setdiff1d(np.arange(n_frames), train_idx)
+        """Seeded random frames outside ``train_idx`` and the held-out frames.
+
+        At most ``size``; never a frame of the ``held_out`` given to :meth:`fit`.
+        """
+        outside = np.union1d(train_idx, getattr(self, "_held_out", []))
+        pool = np.setdiff1d(np.arange(n_frames), outside)
         rng = np.random.default_rng(self.random_state)
         return np.sort(rng.choice(pool, min(size, len(pool)), replace=False))
 

@@ -9,8 +9,10 @@ lists exactly those frames, and a :class:`pytorch_lightning.Trainer` fits a
 energy, forces as minus its gradient). Early stopping watches the validation loss
 and the weights of the best validation epoch are kept.
 
-The saved model is schnetpack's ``best_model`` file (``torch.save`` of the model),
-which :func:`spk_calculator` (schnetpack's ``SpkCalculator``) also reads.
+The saved model is its weights (``schnet_weights.pt``, a torch state dict read back
+with ``torch.load(weights_only=True)``) and the architecture that rebuilds it
+(``schnet.json``): loading runs no code from the files. :func:`spk_calculator` hands
+the rebuilt model to schnetpack's ``SpkCalculator``.
 
 schnetpack, torch and pytorch_lightning are imported only when a model is trained,
 loaded or used (``import schnetpack`` alone takes several seconds).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import tempfile
@@ -32,14 +35,18 @@ import numpy as np
 
 from ..data import Dataset
 from ..exceptions import InputError
+from ..outputs import write_json
 from .base import Backend
-from .parameters import Integer, Options, Pattern, Real
+from .parameters import Integer, Options, Pattern, Real, check_parameters
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODEL_FILE", "SchNetBackend", "spk_calculator"]
+__all__ = ["MODEL_FILE", "SETTINGS_FILE", "SchNetBackend", "spk_calculator"]
 
-MODEL_FILE = "best_model"  #: file name of the saved model (schnetpack's convention)
+MODEL_FILE = "schnet_weights.pt"  #: the weights: a torch state dict, no pickle
+SETTINGS_FILE = "schnet.json"  #: the architecture that rebuilds the model
+LEGACY_FILE = "best_model"  #: older versions pickled the whole module (not loaded)
+ARCHITECTURE = ("n_atom_basis", "n_interactions", "n_rbf")  #: plus cutoff and mean
 LOSSES = ("energy", "forces", "mixed")
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch")
 
@@ -139,6 +146,7 @@ class SchNetBackend(Backend):
         self._device = None
         self._cutoff = float(self.params["cutoff"])
         self._static: dict[int, dict] = {}
+        self._energy_mean = 0.0  # eV per atom, set by fit or load
 
     def _loss_weights(self) -> tuple[float, float]:
         loss = self.params["loss"]
@@ -168,6 +176,7 @@ class SchNetBackend(Backend):
             size = self.params["n_valid"] or max(10, math.ceil(0.1 * len(train_idx)))
             val_idx = self.validation_frames(len(dataset), train_idx, size)
         val_idx = np.asarray(val_idx, dtype=int)
+        self.validation_indices_ = val_idx
         if len(val_idx) == 0:
             logger.warning(
                 "schnet: no frames left for validation; training for max_epochs "
@@ -327,6 +336,13 @@ class SchNetBackend(Backend):
     def _mean_tensor(self, torch):
         return torch.tensor([self._energy_mean], dtype=torch.float64)
 
+    def _architecture(self) -> dict:
+        """What :func:`build_network` needs to rebuild this model (JSON)."""
+        arch = {key: self.params[key] for key in ARCHITECTURE}
+        arch["cutoff"] = self._cutoff
+        arch["energy_mean"] = self._energy_mean
+        return arch
+
     def _task(self, spk, torch, validate: bool):
         """SchNet model with energy and force outputs, wrapped in a training task.
 
@@ -334,26 +350,7 @@ class SchNetBackend(Backend):
         epochs without a lower validation loss.
         """
         p = self.params
-        representation = spk.representation.SchNet(
-            n_atom_basis=p["n_atom_basis"],
-            n_interactions=p["n_interactions"],
-            radial_basis=spk.nn.GaussianRBF(n_rbf=p["n_rbf"], cutoff=self._cutoff),
-            cutoff_fn=spk.nn.CosineCutoff(self._cutoff),
-        )
-        model = spk.model.NeuralNetworkPotential(
-            representation=representation,
-            input_modules=[spk.atomistic.PairwiseDistances()],
-            output_modules=[
-                spk.atomistic.Atomwise(n_in=p["n_atom_basis"], output_key="energy"),
-                spk.atomistic.Forces(energy_key="energy", force_key="forces"),
-            ],
-            postprocessors=[
-                spk.transform.CastTo64(),
-                spk.transform.AddOffsets(
-                    "energy", add_mean=True, property_mean=self._mean_tensor(torch)
-                ),
-            ],
-        )
+        model = build_network(spk, torch, self._architecture())
         energy_weight, force_weight = self._loss_weights()
         outputs = [
             spk.task.ModelOutput(
@@ -446,39 +443,17 @@ class SchNetBackend(Backend):
     # -- persistence ------------------------------------------------------------
     def _save(self, directory: Path) -> None:
         torch = self.require("torch")
-        torch.save(self.model_, directory / MODEL_FILE)
+        write_json(directory / SETTINGS_FILE, self._architecture())
+        torch.save(self.model_.state_dict(), directory / MODEL_FILE)
 
     def _load(self, directory: Path) -> None:
-        spk = self.require("schnetpack")
-        torch = self.require("torch")
-        path = directory / MODEL_FILE
-        if not path.is_file():
-            raise InputError(f"{path}: cannot load SchNet model (no such file)")
         device = self._resolve_device()
-        try:
-            model = torch.load(path, map_location=device, weights_only=False)
-        except Exception as exc:  # any unpickling failure is the file's problem
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise InputError(
-                f"{path}: cannot load SchNet model ({type(exc).__name__}: {message})"
-            ) from exc
-        if not isinstance(model, spk.model.AtomisticModel) or not {
-            "energy",
-            "forces",
-        } <= set(model.model_outputs or ()):
-            raise InputError(
-                f"{path}: cannot load SchNet model (not a schnetpack model with "
-                "energy and forces outputs)"
-            )
-        cutoff = getattr(
-            getattr(model.representation, "cutoff_fn", None), "cutoff", None
-        )
-        self._cutoff = (
-            float(cutoff) if cutoff is not None else float(self.params["cutoff"])
-        )
+        model, arch = read_network(directory, device)
+        self._cutoff = arch["cutoff"]
+        self._energy_mean = arch["energy_mean"]
         self._device = device
         self._static = {}
-        self.model_ = model.to(device).eval()
+        self.model_ = model
 
     def bare_calculator(self, directory: str | Path):
         """schnetpack's own ``SpkCalculator`` on the model saved in ``directory``.
@@ -486,33 +461,141 @@ class SchNetBackend(Backend):
         For comparisons (call overhead, agreement); results in eV and eV/Å.
         """
         device = self._device if self._device is not None else self._resolve_device()
-        return spk_calculator(directory, cutoff=self._cutoff, device=str(device))
+        return spk_calculator(directory, device=str(device))
 
 
-def spk_calculator(directory: str | Path, cutoff: float = 5.0, device: str = "cpu"):
-    """``schnetpack.interfaces.SpkCalculator`` for ``directory / "best_model"``.
+def build_network(spk, torch, arch: dict):
+    """SchNet with energy and force outputs, in eV and eV/Å.
+
+    Parameters
+    ----------
+    arch : dict
+        ``n_atom_basis``, ``n_interactions``, ``n_rbf``, ``cutoff`` (Å) and
+        ``energy_mean`` (eV per atom, added back to the predicted energy).
+
+    Returns
+    -------
+    schnetpack.model.NeuralNetworkPotential
+    """
+    cutoff = float(arch["cutoff"])
+    representation = spk.representation.SchNet(
+        n_atom_basis=arch["n_atom_basis"],
+        n_interactions=arch["n_interactions"],
+        radial_basis=spk.nn.GaussianRBF(n_rbf=arch["n_rbf"], cutoff=cutoff),
+        cutoff_fn=spk.nn.CosineCutoff(cutoff),
+    )
+    mean = torch.tensor([float(arch["energy_mean"])], dtype=torch.float64)
+    return spk.model.NeuralNetworkPotential(
+        representation=representation,
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[
+            spk.atomistic.Atomwise(n_in=arch["n_atom_basis"], output_key="energy"),
+            spk.atomistic.Forces(energy_key="energy", force_key="forces"),
+        ],
+        postprocessors=[
+            spk.transform.CastTo64(),
+            spk.transform.AddOffsets("energy", add_mean=True, property_mean=mean),
+        ],
+    )
+
+
+def read_network(directory: str | Path, device):
+    """Rebuild the model saved in ``directory`` without unpickling any object.
+
+    The architecture comes from ``schnet.json``, the weights from a state dict
+    read with ``torch.load(weights_only=True)``, which refuses anything but
+    tensors and plain containers.
+
+    Returns
+    -------
+    model : schnetpack.model.NeuralNetworkPotential
+        In eval mode on ``device``.
+    arch : dict
+        The architecture read from ``schnet.json``.
+
+    Raises
+    ------
+    InputError
+        A missing, foreign or tampered file, or a model saved by an older
+        ase-flatten as a pickled module (``best_model``).
+    """
+    spk = SchNetBackend.require("schnetpack")
+    torch = SchNetBackend.require("torch")
+    directory = Path(directory)
+    path = directory / MODEL_FILE
+    if not path.is_file() and (directory / LEGACY_FILE).is_file():
+        raise InputError(
+            f"{directory / LEGACY_FILE}: a SchNet model saved as a pickled torch "
+            "module by an older ase-flatten, which is never loaded (it could run "
+            "code); retrain it with `ase-flatten train`"
+        )
+    arch = _read_architecture(directory / SETTINGS_FILE)
+    if not path.is_file():
+        raise InputError(f"{path}: cannot load SchNet model (no such file)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a refused global or a damaged file
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(
+            f"{path}: cannot load SchNet model weights, which must be a plain "
+            f"tensor state dict ({type(exc).__name__}: {message})"
+        ) from None
+    model = build_network(spk, torch, arch)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        message = str(exc).strip().splitlines()[0]
+        raise InputError(
+            f"{path}: weights do not fit the SchNet model of {SETTINGS_FILE} "
+            f"({message})"
+        ) from None
+    return model.to(device).eval(), arch
+
+
+def _read_architecture(path: Path) -> dict:
+    """``schnet.json``, checked: positive integers, a positive cutoff, a mean."""
+    try:
+        arch = json.loads(path.read_text())
+        check_parameters(
+            "schnet.json",
+            {key: arch[key] for key in ("n_atom_basis", "n_interactions", "n_rbf")},
+            {key: [Integer(1)] for key in ("n_atom_basis", "n_interactions", "n_rbf")},
+        )
+        arch["cutoff"] = float(arch["cutoff"])
+        arch["energy_mean"] = float(arch["energy_mean"])
+        if not (math.isfinite(arch["cutoff"]) and arch["cutoff"] > 0):
+            raise ValueError(f"cutoff {arch['cutoff']}")
+        if not math.isfinite(arch["energy_mean"]):
+            raise ValueError(f"energy_mean {arch['energy_mean']}")
+    except FileNotFoundError:
+        raise InputError(f"{path}: cannot load SchNet model (no such file)") from None
+    except (ValueError, KeyError, TypeError, InputError) as exc:
+        raise InputError(f"{path}: cannot load SchNet model ({exc})") from None
+    return arch
+
+
+def spk_calculator(directory: str | Path, device: str = "cpu"):
+    """``schnetpack.interfaces.SpkCalculator`` for the model saved in ``directory``.
 
     Parameters
     ----------
     directory : path
         Where :meth:`SchNetBackend.save` wrote the model.
-    cutoff : float
-        Neighbour-list cutoff in Å; use the model's.
     device : str
         Torch device.
 
     Returns
     -------
     schnetpack.interfaces.SpkCalculator
-        Energies in eV and forces in eV/Å (schnetpack's default is kcal/mol).
+        Energies in eV and forces in eV/Å (schnetpack's default is kcal/mol). The
+        model is read by :func:`read_network` (no pickle) and handed over as an
+        object.
     """
     spk = SchNetBackend.require("schnetpack")
-    path = Path(directory) / MODEL_FILE
-    if not path.is_file():
-        raise InputError(f"{path}: cannot load SchNet model (no such file)")
+    model, arch = read_network(directory, device)
     return spk.interfaces.SpkCalculator(
-        model=str(path),  # a str, not a Path: SpkCalculator only loads str paths
-        neighbor_list=spk.transform.ASENeighborList(cutoff=cutoff),
+        model=model,
+        neighbor_list=spk.transform.ASENeighborList(cutoff=arch["cutoff"]),
         energy_unit="eV",
         position_unit="Ang",
         device=device,

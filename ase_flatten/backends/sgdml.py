@@ -12,13 +12,20 @@ The library's quirks are wrapped here and nowhere else:
   logger created later): restored right after the import;
 * numpy >= 2.4 removed ``np.in1d``, which sgdml's stratified sampling calls;
 * only one ``GDMLTrain`` may exist per process: one is kept and reused;
-* predictions come back as arrays in the model's units, energy as shape (M,).
+* predictions come back as arrays in the model's units, energy as shape (M,);
+* its analytic solver's Cholesky factorisation of a large kernel segfaults in
+  multithreaded OpenBLAS on some machines: large fits run BLAS on one thread
+  (see ``ONE_THREAD_ROWS``);
+* its model files pickle a few fields: saved here without pickle (see
+  :func:`plain_arrays`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +39,19 @@ logger = logging.getLogger(__name__)
 
 _TRAINER = None  # the one GDMLTrain of this process
 MODEL_FILE = "sgdml_model.npz"
+
+#: Kernel rows (3 x atoms x training frames) from which sGDML's solve runs with one
+#: BLAS thread. Measured on this project's machine (AMD EPYC with AVX-512; numpy's
+#: openblas64 0.3.31, scipy's OpenBLAS 0.3.30). Where OpenBLAS runs its SkylakeX
+#: kernels (its own choice when first measured; OPENBLAS_CORETYPE=SkylakeX forces
+#: it), a Cholesky factorisation (``scipy.linalg.cho_factor``, which sGDML's
+#: analytic solver calls; ``numpy.linalg.cholesky`` alike) of 16,000 rows or more
+#: segfaults on 2 threads (16,380 rows: 5 crashes in 5 tries), 14,000 rows work on
+#: 2 threads, and 18,900 rows work on 1 thread (53 s). With the Haswell kernels it
+#: picked on 2026-11-26, 16,380 and 18,900 rows worked on 2 threads (11 of 11). A
+#: segfault kills the process with no message, so the limit sits below 14,000 with
+#: a margin; below it the solve keeps every thread.
+ONE_THREAD_ROWS = 12_000
 
 
 def import_sgdml():
@@ -61,6 +81,21 @@ def trainer(max_memory_gb: float):
         _TRAINER = GDMLTrain(max_processes=1)
     _TRAINER._max_memory = max_memory_gb  # what sGDML compares its estimate to
     return _TRAINER
+
+
+def blas_threads_for(rows: int):
+    """A context in which sGDML's solve of a kernel with ``rows`` rows is safe.
+
+    One BLAS thread (``threadpoolctl``) from ``ONE_THREAD_ROWS`` rows on, where
+    multithreaded OpenBLAS crashed in the Cholesky factorisation; no change below.
+    The limit applies from this call until the ``with`` block ends.
+    """
+    if rows < ONE_THREAD_ROWS:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    logger.debug("sGDML: %d kernel rows, solving with one BLAS thread", rows)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def free_memory_gb() -> int:
@@ -98,7 +133,8 @@ class SGDMLBackend(Backend):
     sigma_grid : list of int
         Candidates (validation-chosen sigma is 10-20 on 500 K xTB data).
     n_valid : int
-        Validation frames drawn outside the training set when none are given.
+        Validation frames drawn outside the training set and the held-out test
+        frames when none are given.
     lam : float
         Regularisation strength.
     use_sym : bool
@@ -150,20 +186,25 @@ class SGDMLBackend(Backend):
         if not np.array_equal(task["idxs_train"], np.arange(len(train_idx))):
             raise RuntimeError("sgdml resampled the training frames")
 
+        rows = 3 * len(dataset.numbers) * len(train_idx)  # sGDML's kernel size
         if len(grid) == 1:
-            self.model_ = gdml.train(task)
+            with blas_threads_for(rows):
+                self.model_ = gdml.train(task)
             self.validation_ = {}
         else:
             if val_idx is None:
                 val_idx = self.validation_frames(len(dataset), train_idx, p["n_valid"])
             if len(val_idx) == 0:
                 raise InputError(
-                    "no frames left outside the training set to choose sigma"
+                    "no frames left outside the training set and the test split "
+                    "to choose sigma; give sigma or train on fewer frames"
                 )
+            self.validation_indices_ = np.asarray(val_idx, dtype=int)
             self.validation_ = {}
             best = None
             for sig in grid:
-                model = gdml.train({**task, "sig": sig})
+                with blas_threads_for(rows):
+                    model = gdml.train({**task, "sig": sig})
                 self.model_ = model
                 self._predictor = None
                 _, forces = self._predict(dataset.positions[val_idx])
@@ -219,26 +260,73 @@ class SGDMLBackend(Backend):
         )
 
     def _save(self, directory: Path) -> None:
-        np.savez_compressed(directory / MODEL_FILE, **self.model_)
+        np.savez_compressed(directory / MODEL_FILE, **plain_arrays(self.model_))
 
     def _load(self, directory: Path) -> None:
-        path = directory / MODEL_FILE
-        try:
-            with np.load(path, allow_pickle=True) as npz:
-                self.model_ = dict(npz)
-            if str(self.model_.get("type")) != "m":
-                raise ValueError("not an sGDML model")
-            if str(self.model_.get("e_unit", "eV")) != "eV":
-                raise ValueError(f"energy unit {self.model_['e_unit']}, expected eV")
-        except Exception as exc:
-            raise InputError(f"{path}: cannot load sGDML model ({exc})") from None
+        self.model_ = read_model(directory / MODEL_FILE)
         self._predictor = None
 
     def bare_calculator(self, directory: str | Path):
         """sGDML's own ASE calculator for the saved model, in eV and Å."""
+        path = Path(directory) / MODEL_FILE
+        read_model(path)  # sgdml reads with allow_pickle=True: check the file first
         import_sgdml()
         from sgdml.intf.ase_calc import SGDMLCalculator
 
-        return SGDMLCalculator(
-            str(Path(directory) / MODEL_FILE), E_to_eV=1.0, F_to_eV_Ang=1.0
+        return SGDMLCalculator(str(path), E_to_eV=1.0, F_to_eV_Ang=1.0)
+
+
+def plain_arrays(model: dict) -> dict:
+    """sGDML's model dict with every value a plain (non-object) numpy array.
+
+    sGDML's own files pickle three fields as Python objects: ``md5_test`` (None,
+    dropped here) and ``f_err`` / ``e_err`` (dicts of floats, stored as structured
+    arrays, so ``model["f_err"]["rmse"]`` and ``"e_err" in model`` still work).
+    The result loads with ``allow_pickle=False``.
+    """
+    plain = {}
+    for key, value in model.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            dtype = [(name, float) for name in value]
+            value = np.array(tuple(value.values()), dtype=dtype)
+        value = np.asarray(value)
+        if value.dtype.hasobject:
+            raise TypeError(f"sGDML model field {key!r} is a Python object")
+        plain[key] = value
+    return plain
+
+
+def read_model(path: Path) -> dict:
+    """The sGDML model dict of ``path``, read without pickle; InputError if bad.
+
+    An ``.npz`` with object arrays (sGDML's own format, models saved by
+    ase-flatten before version 2 of the model directory, or a file with a planted
+    payload) is refused: unpickling it could run code.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: cannot load sGDML model (no such file)")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: cannot load sGDML model (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            model = dict(npz)
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise InputError(f"{path}: cannot load sGDML model ({exc})") from None
+        raise InputError(
+            f"{path}: holds pickled Python objects, which are never loaded (they "
+            "could run code); a model saved by an older ase-flatten or by sGDML "
+            "itself: retrain it with `ase-flatten train`"
+        ) from None
+    except Exception as exc:
+        raise InputError(f"{path}: cannot load sGDML model ({exc})") from None
+    if str(model.get("type")) != "m":
+        raise InputError(f"{path}: cannot load sGDML model (not an sGDML model)")
+    if str(model.get("e_unit", "eV")) != "eV":
+        raise InputError(
+            f"{path}: cannot load sGDML model (energy unit {model['e_unit']}, "
+            "expected eV)"
         )
+    return model

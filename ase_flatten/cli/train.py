@@ -6,7 +6,8 @@ and for `ase-flatten select`) is held out; N frames are chosen from the rest by
 sGDML samples by default), fps or cur (scikit-matter, in descriptor space). The
 model's force errors on the test split are measured per cluster. The directory
 holds the model, its training indices (DIR/train_indices.npy), the test split, the
-clusters and their errors, and provenance (DIR/model.json); FlattenedCalculator(DIR),
+clusters and their errors, the backend's validation frames (never test frames,
+DIR/validation_indices.npy) and provenance (DIR/model.json); FlattenedCalculator(DIR),
 `ase-flatten errors --model DIR` and `ase-flatten compare` load it.
 
 Backend hyperparameters go in as -p KEY=VALUE (VALUE is read as JSON when it
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
     # the folder is made before training: an unwritable place fails now
     with atomic_directory(args.output, COMMAND, args.overwrite, [args.data]) as tmp:
         start = time.perf_counter()
-        backend.fit(dataset, train_idx)
+        backend.fit(dataset, train_idx, held_out=test)
         seconds = time.perf_counter() - start
         clusters = fit_clusters(dataset, args)
         errors = None

@@ -14,7 +14,8 @@ Run directory::
     clusters.npz        the coarse clusters of the dataset
     test_indices.npy    the test split (never selected; all errors are on it)
     ... and at the end the model directory files (model.json, model/,
-    train_indices.npy, cluster_errors.json), train.xyz and error_curves.png.
+    train_indices.npy, validation_indices.npy, cluster_errors.json), train.xyz and
+    error_curves.png.
 """
 
 from __future__ import annotations
@@ -154,12 +155,13 @@ def run_selection(
 # -- the steps ---------------------------------------------------------------------
 
 
-def _train(dataset, config, train):
+def _train(dataset, config, train, test):
+    """A backend trained on ``train``; its validation frames avoid ``test``."""
     from ..backends import make_backend
 
     backend = make_backend(config.backend, random_state=config.seed, **config.params)
     start = time.perf_counter()
-    backend.fit(dataset, train)
+    backend.fit(dataset, train, held_out=test)
     return backend, time.perf_counter() - start
 
 
@@ -173,7 +175,7 @@ def _frame_mse(backend, dataset, frames):
 def _iteration(dataset, config, clusters, X, train, test, pool, iteration):
     """One round: train, measure, pick. Returns the history entry and new frames."""
     rng = np.random.default_rng([config.seed, iteration])
-    backend, t_train = _train(dataset, config, train)
+    backend, t_train = _train(dataset, config, train, test)
 
     # 2. errors on the pool (or a sample of each cluster) and on the test split
     start = time.perf_counter()
@@ -407,7 +409,7 @@ def _finish(dataset, config, clusters, train, test, history, directory) -> dict:
     from ..models import save_model
     from ..plots import plot_error_curves
 
-    backend, t_train = _train(dataset, config, train)
+    backend, t_train = _train(dataset, config, train, test)
     errors = model_errors(backend, dataset, test, clusters.labels_, progress=False)
     final = {
         "iteration": "final",

@@ -1,15 +1,23 @@
 """SchNetBackend: real schnetpack training at tiny sizes on xTB ethanol frames."""
 
+import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 pytest.importorskip("schnetpack")
 
-from ase_flatten.backends.schnet import MODEL_FILE, SchNetBackend  # noqa: E402
+from ase_flatten.backends.schnet import (  # noqa: E402
+    LEGACY_FILE,
+    MODEL_FILE,
+    SETTINGS_FILE,
+    SchNetBackend,
+)
 from ase_flatten.exceptions import InputError  # noqa: E402
+from tests.helpers import PlantedPayload  # noqa: E402
 
 TINY = {"n_atom_basis": 16, "n_interactions": 2, "n_rbf": 10, "batch_size": 10}
 TRAIN = np.arange(0, 60, 2)  # 30 frames
@@ -192,9 +200,70 @@ def test_fit_is_quiet(xtb_dataset, capfd):
 def test_load_of_a_missing_or_garbage_file_is_an_input_error(xtb_dataset, tmp_path):
     with pytest.raises(InputError, match="cannot load SchNet model .no such file"):
         SchNetBackend.load(tmp_path, xtb_dataset.numbers, {})
+    arch = {"n_atom_basis": 8, "n_interactions": 1, "n_rbf": 4, "cutoff": 5.0}
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({**arch, "energy_mean": 0.0}))
     (tmp_path / MODEL_FILE).write_bytes(b"this is not a torch file")
-    with pytest.raises(InputError, match=r"best_model: cannot load SchNet model \("):
+    with pytest.raises(InputError, match=f"{MODEL_FILE}: cannot load SchNet model w"):
         SchNetBackend.load(tmp_path, xtb_dataset.numbers, {})
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({**arch, "n_rbf": -1}))
+    with pytest.raises(InputError, match=f"{SETTINGS_FILE}: cannot load SchNet mod"):
+        SchNetBackend.load(tmp_path, xtb_dataset.numbers, {})
+
+
+def copy_model(directory, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(directory, copy)
+    return copy
+
+
+def test_saved_weights_are_a_plain_state_dict(trained):
+    import torch
+
+    _, directory = trained
+    state = torch.load(directory / MODEL_FILE, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    arch = json.loads((directory / SETTINGS_FILE).read_text())
+    assert {k: arch[k] for k in TINY if k != "batch_size"} == {
+        k: v for k, v in TINY.items() if k != "batch_size"
+    }
+    assert arch["energy_mean"] < 0  # eV per atom of the training frames
+
+
+def test_a_pickle_planted_in_the_weights_never_runs(xtb_dataset, trained, tmp_path):
+    import torch
+
+    backend, directory = trained
+    marker = tmp_path / "payload_ran"
+    model = copy_model(directory, tmp_path)
+    state = {**backend.model_.state_dict(), "extra": PlantedPayload(marker)}
+    torch.save(state, model / MODEL_FILE)
+    with pytest.raises(InputError, match=r"must be a plain tensor state dict"):
+        SchNetBackend.load(model, xtb_dataset.numbers, backend.params)
+    with pytest.raises(InputError, match=r"must be a plain tensor state dict"):
+        backend.bare_calculator(model)
+    assert not marker.exists()
+    torch.load(model / MODEL_FILE, weights_only=False)  # the payload is real
+    assert marker.is_dir()
+
+
+def test_a_model_in_the_old_pickled_format_says_retrain(xtb_dataset, trained, tmp_path):
+    import torch
+
+    backend, directory = trained
+    model = copy_model(directory, tmp_path)
+    (model / MODEL_FILE).unlink()
+    torch.save(backend.model_, model / LEGACY_FILE)  # how it was saved before
+    with pytest.raises(InputError, match=f"{LEGACY_FILE}: a SchNet model saved as"):
+        SchNetBackend.load(model, xtb_dataset.numbers, backend.params)
+
+
+def test_validation_frames_avoid_the_held_out_frames(xtb_dataset):
+    held_out = np.arange(60, 150)
+    backend = SchNetBackend(**{**TINY, "max_epochs": 1, "n_valid": 100})
+    backend.fit(xtb_dataset, TRAIN, held_out=held_out)
+    validation = backend.validation_indices_
+    # everything outside the training and held-out frames, and nothing else
+    np.testing.assert_array_equal(validation, np.setdiff1d(np.arange(60), TRAIN))
 
 
 def test_training_on_every_frame_runs_without_validation(xtb_dataset, caplog):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from ase_flatten.backends import make_backend
-from ase_flatten.backends.sgdml import SGDMLBackend
+from ase_flatten.backends.sgdml import MODEL_FILE, SGDMLBackend, plain_arrays
 from ase_flatten.exceptions import InputError
+from tests.helpers import PlantedPayload
 
 TRAIN = np.arange(0, 150, 5)  # 30 frames
 TEST = np.setdiff1d(np.arange(150), TRAIN)
@@ -53,12 +54,52 @@ def test_save_load_same_numbers(trained, xtb_dataset, tmp_path):
     np.testing.assert_array_equal(a[1], b[1])
 
 
+def test_saved_without_pickle_and_sgdmls_own_calculator_reads_it(
+    trained, xtb_dataset, tmp_path
+):
+    trained.save(tmp_path / "m")
+    with np.load(tmp_path / "m" / MODEL_FILE, allow_pickle=False) as npz:
+        saved = dict(npz)  # raises if any field needed pickle
+    assert "md5_test" not in saved  # None in sGDML's dict: dropped
+    assert np.isnan(saved["f_err"]["rmse"]) and "e_err" in saved  # dicts kept
+    atoms = xtb_dataset.to_atoms(int(TEST[0]))
+    atoms.calc = trained.bare_calculator(tmp_path / "m")
+    energies, forces = trained.predict_positions(atoms.positions[None])
+    assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-8)
+    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-8)
+
+
+def test_a_pickle_planted_in_the_model_file_never_runs(trained, xtb_dataset, tmp_path):
+    marker = tmp_path / "payload_ran"
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "m" / MODEL_FILE
+    payload = np.array([PlantedPayload(marker)], dtype=object)
+    np.savez_compressed(path, **plain_arrays(trained.model_), payload=payload)
+    with pytest.raises(InputError, match=f"{MODEL_FILE}: holds pickled Python obj"):
+        SGDMLBackend.load(tmp_path / "m", xtb_dataset.numbers, trained.params)
+    with pytest.raises(InputError, match="never loaded"):
+        trained.bare_calculator(tmp_path / "m")  # sgdml itself would unpickle
+    assert not marker.exists()
+    # the payload is real: reading the file as before (allow_pickle=True) runs it
+    with np.load(path, allow_pickle=True) as npz:
+        npz["payload"]
+    assert marker.is_dir()
+
+
+def test_a_model_in_the_old_pickled_format_says_retrain(trained, xtb_dataset, tmp_path):
+    (tmp_path / "m").mkdir()
+    np.savez_compressed(tmp_path / "m" / MODEL_FILE, **trained.model_)  # as before
+    with pytest.raises(InputError, match="retrain it with `ase-flatten train`"):
+        SGDMLBackend.load(tmp_path / "m", xtb_dataset.numbers, trained.params)
+
+
 def test_sigma_chosen_on_validation_frames(xtb_dataset):
     val = TEST[::4]
     backend = make_backend("sgdml", sigma_grid=[2, 20, 200]).fit(
         xtb_dataset, TRAIN, val
     )
     assert sorted(backend.validation_) == [2, 20, 200]
+    np.testing.assert_array_equal(backend.validation_indices_, val)
     best = min(backend.validation_, key=backend.validation_.get)
     assert backend.sigma_ == best
     _, forces = backend.predict(xtb_dataset, val)
@@ -100,6 +141,12 @@ def test_bad_input(xtb_dataset, tmp_path):
         make_backend("sgdml", sigma=20).fit(xtb_dataset, [0, 1, 1])
     with pytest.raises(InputError, match="overlap"):
         make_backend("sgdml").fit(xtb_dataset, [0, 1, 2], [2, 3])
+    with pytest.raises(InputError, match="validation frames overlap the held-out"):
+        make_backend("sgdml").fit(xtb_dataset, [0, 1, 2], [3, 4], held_out=[4])
+    with pytest.raises(InputError, match="training frames overlap the held-out"):
+        make_backend("sgdml").fit(xtb_dataset, [0, 1, 2], held_out=[2])
+    with pytest.raises(InputError, match="outside the training set and the test"):
+        make_backend("sgdml").fit(xtb_dataset, TRAIN, held_out=TEST)
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "sgdml_model.npz").write_bytes(b"garbage")
     with pytest.raises(InputError, match="sgdml_model.npz: cannot load sGDML model"):

@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -132,6 +135,70 @@ def test_resume_after_interrupt_gives_the_same_indices(
     assert [h["added"] for h in resumed.history[:-1]] == [
         h["added"] for h in reference_run.history[:-1]
     ]
+
+
+# A child process whose second fit dies of a segmentation fault, as sGDML's solve did
+# in multithreaded OpenBLAS: no Python exception, no cleanup.
+DYING_CHILD = """
+import dataclasses, json, os, signal, sys
+from ase_flatten.data import read_dataset
+from ase_flatten.selection import flatten
+
+real = flatten._train
+fits = []
+
+def dies_in_the_second_iteration(*args):
+    fits.append(1)
+    if len(fits) == 2:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return real(*args)
+
+flatten._train = dies_in_the_second_iteration
+config = flatten.SelectionConfig(**json.loads(sys.argv[3]))
+flatten.run_selection(read_dataset(sys.argv[1]), config, sys.argv[2])
+"""
+
+
+def test_a_fit_that_crashes_the_process_keeps_finished_iterations(
+    reference_run, xtb_dataset, tmp_path
+):
+    data = tmp_path / "ethanol.npz"
+    np.savez(
+        data,
+        z=xtb_dataset.numbers,
+        R=xtb_dataset.positions,
+        E=xtb_dataset.energies,
+        F=xtb_dataset.forces,
+        e_unit="eV",
+        r_unit="Ang",
+    )
+    config = json.dumps(dataclasses.asdict(SMALL))
+    child = subprocess.run(
+        [sys.executable, "-c", DYING_CHILD, str(data), str(tmp_path / "r"), config],
+        capture_output=True,
+        text=True,
+    )
+    assert child.returncode == -signal.SIGSEGV, child.stderr[-2000:]
+    checkpoint = json.loads((tmp_path / "r" / "checkpoint.json").read_text())
+    assert checkpoint["completed_iterations"] == 1
+    assert not (tmp_path / "r" / "model.json").exists()
+    resumed = run_selection(xtb_dataset, SMALL, tmp_path / "r", resume=True)
+    np.testing.assert_array_equal(resumed.train_indices, reference_run.train_indices)
+
+
+def test_validation_frames_never_come_from_the_test_split(xtb_dataset, tmp_path):
+    # sigma from a grid on up to 200 validation frames: every frame outside the
+    # training set and the test split is taken, and a test frame would be too
+    result = run(
+        xtb_dataset, tmp_path / "v", iterations=1, params={"sigma_grid": [10, 20]}
+    )
+    train, test = result.train_indices, result.test_indices
+    validation = np.load(result.directory / "validation_indices.npy")
+    assert len(train) == 28 and len(test) == 30 and len(validation) == 92
+    assert not np.intersect1d(validation, test).size
+    assert not np.intersect1d(validation, train).size
+    everything = np.concatenate([train, test, validation])
+    np.testing.assert_array_equal(np.sort(everything), np.arange(150))
 
 
 @pytest.mark.parametrize(
