@@ -50,7 +50,7 @@ from ase.calculators.calculator import (
     all_changes,
 )
 
-from .domain import model_domain_distance
+from .domain import model_domain_report
 
 __all__ = ["DOMAIN_PROPERTIES", "MIN_DISTANCE", "FlattenedCalculator"]
 
@@ -209,19 +209,10 @@ class FlattenedCalculator(Calculator):
             raise CalculatorSetupError(problem)
 
     def _domain_report(self, positions: np.ndarray, energy: float) -> dict:
-        clusters = self.model.clusters
-        X = clusters.describe(positions)
-        labels, distance = clusters.predict(X, [energy], return_distance=True)
-        distance, threshold = model_domain_distance(self.model, positions, distance)
-        cluster = int(labels[0])
-        rmse = self.model.cluster_force_rmse
+        report = model_domain_report(self.model, positions, [energy])
         return {
-            "cluster": cluster,
-            "cluster_force_rmse": (
-                float(rmse[cluster])
-                if rmse is not None and cluster < len(rmse)
-                else float("nan")
-            ),
-            "domain_distance": float(distance[0]),
-            "outside_domain": bool(threshold is not None and distance[0] > threshold),
+            "cluster": int(report["cluster"][0]),
+            "cluster_force_rmse": float(report["cluster_force_rmse"][0]),
+            "domain_distance": float(report["domain_distance"][0]),
+            "outside_domain": bool(report["outside_domain"][0]),
         }
