@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> None:
     )
     errors.write(
         args.output,
-        dataset=str(args.data),
+        dataset=dataset.source,
         predicted=str(args.predicted or args.model or args.calculator),
         fingerprint=dataset.fingerprint(),
         clusters=args.clusters,
