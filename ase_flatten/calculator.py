@@ -158,8 +158,8 @@ class FlattenedCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        self.check_structure(self.atoms)
         positions = np.asarray(self.atoms.positions, dtype=float)
-        self._check_structure(positions)
         energies, forces = self.backend.predict_positions(positions[None])
         energy = float(energies[0])
         if not (np.isfinite(energy) and np.isfinite(forces).all()):
@@ -177,9 +177,13 @@ class FlattenedCalculator(Calculator):
             if atoms is not None:  # travels with the structure (extxyz, ase db)
                 atoms.info.update(extras)
 
-    def _check_structure(self, positions: np.ndarray) -> None:
-        """Raise for a structure the model cannot describe (see module docstring)."""
-        atoms = self.atoms
+    def check_structure(self, atoms) -> None:
+        """Raise for a structure the model cannot describe (see module docstring).
+
+        ``calculate`` calls it; ``ase-flatten predict`` calls it for every frame of
+        a file before predicting them together.
+        """
+        positions = np.asarray(atoms.positions, dtype=float)
         if atoms.pbc.any():
             raise CalculatorSetupError(
                 f"periodic boundary conditions (pbc={atoms.pbc.tolist()}) are not "

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Dataset",
     "check_force_scale",
+    "frame_label",
     "read_dataset",
     "read_frames",
     "split_selection",
@@ -314,8 +315,22 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: empty file")
 
 
-def _label(atoms: Atoms, key: str | None, kind: str):
-    """Energy or forces of one frame: a named info/arrays key, else the calculator."""
+def frame_label(atoms: Atoms, key: str | None, kind: str):
+    """Energy or forces of one frame: a named info/arrays key, else the calculator.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    key : str or None
+        ``atoms.info[key]`` (energy) or ``atoms.arrays[key]`` (forces); None
+        reads the attached calculator's results, then ``info['energy']`` /
+        ``arrays['forces']``.
+    kind : {"energy", "forces"}
+
+    Returns
+    -------
+    float, ndarray of shape (N, 3), or None when the frame has no such label
+    """
     store = atoms.info if kind == "energy" else atoms.arrays
     if key is not None:
         return store.get(key)
@@ -363,11 +378,11 @@ def dataset_from_frames(
                 f"{len(atoms)} atoms, frame 0 is {first.get_chemical_formula()} with "
                 f"{n_atoms}: a dataset holds one molecule, atoms in the same order"
             )
-        energy = _label(atoms, energy_key, "energy")
+        energy = frame_label(atoms, energy_key, "energy")
         if energy is None:
             where = f" (key {energy_key!r})" if energy_key else ""
             raise InputError(f"{source}: frame {i} has no energy{where}")
-        frame_forces = _label(atoms, forces_key, "forces")
+        frame_forces = frame_label(atoms, forces_key, "forces")
         if frame_forces is None:
             where = f" (key {forces_key!r})" if forces_key else ""
             raise InputError(f"{source}: frame {i} has no forces{where}")
