@@ -169,7 +169,9 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         X : array-like, shape (M, D + 1)
             Descriptor columns, then the energy in eV (:func:`cluster_features`).
         y : None
-            Ignored (scikit-learn's signature).
+            Ignored (scikit-learn's signature). The energies are the last column
+            of ``X``, not ``y``: the former call ``fit(descriptor, energies)``
+            would cluster the last descriptor column as the energy.
 
         Returns
         -------
