@@ -149,6 +149,8 @@ def test_overwrite_and_bad_input(tmp_path, capsys, xtb_files, model_dir):
     for args, message in cases:
         status, _, err = run_cli(capsys, "predict", *args, "-o", out, "--overwrite")
         assert_one_line_error(status, err, message)
+    status, _, err = run_cli(capsys, *base, "-o", reference, "--overwrite")
+    assert_one_line_error(status, err, "is DATA itself; choose another output")
     status, _, err = run_cli(capsys, *base, "-o", tmp_path / "out.npz")
     assert_one_line_error(status, err, "out.npz: the output must be an .extxyz or .xyz")
     assert out.read_text() == "keep me"  # nothing replaced by a failed run

@@ -64,12 +64,16 @@ def run(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    from ..data import split_selection
     from ..exceptions import InputError
     from ..models import load_model
     from ..outputs import check_writable
 
     if Path(args.output).suffix not in (".extxyz", ".xyz"):
         raise InputError(f"{args.output}: the output must be an .extxyz or .xyz file")
+    data_file = split_selection(args.data, args.index)[0]
+    if Path(args.output).resolve() == data_file.resolve():
+        raise InputError(f"{args.output}: is DATA itself; choose another output")
     check_writable([args.output], args.overwrite)
     saved = load_model(args.model)
     frames, source = _read_frames(args, saved)
