@@ -19,6 +19,7 @@ _API = {
     "pairwise_distances": "descriptors",
     "TwoStageClustering": "clustering",
     "cluster_dataset": "clustering",
+    "cluster_features": "clustering",
     "ClusterErrors": "errors",
     "cluster_errors": "errors",
     "predict_with_calculator": "errors",

@@ -50,7 +50,7 @@ from ase.calculators.calculator import (
     all_changes,
 )
 
-from .domain import model_domain_distance
+from .domain import model_domain_report
 
 __all__ = ["DOMAIN_PROPERTIES", "MIN_DISTANCE", "FlattenedCalculator"]
 
@@ -158,8 +158,8 @@ class FlattenedCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        self.check_structure(self.atoms)
         positions = np.asarray(self.atoms.positions, dtype=float)
-        self._check_structure(positions)
         energies, forces = self.backend.predict_positions(positions[None])
         energy = float(energies[0])
         if not (np.isfinite(energy) and np.isfinite(forces).all()):
@@ -177,9 +177,13 @@ class FlattenedCalculator(Calculator):
             if atoms is not None:  # travels with the structure (extxyz, ase db)
                 atoms.info.update(extras)
 
-    def _check_structure(self, positions: np.ndarray) -> None:
-        """Raise for a structure the model cannot describe (see module docstring)."""
-        atoms = self.atoms
+    def check_structure(self, atoms) -> None:
+        """Raise for a structure the model cannot describe (see module docstring).
+
+        ``calculate`` calls it; ``ase-flatten predict`` calls it for every frame of
+        a file before predicting them together.
+        """
+        positions = np.asarray(atoms.positions, dtype=float)
         if atoms.pbc.any():
             raise CalculatorSetupError(
                 f"periodic boundary conditions (pbc={atoms.pbc.tolist()}) are not "
@@ -209,19 +213,10 @@ class FlattenedCalculator(Calculator):
             raise CalculatorSetupError(problem)
 
     def _domain_report(self, positions: np.ndarray, energy: float) -> dict:
-        clusters = self.model.clusters
-        X = clusters.describe(positions)
-        labels, distance = clusters.predict(X, [energy], return_distance=True)
-        distance, threshold = model_domain_distance(self.model, positions, distance)
-        cluster = int(labels[0])
-        rmse = self.model.cluster_force_rmse
+        report = model_domain_report(self.model, positions, [energy])
         return {
-            "cluster": cluster,
-            "cluster_force_rmse": (
-                float(rmse[cluster])
-                if rmse is not None and cluster < len(rmse)
-                else float("nan")
-            ),
-            "domain_distance": float(distance[0]),
-            "outside_domain": bool(threshold is not None and distance[0] > threshold),
+            "cluster": int(report["cluster"][0]),
+            "cluster_force_rmse": float(report["cluster_force_rmse"][0]),
+            "domain_distance": float(report["domain_distance"][0]),
+            "outside_domain": bool(report["outside_domain"][0]),
         }

@@ -11,6 +11,17 @@ Stage 2 splits each geometry cluster into energy levels with KMeans (k-means++,
 default 5), giving 50 clusters in all. Energy levels are numbered from the lowest
 mean energy up, so cluster ``g * n_energy + e`` is geometry ``g``, energy level ``e``
 (when every geometry cluster holds at least ``n_energy`` distinct energies).
+
+The estimator follows scikit-learn's conventions (``check_estimator`` passes): its
+input ``X`` is one matrix, the descriptor columns followed by the energy in eV as
+the last column, built by :func:`cluster_features`::
+
+    X = cluster_features(pairwise_distances(positions), energies)
+    labels = TwoStageClustering(n_geometry=10, n_energy=5).fit(X).labels_
+    new_labels = model.predict(cluster_features(new_descriptor, new_energies))
+
+so it works in a :class:`~sklearn.pipeline.Pipeline`, with
+:func:`~sklearn.base.clone` and :class:`~sklearn.model_selection.GridSearchCV`.
 """
 
 from __future__ import annotations
@@ -18,13 +29,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .descriptors import DESCRIPTORS, REDUCTIONS
 from .exceptions import InputError
 
 logger = logging.getLogger(__name__)
@@ -32,8 +45,42 @@ logger = logging.getLogger(__name__)
 ASSIGN_RULES = ("average", "max")
 
 
+def cluster_features(descriptor, energies) -> np.ndarray:
+    """The input matrix of :class:`TwoStageClustering`: descriptor, then energy.
+
+    Parameters
+    ----------
+    descriptor : array-like, shape (M, D)
+        Descriptor of each frame, e.g. :func:`~ase_flatten.descriptors.
+        pairwise_distances` (Å) or ``TwoStageClustering.describe(positions)``.
+    energies : array-like, shape (M,)
+        Potential energy of each frame in eV.
+
+    Returns
+    -------
+    ndarray, shape (M, D + 1)
+        ``descriptor`` with ``energies`` appended as the last column (float64;
+        the values are copied unchanged).
+    """
+    descriptor = np.asarray(descriptor, dtype=float)
+    energies = np.asarray(energies, dtype=float).reshape(-1)
+    if descriptor.ndim != 2:
+        raise InputError(
+            f"descriptor must be 2-D (frames, features), got shape {descriptor.shape}"
+        )
+    if len(descriptor) != len(energies):
+        raise InputError(
+            f"{len(descriptor)} descriptor rows but {len(energies)} energies"
+        )
+    return np.column_stack([descriptor, energies])
+
+
 class TwoStageClustering(ClusterMixin, BaseEstimator):
     """Ward clustering on geometry, then KMeans on energy inside each cluster.
+
+    ``X`` holds the descriptor of every frame with its energy (eV) as the last
+    column, as :func:`cluster_features` builds it; the stage-1 clustering sees
+    only the descriptor columns, stage 2 only the energy.
 
     Parameters
     ----------
@@ -55,8 +102,9 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
     random_state : int, RandomState or None, default 0
         Seed for the subset and KMeans. The default makes runs reproducible.
     descriptor : {"distances", "inverse"}, default "distances"
-        Which descriptor ``X`` is; :meth:`describe` computes it for new
-        structures (the calculator's and md_validation's cluster look-ups).
+        Which descriptor the columns of ``X`` before the energy are;
+        :meth:`describe` computes it for new structures (the calculator's and
+        md_validation's cluster look-ups).
     reduce : {None, "pca", "kpca"}, default None
         Reduce ``X`` by PCA or RBF kernel PCA before clustering (for larger
         molecules, the paper's outlook); new frames are reduced the same way.
@@ -65,6 +113,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
 
     Attributes
     ----------
+    n_features_in_ : int
+        Columns of ``X`` seen in :meth:`fit`: descriptor width + 1.
     labels_ : ndarray, shape (M,)
         Cluster of each frame, 0 .. n_clusters_ - 1.
     geometry_labels_ : ndarray, shape (M,)
@@ -78,7 +128,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
     subset_indices_ : ndarray
         Frames Ward ran on.
     subset_descriptors_ : ndarray
-        Their descriptors (kept to assign new frames).
+        Their descriptors, reduced when ``reduce`` is set, without the energy
+        (kept to assign new frames).
     subset_labels_ : ndarray
         Their geometry clusters.
     energy_centers_ : list of ndarray
@@ -110,21 +161,30 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         self.n_components = n_components
 
     # -- fitting ---------------------------------------------------------------
-    def fit(self, X, energies) -> TwoStageClustering:
-        """Cluster frames by descriptor ``X`` (M, D) and energies (M,) in eV."""
-        X, energies = self._validate(X, energies)
-        _check_assign_rule(self.assign)
+    def fit(self, X, y=None) -> TwoStageClustering:
+        """Cluster the frames of ``X``.
+
+        Parameters
+        ----------
+        X : array-like, shape (M, D + 1)
+            Descriptor columns, then the energy in eV (:func:`cluster_features`).
+        y : None
+            Ignored (scikit-learn's signature). The energies are the last column
+            of ``X``, not ``y``: the former call ``fit(descriptor, energies)``
+            would cluster the last descriptor column as the energy.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X, energies = self._split(X, reset=True)
         n_frames = len(X)
         n_wanted = self.n_geometry * self.n_energy
         if n_frames < n_wanted:
             raise InputError(
                 f"{n_frames} frames are too few for {self.n_geometry} x "
                 f"{self.n_energy} = {n_wanted} clusters"
-            )
-        if self.subset_size is not None and self.subset_size < self.n_geometry:
-            raise InputError(
-                f"subset_size {self.subset_size} is smaller than n_geometry "
-                f"{self.n_geometry}"
             )
         rng = check_random_state(self.random_state)
         start = time.perf_counter()
@@ -180,6 +240,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         self.geometry_labels_ = geometry
         self.energy_labels_ = energy
         self.labels_ = self.cluster_offsets_[geometry] + energy
+        self._members()  # cached now, so that predict leaves the model unchanged
         logger.info(
             "clustered %d frames into %d clusters: Ward on %d frames %.2f s, "
             "assignment %.2f s, KMeans %.2f s",
@@ -208,12 +269,44 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
             f"n_geometry {self.n_geometry}: lower n_geometry or remove repeated frames"
         )
 
-    def fit_predict(self, X, energies) -> np.ndarray:
-        """Fit and return ``labels_``."""
-        return self.fit(X, energies).labels_
+    def _check_params(self) -> None:
+        """Raise InputError for a hyperparameter outside its allowed values."""
+        for name in ("n_geometry", "n_energy", "n_init", "chunk_size", "n_components"):
+            _check_positive_int(name, getattr(self, name))
+        if self.subset_size is not None:
+            _check_positive_int("subset_size", self.subset_size)
+            if self.subset_size < self.n_geometry:
+                raise InputError(
+                    f"subset_size {self.subset_size} is smaller than n_geometry "
+                    f"{self.n_geometry}"
+                )
+        _check_assign_rule(self.assign)
+        _check_choice("descriptor", self.descriptor, DESCRIPTORS)
+        if self.reduce is not None:
+            _check_choice("reduce", self.reduce, REDUCTIONS)
+
+    def _split(self, X, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Validate ``X`` (M, D + 1); return its descriptor (M, D) and energies.
+
+        ``reset`` (fit) records ``n_features_in_``; otherwise ``X`` must have
+        that many columns. Errors are InputError, scikit-learn's message in one
+        line.
+        """
+        try:
+            X = validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=np.float64,
+                ensure_min_samples=2 if reset else 1,
+                ensure_min_features=2 if reset else 1,
+            )
+        except ValueError as exc:
+            raise InputError(" ".join(str(exc).split())) from None
+        return X[:, :-1], X[:, -1]
 
     # -- using a fitted model --------------------------------------------------
-    def predict(self, X, energies, return_distance: bool = False):
+    def predict(self, X, return_distance: bool = False):
         """Cluster of new frames: assignment rule on geometry, nearest energy level.
 
         Frames of the Ward subset may be given a different geometry cluster here
@@ -221,10 +314,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray, shape (M, D)
-            Descriptors.
-        energies : ndarray, shape (M,)
-            Energies in eV.
+        X : array-like, shape (M, D + 1)
+            Descriptor columns, then the energy in eV (:func:`cluster_features`).
         return_distance : bool
             Also return each frame's descriptor distance to the nearest frame of
             the Ward subset (see :meth:`domain_threshold`).
@@ -234,8 +325,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         labels : ndarray, shape (M,)
         distance : ndarray, shape (M,), only with ``return_distance``
         """
-        check_is_fitted(self, "subset_labels_")
-        X, energies = self._validate(X, energies)
+        check_is_fitted(self)
+        X, energies = self._split(X, reset=False)
         if getattr(self, "reduction_", None) is not None:
             X = self.reduction_.transform(X)
         geometry, nearest = self._assign_geometry(X)
@@ -315,19 +406,6 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         labels, nearest = zip(*self._geometry_scores(X), strict=True)
         return np.concatenate(labels), np.concatenate(nearest)
 
-    def _validate(self, X, energies):
-        X = np.asarray(X, dtype=float)
-        energies = np.asarray(energies, dtype=float).reshape(-1)
-        if X.ndim != 2:
-            raise InputError(
-                f"descriptor must be 2-D (frames, features), got {X.shape}"
-            )
-        if len(X) != len(energies):
-            raise InputError(f"{len(X)} descriptor rows but {len(energies)} energies")
-        if not (np.isfinite(X).all() and np.isfinite(energies).all()):
-            raise InputError("descriptor or energies contain NaN or inf")
-        return X, energies
-
     # -- persistence -----------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Learned state and hyperparameters as plain arrays (for ``np.savez``)."""
@@ -338,6 +416,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         params = {k: np.asarray(-1 if v is None else v) for k, v in self._params()}
         return {
             **{f"param_{k}": v for k, v in params.items()},
+            "n_features_in": np.asarray(self.n_features_in_),
             "subset_indices": self.subset_indices_,
             "subset_descriptors": self.subset_descriptors_,
             "subset_labels": self.subset_labels_,
@@ -392,6 +471,8 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         model.energy_centers_ = [row[np.isfinite(row)] for row in centers]
         model.labels_ = np.asarray(arrays["labels"]) if "labels" in arrays else None
         model.reduction_ = Reduction(reduction) if reduction else None
+        model.n_features_in_ = _n_features_in(arrays, model.reduction_)
+        model._members()
         return model
 
 
@@ -400,6 +481,31 @@ def _check_assign_rule(rule: str) -> None:
         raise InputError(
             f"unknown assign rule {rule!r}; choose one of {', '.join(ASSIGN_RULES)}"
         )
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise InputError(
+            f"unknown {name} {value!r}; choose one of {', '.join(choices)}"
+        )
+
+
+def _n_features_in(arrays, reduction) -> int:
+    """Columns of ``X`` a saved model takes (files before it was recorded too)."""
+    if "n_features_in" in arrays:
+        return int(arrays["n_features_in"])
+    if reduction is None:
+        width = arrays["subset_descriptors"].shape[1]
+    elif reduction.method == "pca":
+        width = reduction.arrays["mean"].shape[0]
+    else:
+        width = reduction.arrays["X_fit"].shape[1]
+    return int(width) + 1
 
 
 def count_distinct(X, decimals: int = 6) -> int:
@@ -487,8 +593,8 @@ def cluster_dataset(dataset, descriptor: str = "distances", **params):
         Fitted; ``labels_`` holds one cluster per frame.
     """
     model = TwoStageClustering(descriptor=descriptor, **params)
-    X = model.describe(dataset.positions)
+    X = cluster_features(model.describe(dataset.positions), dataset.energies)
     try:
-        return model.fit(X, dataset.energies)
+        return model.fit(X)
     except InputError as exc:
         raise InputError(f"{dataset.source}: {exc}") from None

@@ -25,7 +25,17 @@ from .exceptions import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Dataset", "check_force_scale", "read_dataset", "read_frames"]
+__all__ = [
+    "Dataset",
+    "check_force_scale",
+    "frame_label",
+    "read_dataset",
+    "read_frames",
+    "split_selection",
+]
+
+#: ASE formats whose frames can be selected by a query (``data.db@id<100``)
+DATABASE_FORMATS = ("db", "json", "postgresql", "mysql")
 
 #: Largest plausible RMS force component of a dataset in eV/Å. Measured on the
 #: GFN2-xTB MD at 500 K of ethanol, salicylic acid, toluene and uracil (20,000
@@ -162,12 +172,80 @@ def _check_finite(array: np.ndarray, name: str, source: str) -> None:
     raise InputError(f"{source}: frame {frame} has non-finite {name} (NaN or inf)")
 
 
-def read_frames(path: str | os.PathLike, index=":", format: str | None = None):
+def split_selection(path: str | os.PathLike, index=None) -> tuple[Path, object, str]:
+    """Split ASE's ``file@selection`` syntax and merge it with ``index``.
+
+    ``data.extxyz@0:300``, ``data.traj@-10:``, ``data.xyz@5`` select frames as
+    Python slices do; ``data.db@id<100`` (ASE databases only) is a query. The
+    name is split at its last ``@`` only when no file of that exact name exists.
+
+    Parameters
+    ----------
+    path : path
+        File name, optionally with ``@selection``.
+    index : int, slice, str or None
+        Frames to read when the name holds no selection (``None`` or ``":"``:
+        all). Selecting both ways is an error.
+
+    Returns
+    -------
+    path : Path
+        The file.
+    index : int, slice or str
+        What to read: an int or slice, or a database query string.
+    source : str
+        ``path`` with ``@selection`` when not every frame is read: what datasets
+        and models record as their origin.
+    """
+    from ase.io.formats import string2index
+
+    text = str(path)
+    selection = None
+    every = index is None or _index_text(index) == ":"
+    if "@" in os.path.basename(text) and not os.path.exists(text):
+        text, selection = text.rsplit("@", 1)
+        if not selection:
+            raise InputError(f"{path}: nothing after @; e.g. {text}@0:300")
+        if not every:
+            raise InputError(
+                f"{path}: frames selected twice, by @{selection} and by index "
+                f"{_index_text(index)}; give one of them"
+            )
+    elif not every:
+        selection = _index_text(index)
+    if selection is None:
+        return Path(text), slice(None), text
+    try:
+        index = string2index(selection)
+    except ValueError:
+        index = selection  # a database query such as id<100
+    return Path(text), index, f"{text}@{selection}"
+
+
+def _index_text(index) -> str:
+    """``index`` as ASE's selection syntax (``0:300``, ``-1``, ``::2``)."""
+    if not isinstance(index, slice):
+        return str(index)
+    start, stop = ("" if v is None else str(v) for v in (index.start, index.stop))
+    return f"{start}:{stop}" + ("" if index.step is None else f":{index.step}")
+
+
+def read_frames(path: str | os.PathLike, index=None, format: str | None = None):
     """Read frames with ASE, avoiding ASE's quadratic path for gzipped XYZ.
 
     ``ase.io.read`` on a ``.xyz.gz`` seeks backwards through the gzip stream for
     every frame (20,000 frames: about 20 minutes). Decompressing into memory first
     and parsing the text takes about 2 s.
+
+    Parameters
+    ----------
+    path : path
+        Any file ASE reads, optionally with ``@selection`` (see
+        :func:`split_selection`).
+    index : int, slice or str, optional
+        Frames to read when ``path`` has no ``@selection`` (default: all).
+    format : str, optional
+        ASE format name.
 
     Returns
     -------
@@ -175,15 +253,18 @@ def read_frames(path: str | os.PathLike, index=":", format: str | None = None):
     """
     import ase.io
 
-    path = Path(path)
+    path, index, source = split_selection(path, index)
     _check_file(path)
+    _check_query(path, index, format, source)
     try:
         if path.suffix == ".gz" and Path(path.stem).suffix in (".xyz", ".extxyz"):
             with gzip.open(path, "rt") as handle:
                 text = handle.read()
             frames = ase.io.read(io.StringIO(text), index, format=format or "extxyz")
         else:
-            frames = ase.io.read(path, index, format=format)
+            frames = ase.io.read(
+                path, index, format=format, do_not_split_by_at_sign=True
+            )
     except InputError:
         raise
     except Exception as exc:  # any parser failure is the file's problem
@@ -193,8 +274,36 @@ def read_frames(path: str | os.PathLike, index=":", format: str | None = None):
         ) from exc
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
     if not frames:
-        raise InputError(f"{path}: no frames")
+        raise InputError(f"{source}: no frames")
     return frames
+
+
+def _check_query(path: Path, index, format: str | None, source: str) -> None:
+    """Refuse, in one line, a selection the file's format cannot do."""
+    query = isinstance(index, str)
+    stepped = isinstance(index, slice) and index.step not in (None, 1)
+    if not (query or stepped):
+        return
+    database = (format or _guess_format(path)) in DATABASE_FORMATS
+    if query and not database:
+        raise InputError(
+            f"{source}: {index!r} is not a frame index or slice (start:stop:step); "
+            "queries such as id<100 select from ASE databases (.db) only"
+        )
+    if stepped and database:
+        raise InputError(
+            f"{source}: ASE databases are read in steps of 1; give start:stop or a "
+            "query such as id<100"
+        )
+
+
+def _guess_format(path: Path) -> str | None:
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(str(path))
+    except Exception:  # noqa: BLE001 - an unknown type fails later, in the reader
+        return None
 
 
 def _check_file(path: Path) -> None:
@@ -206,8 +315,22 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: empty file")
 
 
-def _label(atoms: Atoms, key: str | None, kind: str):
-    """Energy or forces of one frame: a named info/arrays key, else the calculator."""
+def frame_label(atoms: Atoms, key: str | None, kind: str):
+    """Energy or forces of one frame: a named info/arrays key, else the calculator.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    key : str or None
+        ``atoms.info[key]`` (energy) or ``atoms.arrays[key]`` (forces); None
+        reads the attached calculator's results, then ``info['energy']`` /
+        ``arrays['forces']``.
+    kind : {"energy", "forces"}
+
+    Returns
+    -------
+    float, ndarray of shape (N, 3), or None when the frame has no such label
+    """
     store = atoms.info if kind == "energy" else atoms.arrays
     if key is not None:
         return store.get(key)
@@ -255,11 +378,11 @@ def dataset_from_frames(
                 f"{len(atoms)} atoms, frame 0 is {first.get_chemical_formula()} with "
                 f"{n_atoms}: a dataset holds one molecule, atoms in the same order"
             )
-        energy = _label(atoms, energy_key, "energy")
+        energy = frame_label(atoms, energy_key, "energy")
         if energy is None:
             where = f" (key {energy_key!r})" if energy_key else ""
             raise InputError(f"{source}: frame {i} has no energy{where}")
-        frame_forces = _label(atoms, forces_key, "forces")
+        frame_forces = frame_label(atoms, forces_key, "forces")
         if frame_forces is None:
             where = f" (key {forces_key!r})" if forces_key else ""
             raise InputError(f"{source}: frame {i} has no forces{where}")
@@ -271,7 +394,7 @@ def dataset_from_frames(
 
 def read_dataset(
     path: str | os.PathLike,
-    index=":",
+    index=None,
     format: str | None = None,
     energy_key: str | None = None,
     forces_key: str | None = None,
@@ -282,9 +405,13 @@ def read_dataset(
     ----------
     path : path
         Any trajectory ASE reads (``.xyz``, ``.extxyz``, ``.xyz.gz``, ``.traj``,
-        ...) or an sGDML/MD17 ``.npz``.
-    index : str or slice
-        Frames to read, ASE-style (default: all).
+        ``.db``, ...) or an sGDML/MD17 ``.npz``, optionally with ASE's
+        ``@selection``: ``data.extxyz@0:300``, ``data.traj@-10:``,
+        ``data.db@id<100`` (see :func:`split_selection`).
+    index : str, int or slice, optional
+        Frames to read, ASE-style (default: all), when ``path`` has no
+        ``@selection``. The dataset's ``source`` records the selection either way
+        (``data.extxyz@0:300``).
     format : str, optional
         ASE format name, when the suffix does not tell.
     energy_key, forces_key : str, optional
@@ -296,19 +423,19 @@ def read_dataset(
         Naming the file and the problem: missing or empty file, unreadable content,
         frames without energy or forces, mixed molecules, NaN/inf values.
     """
-    path = Path(path)
+    path, index, source = split_selection(path, index)
     if format in (None, "sgdml-npz") and path.suffix == ".npz":
-        dataset = _read_npz(path, index)
+        dataset = _read_npz(path, index, source)
     else:
         frames = read_frames(path, index, format=format)
-        dataset = dataset_from_frames(frames, str(path), energy_key, forces_key)
+        dataset = dataset_from_frames(frames, source, energy_key, forces_key)
     check_force_scale(dataset)
     logger.info(
         "read %d frames of %s (%d atoms) from %s",
         len(dataset),
         dataset.formula,
         dataset.n_atoms,
-        path,
+        source,
     )
     return dataset
 
@@ -335,10 +462,14 @@ def check_force_scale(dataset: Dataset) -> float:
     return rms
 
 
-def _read_npz(path: Path, index) -> Dataset:
+def _read_npz(path: Path, index, source: str) -> Dataset:
     from .npzformat import load_npz_arrays
 
     _check_file(path)
+    if isinstance(index, str):
+        raise InputError(
+            f"{source}: {index!r} is not a frame index or slice (start:stop:step)"
+        )
     try:
         arrays = load_npz_arrays(path)
     except Exception as exc:
@@ -346,15 +477,18 @@ def _read_npz(path: Path, index) -> Dataset:
     for kind in ("energies", "forces"):
         if arrays[kind] is None:
             raise InputError(f"{path}: no {kind} in the npz")
-    if isinstance(index, str):
-        from ase.io.formats import string2index
-
-        index = string2index(index)
-    select = np.arange(len(arrays["positions"]))[index]
+    n_frames = len(arrays["positions"])
+    if isinstance(index, int):  # one frame, as a dataset of one
+        if not -n_frames <= index < n_frames:
+            raise InputError(f"{source}: frame {index} of {n_frames} does not exist")
+        index = slice(index, index + 1 or None)
+    select = np.arange(n_frames)[index]
+    if len(select) == 0:
+        raise InputError(f"{source}: no frames")
     return Dataset(
         arrays["numbers"],
         arrays["positions"][select],
         arrays["energies"][select],
         arrays["forces"][select],
-        source=str(path),
+        source=source,
     )

@@ -33,7 +33,7 @@ def one_size(source: str, n_frames: int, subset_size: int) -> dict:
     """Run in a child process: build n_frames, cluster them, report."""
     import numpy as np
 
-    from ase_flatten.clustering import TwoStageClustering
+    from ase_flatten.clustering import TwoStageClustering, cluster_features
     from ase_flatten.data import read_dataset
     from ase_flatten.descriptors import pairwise_distances
 
@@ -47,7 +47,8 @@ def one_size(source: str, n_frames: int, subset_size: int) -> dict:
     start = time.perf_counter()
     X = pairwise_distances(positions)
     t_desc = time.perf_counter()
-    model = TwoStageClustering(subset_size=subset_size, random_state=0).fit(X, energies)
+    X = cluster_features(X, energies)
+    model = TwoStageClustering(subset_size=subset_size, random_state=0).fit(X)
     t_fit = time.perf_counter()
     return {
         "n_frames": n_frames,

@@ -37,9 +37,11 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 
 def old_flagged(clusters, test) -> tuple[float, float]:
     """The old threshold and the fraction of ``test`` beyond it."""
+    from ase_flatten.clustering import cluster_features
+
     threshold = clusters.domain_threshold()
-    X = clusters.describe(test.positions)
-    _, distance = clusters.predict(X, test.energies, return_distance=True)
+    X = cluster_features(clusters.describe(test.positions), test.energies)
+    _, distance = clusters.predict(X, return_distance=True)
     return threshold, float(np.mean(distance > threshold))
 
 

@@ -89,11 +89,11 @@ def classify_frames(
         whose force RMSE exceeds ``high_error_factor`` x the overall RMSE) and
         ``outside_domain`` (beyond the model's domain threshold).
     """
+    from ase_flatten.clustering import cluster_features
+
     positions = np.asarray(positions, dtype=float)
-    X = saved.clusters.describe(positions)
-    labels, distance = saved.clusters.predict(
-        X, np.asarray(energies, dtype=float), return_distance=True
-    )
+    X = cluster_features(saved.clusters.describe(positions), energies)
+    labels, distance = saved.clusters.predict(X, return_distance=True)
     high = np.zeros(len(labels), bool)
     rmse = saved.cluster_force_rmse
     if rmse is not None:

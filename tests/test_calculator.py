@@ -19,7 +19,7 @@ from ase_flatten.atom_order import (
 )
 from ase_flatten.backends import make_backend
 from ase_flatten.calculator import DOMAIN_PROPERTIES
-from ase_flatten.clustering import cluster_dataset
+from ase_flatten.clustering import cluster_dataset, cluster_features
 from ase_flatten.descriptors import pairwise_distances
 from ase_flatten.errors import cluster_errors
 from ase_flatten.models import save_model
@@ -117,7 +117,7 @@ def test_cluster_and_domain_extras(domain_dir, xtb_dataset):
     atoms.get_forces()
     cluster = calc.results["cluster"]
     X = pairwise_distances(xtb_dataset.positions[[42]])
-    expected = clusters.predict(X, [calc.results["energy"]])[0]
+    expected = clusters.predict(cluster_features(X, [calc.results["energy"]]))[0]
     assert cluster == expected
     assert calc.results["cluster_force_rmse"] == pytest.approx(
         errors.force_rmse[cluster]
@@ -157,7 +157,10 @@ def test_domain_uses_the_clusters_descriptor(tmp_path, xtb_dataset, sgdml_dir):
     atoms.calc = calc
     atoms.get_potential_energy()
     X = pairwise_distances(xtb_dataset.positions[[42]], "inverse")
-    assert calc.results["cluster"] == clusters.predict(X, [calc.results["energy"]])[0]
+    assert (
+        calc.results["cluster"]
+        == clusters.predict(cluster_features(X, [calc.results["energy"]]))[0]
+    )
     assert calc.results["domain_distance"] < 1e-6
 
 

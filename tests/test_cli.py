@@ -108,6 +108,25 @@ def test_errors_report(tmp_path, capsys, xtb_files, xtb_dataset, gfn1_dataset):
     )
 
 
+def test_errors_on_selections(tmp_path, capsys, xtb_files, xtb_dataset, gfn1_dataset):
+    """DATA@SELECTION for the data, the predictions and the clusters' source."""
+    reference, predicted = xtb_files
+    report = tmp_path / "report"
+    status, _, err = run_cli(
+        capsys, "errors", f"{reference}@50:110", "--predicted", f"{predicted}@50:110",
+        "-o", report, *SMALL,
+    )  # fmt: skip
+    assert status == 0, err
+    summary = json.loads((report / "summary.json").read_text())
+    frames = slice(50, 110)
+    direct = np.sqrt(np.mean((gfn1_dataset.forces - xtb_dataset.forces)[frames] ** 2))
+    assert summary["n_frames"] == 60 and summary["dataset"] == f"{reference}@50:110"
+    assert summary["force_rmse"] == pytest.approx(direct, rel=1e-6)
+    with np.load(report / "clusters.npz") as npz:
+        assert str(npz["source"]) == f"{reference}@50:110"
+        assert len(npz["labels"]) == 60
+
+
 def test_errors_clusters_on_the_fly_equals_cluster_file(tmp_path, capsys, xtb_files):
     reference, predicted = xtb_files
     run_cli(capsys, "cluster", reference, "-o", tmp_path / "c.npz", *SMALL)

@@ -170,3 +170,28 @@ def test_validation_frames_never_come_from_the_test_split(
     assert not np.intersect1d(train, test).size
     everything = np.concatenate([train, test, validation])
     np.testing.assert_array_equal(np.sort(everything), np.arange(150))
+
+
+def test_train_on_a_selection_records_it(tmp_path, capsys, xtb_files):
+    """A model trained on DATA@0:100 says so, and claims only those frames."""
+    reference, _ = xtb_files
+    selected = f"{reference}@0:100"
+    args = ("train", selected, *SGDML, "--size", "20", "--n-geometry", "3")
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "m")
+    assert status == 0, err
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    whole = read_dataset(reference)
+    assert meta["dataset"] == selected
+    assert meta["dataset_fingerprint"] == whole.subset(range(100)).fingerprint()
+    assert meta["dataset_fingerprint"] != whole.fingerprint()
+    assert np.load(tmp_path / "m" / "train_indices.npy").max() < 100
+    # errors on the same selection recognise the model's own training frames
+    args = ("errors", selected, "--model", tmp_path / "m", "--n-geometry", "3")
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "r")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert status == 0 and summary["excluded_training_frames"] == 20, err
+    # selecting twice is one clear error
+    status, _, err = run_cli(
+        capsys, "cluster", selected, "--index", "0:50", "-o", tmp_path / "c.npz"
+    )
+    assert_one_line_error(status, err, "frames selected twice, by @0:100 and by index")

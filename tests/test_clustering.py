@@ -7,6 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 from ase_flatten.clustering import (
     TwoStageClustering,
     cluster_dataset,
+    cluster_features,
     load_clusters,
     save_clusters,
 )
@@ -30,7 +31,7 @@ def blobs(n_per=60, n_blobs=4, dim=6, seed=0):
 
 def test_counts_and_label_layout(xtb_X):
     X, E = xtb_X
-    model = TwoStageClustering(n_geometry=4, n_energy=5).fit(X, E)
+    model = TwoStageClustering(n_geometry=4, n_energy=5).fit(cluster_features(X, E))
     assert model.n_clusters_ == 20
     assert sorted(np.unique(model.labels_)) == list(range(20))
     np.testing.assert_array_equal(
@@ -42,7 +43,7 @@ def test_counts_and_label_layout(xtb_X):
 
 def test_energy_levels_are_ordered_by_energy(xtb_X):
     X, E = xtb_X
-    model = TwoStageClustering(n_geometry=3, n_energy=4).fit(X, E)
+    model = TwoStageClustering(n_geometry=3, n_energy=4).fit(cluster_features(X, E))
     for g in range(3):
         members = model.geometry_labels_ == g
         means = [E[members & (model.energy_labels_ == e)].mean() for e in range(4)]
@@ -56,9 +57,9 @@ def test_energy_levels_are_ordered_by_energy(xtb_X):
 def test_deterministic_with_seed(xtb_X):
     X, E = xtb_X
     params = dict(n_geometry=4, n_energy=3, subset_size=60)
-    a = TwoStageClustering(random_state=7, **params).fit(X, E)
-    b = TwoStageClustering(random_state=7, **params).fit(X, E)
-    c = TwoStageClustering(random_state=8, **params).fit(X, E)
+    a = TwoStageClustering(random_state=7, **params).fit(cluster_features(X, E))
+    b = TwoStageClustering(random_state=7, **params).fit(cluster_features(X, E))
+    c = TwoStageClustering(random_state=8, **params).fit(cluster_features(X, E))
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.subset_indices_, b.subset_indices_)
     assert not np.array_equal(a.subset_indices_, c.subset_indices_)
@@ -66,10 +67,14 @@ def test_deterministic_with_seed(xtb_X):
 
 def test_full_ward_matches_scipy_ward(xtb_X):
     X, E = xtb_X
-    model = TwoStageClustering(n_geometry=6, n_energy=1, subset_size=None).fit(X, E)
+    model = TwoStageClustering(n_geometry=6, n_energy=1, subset_size=None).fit(
+        cluster_features(X, E)
+    )
     reference = fcluster(linkage(X, method="ward"), t=6, criterion="maxclust")
     assert adjusted_rand_score(reference, model.geometry_labels_) == 1.0
-    large = TwoStageClustering(n_geometry=6, n_energy=1, subset_size=10_000).fit(X, E)
+    large = TwoStageClustering(n_geometry=6, n_energy=1, subset_size=10_000).fit(
+        cluster_features(X, E)
+    )
     np.testing.assert_array_equal(large.geometry_labels_, model.geometry_labels_)
 
 
@@ -78,7 +83,7 @@ def test_assignment_follows_the_rule(xtb_X, rule, reduce):
     X, E = xtb_X
     model = TwoStageClustering(
         n_geometry=5, n_energy=2, subset_size=50, assign=rule, random_state=3
-    ).fit(X, E)
+    ).fit(cluster_features(X, E))
     subset = model.subset_indices_
     rest = np.setdiff1d(np.arange(len(X)), subset)
     d = cdist(X[rest], X[subset])
@@ -95,7 +100,7 @@ def test_rules_differ_somewhere(xtb_X):
         rule: TwoStageClustering(
             n_geometry=8, n_energy=1, subset_size=40, assign=rule, random_state=1
         )
-        .fit(X, E)
+        .fit(cluster_features(X, E))
         .geometry_labels_
         for rule in ("average", "max")
     }
@@ -104,8 +109,12 @@ def test_rules_differ_somewhere(xtb_X):
 
 def test_subset_and_assign_recovers_full_ward_on_separated_blobs():
     X, E, truth = blobs()
-    full = TwoStageClustering(n_geometry=4, n_energy=2, subset_size=None).fit(X, E)
-    sub = TwoStageClustering(n_geometry=4, n_energy=2, subset_size=30).fit(X, E)
+    full = TwoStageClustering(n_geometry=4, n_energy=2, subset_size=None).fit(
+        cluster_features(X, E)
+    )
+    sub = TwoStageClustering(n_geometry=4, n_energy=2, subset_size=30).fit(
+        cluster_features(X, E)
+    )
     assert len(sub.subset_indices_) == 30
     assert adjusted_rand_score(truth, full.geometry_labels_) == 1.0
     assert adjusted_rand_score(full.geometry_labels_, sub.geometry_labels_) == 1.0
@@ -113,20 +122,28 @@ def test_subset_and_assign_recovers_full_ward_on_separated_blobs():
 
 def test_predict_reproduces_assigned_frames_and_roundtrips(tmp_path, xtb_X):
     X, E = xtb_X
-    model = TwoStageClustering(n_geometry=4, n_energy=3, subset_size=80).fit(X, E)
+    model = TwoStageClustering(n_geometry=4, n_energy=3, subset_size=80).fit(
+        cluster_features(X, E)
+    )
     rest = np.setdiff1d(np.arange(len(X)), model.subset_indices_)
-    np.testing.assert_array_equal(model.predict(X[rest], E[rest]), model.labels_[rest])
+    np.testing.assert_array_equal(
+        model.predict(cluster_features(X[rest], E[rest])), model.labels_[rest]
+    )
     save_clusters(tmp_path / "c.npz", model, fingerprint="abc")
     loaded, arrays = load_clusters(tmp_path / "c.npz")
     assert str(arrays["fingerprint"]) == "abc"
     assert loaded.get_params()["subset_size"] == 80
     np.testing.assert_array_equal(loaded.labels_, model.labels_)
-    np.testing.assert_array_equal(loaded.predict(X, E), model.predict(X, E))
+    np.testing.assert_array_equal(
+        loaded.predict(cluster_features(X, E)), model.predict(cluster_features(X, E))
+    )
 
 
 def test_unlimited_subset_roundtrips(tmp_path, xtb_X):
     X, E = xtb_X
-    model = TwoStageClustering(n_geometry=2, n_energy=2, subset_size=None).fit(X, E)
+    model = TwoStageClustering(n_geometry=2, n_energy=2, subset_size=None).fit(
+        cluster_features(X, E)
+    )
     save_clusters(tmp_path / "c.npz", model)
     assert load_clusters(tmp_path / "c.npz")[0].subset_size is None
 
@@ -134,22 +151,26 @@ def test_unlimited_subset_roundtrips(tmp_path, xtb_X):
 def test_too_few_frames_and_bad_parameters(xtb_dataset):
     X = np.random.default_rng(0).normal(size=(49, 3))
     with pytest.raises(InputError, match="49 frames are too few for 10 x 5 = 50"):
-        TwoStageClustering().fit(X, np.zeros(49))
+        TwoStageClustering().fit(cluster_features(X, np.zeros(49)))
     with pytest.raises(
         InputError, match=r"^C2H6O GFN2-xTB MD 500 K: 20 frames are too few"
     ):
         cluster_dataset(xtb_dataset.subset(range(20)))
     with pytest.raises(InputError, match="unknown assign rule 'min'"):
-        TwoStageClustering(assign="min", n_geometry=2, n_energy=1).fit(X, np.zeros(49))
+        TwoStageClustering(assign="min", n_geometry=2, n_energy=1).fit(
+            cluster_features(X, np.zeros(49))
+        )
     with pytest.raises(InputError, match="NaN"):
-        TwoStageClustering(n_geometry=2, n_energy=1).fit(X, np.full(49, np.nan))
+        TwoStageClustering(n_geometry=2, n_energy=1).fit(
+            cluster_features(X, np.full(49, np.nan))
+        )
 
 
 def test_clusters_with_few_distinct_energies_shrink():
     X, _, _ = blobs(n_per=10, n_blobs=3)
     E = np.zeros(len(X))
     E[:5] = 1.0  # blob 0 has two distinct energies, the others one
-    model = TwoStageClustering(n_geometry=3, n_energy=3).fit(X, E)
+    model = TwoStageClustering(n_geometry=3, n_energy=3).fit(cluster_features(X, E))
     assert model.n_clusters_ == 4
     assert sorted(np.unique(model.labels_)) == [0, 1, 2, 3]
 
@@ -165,8 +186,12 @@ def test_identical_frames_are_refused_not_split(xtb_dataset):
     # three geometries, each 100 times: 3 clusters of 100 frames, 4 refused
     X = pairwise_distances(xtb_dataset.positions[np.repeat([0, 50, 100], 100)])
     with pytest.raises(InputError, match="300 frames hold only 3 distinct"):
-        TwoStageClustering(n_geometry=4, n_energy=1).fit(X, np.zeros(300))
-    model = TwoStageClustering(n_geometry=3, n_energy=1).fit(X, np.zeros(300))
+        TwoStageClustering(n_geometry=4, n_energy=1).fit(
+            cluster_features(X, np.zeros(300))
+        )
+    model = TwoStageClustering(n_geometry=3, n_energy=1).fit(
+        cluster_features(X, np.zeros(300))
+    )
     assert sorted(np.bincount(model.geometry_labels_)) == [100, 100, 100]
     # Ward splits its subset: 6 distinct among 1000 frames, but a subset of 50
     # (seeded) holds one or two of the 5 rare ones
@@ -174,7 +199,7 @@ def test_identical_frames_are_refused_not_split(xtb_dataset):
     X = pairwise_distances(xtb_dataset.positions[frames])
     with pytest.raises(InputError, match="the Ward subset of 50 of 1000 frames hold"):
         TwoStageClustering(n_geometry=3, n_energy=1, subset_size=50).fit(
-            X, np.zeros(1000)
+            cluster_features(X, np.zeros(1000))
         )
 
 
@@ -191,12 +216,16 @@ def test_reduced_descriptor_clusters_and_roundtrips(tmp_path, xtb_X, method):
     X, E = xtb_X
     model = TwoStageClustering(
         n_geometry=4, n_energy=2, subset_size=80, reduce=method, n_components=5
-    ).fit(X, E)
+    ).fit(cluster_features(X, E))
     assert model.subset_descriptors_.shape[1] == 5  # clustered in the reduced space
     assert model.n_clusters_ == 8
     rest = np.setdiff1d(np.arange(len(X)), model.subset_indices_)
-    np.testing.assert_array_equal(model.predict(X[rest], E[rest]), model.labels_[rest])
+    np.testing.assert_array_equal(
+        model.predict(cluster_features(X[rest], E[rest])), model.labels_[rest]
+    )
     save_clusters(tmp_path / "c.npz", model)
     loaded, _ = load_clusters(tmp_path / "c.npz")
     assert loaded.reduce == method and loaded.n_components == 5
-    np.testing.assert_array_equal(loaded.predict(X, E), model.predict(X, E))
+    np.testing.assert_array_equal(
+        loaded.predict(cluster_features(X, E)), model.predict(cluster_features(X, E))
+    )

@@ -265,3 +265,90 @@ def test_kcal_mol_forces_in_an_extxyz_are_flagged(tmp_path, xtb_dataset, caplog)
     with caplog.at_level("WARNING", logger="ase_flatten.data"):
         assert_same(xtb_dataset, read_dataset(npz), atol=1e-6)
     assert not caplog.records
+
+
+# -- ASE's file@selection syntax -----------------------------------------------------
+
+
+def write_as(path, dataset):
+    """``dataset`` in the format of ``path``'s suffix."""
+    name = str(path)
+    if name.endswith(".npz"):
+        sgdml_npz(path, dataset, "eV", "Ang", 1.0)
+    elif name.endswith(".xyz.gz"):
+        dataset.write(path.with_suffix(""))
+        with open(path.with_suffix(""), "rb") as src, gzip.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    else:
+        ase.io.write(path, labelled_frames(dataset))
+
+
+@pytest.mark.parametrize(
+    "name, selection, frames",
+    [
+        ("frames.extxyz", "0:7", range(7)),
+        ("frames.extxyz", "-5:", range(15, 20)),
+        ("frames.extxyz", "3", [3]),
+        ("frames.xyz.gz", "2:12:5", [2, 7]),
+        ("frames.xyz.gz", "-3:", [17, 18, 19]),
+        ("frames.traj", "::4", range(0, 20, 4)),
+        ("frames.npz", "5:9", range(5, 9)),
+        ("frames.npz", "-1", [19]),
+        ("frames.db", "id<8", range(7)),  # ASE database ids start at 1
+        ("frames.db", "-4:", range(16, 20)),
+    ],
+)
+def test_at_selection(tmp_path, name, selection, frames):
+    dataset = random_dataset(n_frames=20)
+    path = tmp_path / name
+    write_as(path, dataset)
+    whole = read_dataset(path)
+    part = read_dataset(f"{path}@{selection}")
+    expected = whole.subset(list(frames))
+    assert_same(expected, part, atol=0)
+    # what datasets, models and clusters record: the selection, not the whole file
+    assert part.source == f"{path}@{selection}"
+    assert part.fingerprint() == expected.fingerprint() != whole.fingerprint()
+
+
+def test_index_argument_records_the_selection_too(tmp_path):
+    dataset = random_dataset(n_frames=20)
+    dataset.write(tmp_path / "frames.extxyz")
+    by_index = read_dataset(tmp_path / "frames.extxyz", index="0:7")
+    by_name = read_dataset(f"{tmp_path / 'frames.extxyz'}@0:7")
+    assert by_index.source == by_name.source
+    assert by_index.fingerprint() == by_name.fingerprint()
+    assert read_dataset(tmp_path / "frames.extxyz", index=":").source == str(
+        tmp_path / "frames.extxyz"
+    )
+
+
+def test_bad_selections(tmp_path):
+    dataset = random_dataset(n_frames=20)
+    write_as(tmp_path / "frames.extxyz", dataset)
+    write_as(tmp_path / "frames.db", dataset)
+    write_as(tmp_path / "frames.npz", dataset)
+    path = tmp_path / "frames.extxyz"
+    cases = [
+        (f"{path}@0:5", "0:3", r"@0:5: frames selected twice, by @0:5 and by index"),
+        (f"{path}@id<5", None, r"'id<5' is not a frame index or slice"),
+        (f"{tmp_path / 'frames.npz'}@id<5", None, r"'id<5' is not a frame index"),
+        (f"{tmp_path / 'frames.db'}@::2", None, r"read in steps of 1"),
+        (f"{path}@", None, r"frames.extxyz@: nothing after @"),
+        (f"{path}@30:", None, r"frames.extxyz@30:: no frames"),
+        (f"{tmp_path / 'frames.npz'}@20", None, r"frame 20 of 20 does not exist"),
+        (f"{tmp_path / 'frames.db'}@id>100", None, r"frames.db@id>100: no frames"),
+        (f"{tmp_path / 'none.extxyz'}@0:5", None, r"none.extxyz: no such file"),
+    ]
+    for name, index, message in cases:
+        with pytest.raises(InputError, match=message):
+            read_dataset(name, index=index)
+
+
+def test_a_file_named_with_an_at_sign_is_read_whole(tmp_path):
+    dataset = random_dataset(n_frames=6)
+    path = tmp_path / "run@2.extxyz"
+    dataset.write(path)
+    back = read_dataset(path)
+    assert len(back) == 6 and back.source == str(path)
+    assert len(read_dataset(f"{path}@1:3")) == 2

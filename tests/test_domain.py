@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-from ase_flatten.clustering import cluster_dataset
+from ase_flatten.clustering import cluster_dataset, cluster_features
 from ase_flatten.descriptors import pairwise_distances
 from ase_flatten.domain import (
     ApplicabilityDomain,
@@ -88,7 +88,8 @@ def test_independent_md_stays_inside(xtb_dataset, ethanol_300K):
     # the old threshold measured time correlation: it flags most of the same MD
     clusters = cluster_dataset(xtb_dataset, n_geometry=3, n_energy=3)
     X = clusters.describe(ethanol_300K.positions)
-    _, old = clusters.predict(X, ethanol_300K.energies, return_distance=True)
+    X = cluster_features(X, ethanol_300K.energies)
+    _, old = clusters.predict(X, return_distance=True)
     assert (old > clusters.domain_threshold()).mean() > 0.5
     # skipping time neighbours is what raises the threshold
     adjacent = ApplicabilityDomain(DomainSettings(exclude_frames=0))

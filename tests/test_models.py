@@ -43,8 +43,8 @@ def test_roundtrip_with_provenance(tmp_path, backend, xtb_dataset):
     assert saved.validation_indices.size == 0  # sigma given: no validation frames
     np.testing.assert_allclose(saved.cluster_force_rmse, errors.force_rmse)
     np.testing.assert_array_equal(
-        saved.clusters.predict(*_describe(xtb_dataset)),
-        clusters.predict(*_describe(xtb_dataset)),
+        saved.clusters.predict(_describe(xtb_dataset)),
+        clusters.predict(_describe(xtb_dataset)),
     )
     # the calibrated domain travels with the model (domain.npz)
     domain = ApplicabilityDomain().fit(xtb_dataset.numbers, xtb_dataset.positions)
@@ -58,9 +58,10 @@ def test_roundtrip_with_provenance(tmp_path, backend, xtb_dataset):
 
 
 def _describe(dataset):
+    from ase_flatten.clustering import cluster_features
     from ase_flatten.descriptors import pairwise_distances
 
-    return pairwise_distances(dataset.positions), dataset.energies
+    return cluster_features(pairwise_distances(dataset.positions), dataset.energies)
 
 
 def test_never_overwrites_silently(tmp_path, backend, xtb_dataset):

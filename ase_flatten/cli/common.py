@@ -9,8 +9,9 @@ import math
 from ..descriptors import DESCRIPTORS, REDUCTIONS
 
 DATA_HELP = (
-    "labelled trajectory: any ASE-readable file (.xyz, .extxyz, .xyz.gz, .traj, ...) "
-    "or an sGDML/MD17 .npz"
+    "labelled trajectory: any ASE-readable file (.xyz, .extxyz, .xyz.gz, .traj, .db, "
+    "...) or an sGDML/MD17 .npz; FILE@SELECTION reads some frames, ASE-style: "
+    "data.extxyz@0:300, data.traj@-10:, data.db@'id<100'"
 )
 
 
@@ -54,7 +55,9 @@ def _int(text: str) -> int:
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help=DATA_HELP)
     parser.add_argument(
-        "--index", default=":", help="frames to read, ASE-style (default: all)"
+        "--index",
+        help="frames to read, ASE-style, e.g. 0:300 (default: all); the same as "
+        "DATA@0:300, give one of them",
     )
     parser.add_argument(
         "--format", help="ASE format of DATA when its suffix is unusual"
@@ -151,7 +154,7 @@ def clusters_meta(dataset, args) -> dict:
     """What a clusters file records besides the model."""
     return {
         "fingerprint": dataset.fingerprint(),
-        "source": str(args.data),
+        "source": dataset.source,
         "descriptor": args.descriptor,
         "seed": args.seed,
     }

@@ -126,7 +126,7 @@ def _write_report(args, dataset, predict, labels, directory):
     )
     errors.write(
         directory,
-        dataset=str(args.data),
+        dataset=dataset.source,
         predicted=str(args.predicted or args.model or args.calculator),
         fingerprint=dataset.fingerprint(),
         clusters=args.clusters,

@@ -21,6 +21,7 @@ COMMANDS = {
     "train": "ase_flatten.cli.train",
     "select": "ase_flatten.cli.select",
     "compare": "ase_flatten.cli.compare",
+    "predict": "ase_flatten.cli.predict",
 }
 
 

@@ -262,7 +262,7 @@ def _error_sample(candidates, labels, k, rng):
 
 def _pick(config, X, energies, union, mse, rng):
     """Fine Ward clusters of the union and the frames to take from them."""
-    from ..clustering import TwoStageClustering, count_distinct
+    from ..clustering import TwoStageClustering, cluster_features, count_distinct
 
     n_fine = min(config.n_fine, count_distinct(X[union]))
     fine_model = TwoStageClustering(
@@ -272,7 +272,8 @@ def _pick(config, X, energies, union, mse, rng):
         assign=config.assign,
         random_state=int(rng.integers(2**31)),
     )
-    fine_labels = fine_model.fit(X[union], energies[union]).geometry_labels_
+    features = cluster_features(X[union], energies[union])
+    fine_labels = fine_model.fit(features).geometry_labels_
     frame_mse = mse[union]
     sizes = np.bincount(fine_labels, minlength=n_fine)
     rmse = picking.cluster_rmse(fine_labels, frame_mse, n_fine)
@@ -324,7 +325,12 @@ def _nan_to_none(values) -> list:
 
 def _start(dataset, config, directory, resume, test, pool) -> dict:
     """Create the run directory, or read it back on resume."""
-    from ..clustering import TwoStageClustering, load_clusters, save_clusters
+    from ..clustering import (
+        TwoStageClustering,
+        cluster_features,
+        load_clusters,
+        save_clusters,
+    )
     from ..descriptors import pairwise_distances
 
     settings = {"config": dataclasses.asdict(config), "dataset": dataset.fingerprint()}
@@ -381,7 +387,7 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
         subset_size=config.subset_size,
         assign=config.assign,
         random_state=config.seed,
-    ).fit(X, dataset.energies)
+    ).fit(cluster_features(X, dataset.energies))
     save_clusters(
         directory / "clusters.npz", clusters, fingerprint=dataset.fingerprint()
     )

@@ -1,0 +1,195 @@
+"""Predict energies and forces of frames with a saved model, with its error estimate.
+
+Writes FILE (extended XYZ): every frame of DATA with the model's energy and forces
+as ASE writes them (`ase.io.read` gives them back as the frame's energy and
+forces), and in its info the model's path (`model`) and the frame's position in
+DATA (`frame`). For a model saved with its data's clusters (`ase-flatten train`
+and `select` save them) the info also holds what FlattenedCalculator(DIR,
+domain=True) reports: the frame's `cluster`, the model's measured force RMSE on
+that cluster (`cluster_force_rmse`, eV/Å; NaN where none was measured), the
+distance to the nearest frame of the data (`domain_distance`, Å) and whether
+that lies beyond the model's threshold (`outside_domain`).
+
+DATA needs no labels; reference energies and forces it holds are kept as
+`ref_energy` (info) and `ref_forces` (arrays). Frames are predicted in batches.
+
+example: ase-flatten predict md_frames.extxyz --model models/default -o out.extxyz
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .common import positive_int
+
+description = __doc__
+logger = logging.getLogger(__name__)
+
+#: frames per block of the cluster and domain look-up (bounds its memory)
+DOMAIN_CHUNK = 1000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="frames of the model's molecule: any ASE-readable file, labelled or "
+        "not; DATA@0:300 reads some of them",
+    )
+    parser.add_argument(
+        "--index", help="frames to read, ASE-style (default: all); as DATA@SELECTION"
+    )
+    parser.add_argument(
+        "--format", help="ASE format of DATA when its suffix is unusual"
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="DIR", help="model directory to predict with"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="output .extxyz / .xyz"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="frames per model call (default: the backend's)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..data import split_selection
+    from ..exceptions import InputError
+    from ..models import load_model
+    from ..outputs import check_output_file
+
+    if Path(args.output).suffix not in (".extxyz", ".xyz"):
+        raise InputError(f"{args.output}: the output must be an .extxyz or .xyz file")
+    data_file = split_selection(args.data, args.index)[0]
+    check_output_file(args.output, args.overwrite, inputs=[data_file, args.model])
+    saved = load_model(args.model)
+    frames, source = _read_frames(args, saved)
+    positions = np.stack([atoms.positions for atoms in frames])
+    energies, forces = _predict(saved, positions, source, args.batch_size)
+    extras = _domain_extras(saved, positions, energies)
+    _write(args.output, frames, energies, forces, extras, saved)
+    _print_summary(len(frames), saved, extras, args.output)
+
+
+def _read_frames(args, saved):
+    """Frames of DATA, each checked as FlattenedCalculator checks a structure."""
+    from ase.calculators.calculator import CalculationFailed, CalculatorSetupError
+
+    from ..calculator import FlattenedCalculator
+    from ..data import read_frames, split_selection
+    from ..exceptions import InputError
+
+    source = split_selection(args.data, args.index)[2]
+    frames = read_frames(args.data, args.index, format=args.format)
+    calc = FlattenedCalculator(saved)
+    for i, atoms in enumerate(frames):
+        try:
+            calc.check_structure(atoms)
+        except (CalculatorSetupError, CalculationFailed) as exc:
+            raise InputError(f"{source}: frame {i}: {exc}") from None
+    return frames, source
+
+
+def _predict(saved, positions, source, batch_size):
+    """Energies (M,) and forces (M, N, 3) from the backend, in batches."""
+    import numpy as np
+
+    from ..data import Dataset
+
+    # Backend.predict batches the frames of a Dataset; these frames need no labels,
+    # so the Dataset carries zeros that nothing reads.
+    frames = Dataset(
+        saved.backend.numbers_,
+        positions,
+        np.zeros(len(positions)),
+        np.zeros_like(positions),
+        source=source,
+    )
+    return saved.backend.predict(frames, batch_size=batch_size)
+
+
+def _domain_extras(saved, positions, energies) -> dict | None:
+    """Cluster, measured error and domain flag per frame; None without clusters."""
+    import numpy as np
+
+    from ..domain import model_domain_report
+
+    if saved.clusters is None:
+        logger.warning(
+            "%s: saved without its data's clusters: no cluster, error estimate or "
+            "domain flag per frame",
+            saved.path,
+        )
+        return None
+    blocks = [
+        model_domain_report(
+            saved,
+            positions[start : start + DOMAIN_CHUNK],
+            energies[start : start + DOMAIN_CHUNK],
+        )
+        for start in range(0, len(positions), DOMAIN_CHUNK)
+    ]
+    return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
+
+
+def _write(path, frames, energies, forces, extras, saved) -> None:
+    """The frames with the model's energy and forces, atomically."""
+    from pathlib import Path
+
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ..data import frame_label
+    from ..outputs import atomic_path
+
+    model = str(Path(saved.path).resolve())
+    out = []
+    for i, atoms in enumerate(frames):
+        frame = atoms.copy()  # keeps the input's info and arrays, not its calculator
+        reference = (
+            frame_label(atoms, None, "energy"),
+            frame_label(atoms, None, "forces"),
+        )
+        frame.info.pop("energy", None)
+        frame.arrays.pop("forces", None)
+        if reference[0] is not None:
+            frame.info["ref_energy"] = float(reference[0])
+        if reference[1] is not None:
+            frame.arrays["ref_forces"] = reference[1].reshape(-1, 3).copy()
+        frame.info.update(model=model, frame=i)
+        if extras is not None:
+            frame.info.update({key: values[i].item() for key, values in extras.items()})
+        frame.calc = SinglePointCalculator(
+            frame, energy=float(energies[i]), forces=forces[i].copy()
+        )
+        out.append(frame)
+    with atomic_path(path) as tmp:
+        ase.io.write(tmp, out, format="extxyz")
+
+
+def _print_summary(n_frames, saved, extras, output) -> None:
+    import numpy as np
+
+    print(
+        f"predicted {n_frames} frames with the {saved.backend.name} model "
+        f"{saved.path} -> {output}"
+    )
+    if extras is None:
+        return
+    rmse = extras["cluster_force_rmse"]
+    worst = f"{np.nanmax(rmse):.4f} eV/Å" if np.isfinite(rmse).any() else "unmeasured"
+    print(
+        f"{int(extras['outside_domain'].sum())} of {n_frames} outside the model's "
+        f"domain; largest measured cluster force RMSE among them: {worst}"
+    )
