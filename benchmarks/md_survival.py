@@ -1,0 +1,86 @@
+"""MD survival and reference comparison of a default and a flattened model.
+
+Trains a default model (random frames) and a flattened one (``ase-flatten select``)
+of the same size on one dataset, then runs ``md-validate`` on both at 300 K and
+400 K with many replicas and GFN2-xTB's own MD as the reference. Every step is
+resumable: finished models are kept, and md-validate continues with ``--resume``.
+
+    python benchmarks/md_survival.py ../shared/data/ethanol_xtb500K.xyz.gz \\
+        --replicas 8 --time-ps 5 -o benchmarks/output/md_survival/ethanol
+
+Writes OUT/default, OUT/flattened (model directories), OUT/md (md-validate's
+output: summary.csv, survival.csv/png, comparison.json, reference.png) and
+OUT/walls.json (wall time of each step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite import BIN, WALLS, cli  # noqa: E402
+
+from ase_flatten.outputs import write_json  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", help="labelled trajectory")
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("--backend", default="sgdml")
+    parser.add_argument("-p", "--param", action="append", default=["sigma=10"])
+    parser.add_argument("--init", type=int, default=100)
+    parser.add_argument("--step", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replicas", type=int, default=8)
+    parser.add_argument("--reference-replicas", type=int, default=4)
+    parser.add_argument("--time-ps", type=float, default=5.0)
+    parser.add_argument("--temperatures", nargs="+", default=["300", "400"])
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    size = args.init + args.iterations * args.step
+    params = [f"-p{p}" for p in args.param]
+    common = ["--backend", args.backend, *params, "--seed", args.seed]
+    cli(out / "default", "train", args.data, *common, "--size", size)
+    cli(out / "flattened", "select", args.data, *common, "--init", args.init,
+        "--step", args.step, "--iterations", args.iterations,
+        "--n-fine", 2 * args.step)  # fmt: skip
+    walls = {path.name: wall for path, wall in WALLS.items()}
+
+    md = out / "md"
+    xtb = json.dumps({"method": "GFN2-xTB", "verbosity": 0})
+    argv = [
+        "--model", f"default={out / 'default'}",
+        "--model", f"flattened={out / 'flattened'}",
+        "--start", args.data, "--temperatures", *args.temperatures,
+        "--time-ps", args.time_ps, "--replicas", args.replicas,
+        "--reference", "tblite.ase:TBLite", "--reference-kwargs", xtb,
+        "--reference-replicas", args.reference_replicas, "--seed", args.seed,
+        "--jobs", args.jobs, "-o", md, "--no-progress",
+    ]  # fmt: skip
+    if md.with_name(md.name + ".partial").exists():
+        argv.append("--resume")
+    if not (md / "comparison.json").exists():
+        argv = [str(a) for a in argv]
+        print("$ md-validate " + " ".join(argv), flush=True)
+        start = time.perf_counter()
+        subprocess.run([str(BIN / "md-validate"), *argv], check=True)
+        walls["md-validate"] = round(time.perf_counter() - start, 1)
+    old = out / "walls.json"
+    if old.exists():
+        walls = {**json.loads(old.read_text()), **walls}
+    write_json(old, walls)
+    print(json.dumps(walls, indent=1))
+
+
+if __name__ == "__main__":
+    main()
