@@ -144,8 +144,8 @@ def load_backends() -> dict[str, type[Backend]]:
     for name in available_backends():
         try:
             classes[name] = backend_class(name)
-        except (InputError, ImportError) as exc:
-            _warn_once(f"backend {name!r} unavailable: {exc}")
+        except InputError as exc:  # names the plugin, its package and the problem
+            _warn_once(str(exc))
     return classes
 
 
