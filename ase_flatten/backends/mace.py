@@ -69,8 +69,14 @@ _MAX_GRAD_NORM = 10.0  # mace_run_train's --clip_grad default
 _WEIGHT_DECAY = 5e-7  # mace_run_train's --weight_decay default
 
 
-def import_mace():
+def import_mace(*extra: str):
     """Import mace-torch's modules; leave the process's environment as it was.
+
+    Parameters
+    ----------
+    *extra : str
+        Further modules to import under the same guard (``mace.calculators``
+        sets the variable again when imported).
 
     Returns
     -------
@@ -89,6 +95,8 @@ def import_mace():
             MACEBackend.require("mace.modules")
             MACEBackend.require("mace.tools")
             MACEBackend.require("mace.tools.train")
+            for module in extra:
+                MACEBackend.require(module)
     finally:
         if previous is None:
             os.environ.pop(_ENV_FLAG, None)
@@ -596,6 +604,24 @@ class MACEBackend(Backend):
             ) from None
         self._device = device
         self.model_ = model.to(device).eval()
+
+    def bare_calculator(self, directory: str | Path | None = None):
+        """mace-torch's own ``MACECalculator`` on this model (eV, Å, eV/Å).
+
+        For comparisons (call overhead, agreement). MACE's calculator reads only
+        its pickled ``.model`` files, which this backend does not write, so it
+        gets a copy of the model object; ``directory`` is accepted for the
+        common signature of the backends and not read.
+        """
+        self._check_fitted()
+        mace = import_mace("mace.calculators")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            return mace.calculators.MACECalculator(
+                models=copy.deepcopy(self.model_),
+                device=str(self._device),
+                default_dtype=self.params["dtype"],
+            )
 
 
 def _mace_version() -> str:

@@ -139,6 +139,16 @@ def test_flattened_calculator_agrees_with_predict(xtb_dataset, trained):
     np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-9)
 
 
+def test_mace_own_calculator_agrees(xtb_dataset, trained):
+    backend, _ = trained
+    atoms = xtb_dataset.to_atoms(int(TEST[6]))
+    atoms.calc = backend.bare_calculator()
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    energies, forces = backend.predict_positions(atoms.positions[None])
+    assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-8)
+    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-8)
+
+
 class _Payload:
     """Unpickling this runs ``touch MARKER``: what a malicious model file does."""
 
