@@ -29,7 +29,7 @@ DATA = ROOT.parent / "shared" / "data" / "ethanol_xtb500K.xyz.gz"
 
 def bare_calculator(backend, model_dir: Path):
     """The library's own ASE calculator for a saved model."""
-    if backend.name == "sgdml":
+    if backend.name in ("sgdml", "mace"):
         return backend.bare_calculator(model_dir)
     if backend.name == "schnet":
         from ase_flatten.backends.schnet import spk_calculator

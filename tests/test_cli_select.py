@@ -90,9 +90,9 @@ def test_select_bad_input(capsys, tmp_path, xtb_files):
     )
     assert_one_line_error(status, err, "only 135 frames are outside the test split")
     status, _, err = run_cli(
-        capsys, "select", reference, "--backend", "mace", "-o", tmp_path / "x"
+        capsys, "select", reference, "--backend", "nequip", "-o", tmp_path / "x"
     )
-    assert_one_line_error(status, err, "unknown backend 'mace'")
+    assert_one_line_error(status, err, "unknown backend 'nequip'")
     status, _, err = run_cli(
         capsys, "select", reference, "--criterion", "best", "-o", tmp_path / "x"
     )

@@ -100,7 +100,7 @@ def test_bad_train_and_model_input(tmp_path, capsys, xtb_files):
     reference, _ = xtb_files
     out = ["-o", tmp_path / "m"]
     cases = [
-        (["--backend", "mace", "--size", "5"], "unknown backend 'mace'"),
+        (["--backend", "nequip", "--size", "5"], "unknown backend 'nequip'"),
         (["--backend", "sgdml", "--size", "5", "-p", "bogus=1"], "unknown parameter"),
         (
             ["--backend", "sgdml", "--size", "500"],

@@ -88,7 +88,7 @@ def test_unreadable_models(tmp_path, backend, xtb_dataset):
     meta = json.loads((path / "model.json").read_text())
     for change, message in [
         ({"format": "other"}, "not an ase-flatten model file"),
-        ({"backend": "mace"}, "unknown backend 'mace'"),
+        ({"backend": "nequip"}, "unknown backend 'nequip'"),
         ({"format_version": 99}, "written by a newer ase-flatten"),
     ]:
         (path / "model.json").write_text(json.dumps({**meta, **change}))

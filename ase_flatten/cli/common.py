@@ -194,11 +194,14 @@ def build_backend(name: str, params, seed: int = 0):
 
 def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None:
     """``--backend`` and repeatable ``-p KEY=VALUE`` hyperparameters."""
+    from ..backends import available_backends  # entry points only, no imports
+
     parser.add_argument(
         "--backend",
         required=default is None,
         default=default,
-        help="sgdml, schnet or gap" + (f" (default: {default})" if default else ""),
+        help=", ".join(available_backends())
+        + (f" (default: {default})" if default else ""),
     )
     parser.add_argument(
         "-p",

@@ -14,10 +14,11 @@ TINY = {
     "sgdml": {"sigma": 20},
     "schnet": {"n_atom_basis": 16, "n_interactions": 2, "n_rbf": 10, "max_epochs": 5},
     "gap": {"n_max": 4, "l_max": 3, "n_sparse": 30, "two_body": False},
+    "mace": {"num_channels": 8, "max_ell": 2, "correlation": 2, "max_epochs": 3},
 }
 
 
-@pytest.mark.parametrize("name", ["sgdml", "schnet", "gap"])
+@pytest.mark.parametrize("name", ["sgdml", "schnet", "gap", "mace"])
 def test_saved_model_drives_ase_md(name, xtb_dataset, tmp_path):
     backend = make_backend(name, **TINY[name]).fit(xtb_dataset, TRAIN)
     path = save_model(tmp_path / name, backend, TRAIN, xtb_dataset)
