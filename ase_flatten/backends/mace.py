@@ -311,6 +311,7 @@ class MACEBackend(Backend):
             size = self.params["n_valid"] or max(10, math.ceil(0.1 * len(train_idx)))
             val_idx = self.validation_frames(len(dataset), train_idx, size)
         val_idx = np.asarray(val_idx, dtype=int)
+        self.validation_indices_ = val_idx
         if len(val_idx) == 0:
             logger.warning(
                 "mace: no frames left for validation; training for max_epochs "

@@ -252,3 +252,13 @@ def test_train_command_line(capsys, xtb_files, tmp_path):
     backend = load_model(tmp_path / "m").backend
     energies, forces = backend.predict_positions(read(reference, 0).positions[None])
     assert forces.shape == (1, 9, 3) and np.isfinite(energies).all()
+
+
+def test_validation_frames_avoid_the_held_out_frames(xtb_dataset):
+    held_out = np.arange(40, len(xtb_dataset))  # leaves 20 frames beside TRAIN
+    backend = MACEBackend(random_state=0, **TINY, max_epochs=1)
+    backend.fit(xtb_dataset, TRAIN, held_out=held_out)
+    validation = backend.validation_indices_
+    assert len(validation) > 0
+    assert not np.intersect1d(validation, held_out).size
+    assert not np.intersect1d(validation, TRAIN).size
