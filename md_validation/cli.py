@@ -7,11 +7,12 @@ heavy atom, atoms closer than 0.5 Å, temperature runaway), and writes
 DIR/summary.csv, DIR/energy_vs_time.png and DIR/<model>/<T>K/replica<k>/.
 
 Replicas run in parallel (--jobs worker processes, default: the cores, or with
---dask ADDRESS|local:N one Dask task each); results do not depend on either. DIR/survival.csv and survival.png (Kaplan-Meier) and
-DIR/comparison.json (failures per ns, log-rank test of every pair of models at
-0.05) give the verdict; with --reference, the reference method's own MD is run too
-and each model's averages and distance distribution are compared with it
-(comparison.json "reference", reference.png).
+--dask ADDRESS|local:N one Dask task each); results do not depend on either.
+DIR/survival.csv and survival.png (Kaplan-Meier) and DIR/comparison.json
+(failures per ns, log-rank test of every pair of models at 0.05) give the verdict;
+with --reference, the reference method's own MD is run too and each model's
+averages and distance distribution are compared with it (comparison.json
+"reference", reference.png).
 
 The runs go into DIR.partial/ first, which becomes DIR when complete; after an
 interruption the same command with --resume keeps the finished replicas.
