@@ -56,6 +56,11 @@ CONNECT_TIMEOUT_S = 5.0
 DEFAULT_CHUNK = 2048
 #: Prefix of a LocalCluster address: ``local:N`` starts N worker processes.
 LOCAL = "local:"
+#: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; any value
+#: turns off glibc's adaptive mmap threshold, so that every prediction batch maps
+#: and unmaps its arrays: sGDML predicted 3.5x slower on such a worker (measured,
+#: BENCHMARKS.md). ``local:N`` workers start without it; for others, see README.
+NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 def add_dask_arguments(parser: argparse.ArgumentParser, chunk: bool = True) -> None:
@@ -130,13 +135,16 @@ def dask_client(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S):
     cluster = None
     try:
         if n_local is not None:
-            cluster = distributed.LocalCluster(
-                n_workers=n_local,
-                threads_per_worker=1,
-                host="127.0.0.1",
-                processes=True,
-                dashboard_address=None,
-            )
+            import dask
+
+            with dask.config.set(NO_MALLOC_TRIM):
+                cluster = distributed.LocalCluster(
+                    n_workers=n_local,
+                    threads_per_worker=1,
+                    host="127.0.0.1",
+                    processes=True,
+                    dashboard_address=None,
+                )
             client = distributed.Client(cluster)
         else:
             client = _connect(distributed, address, timeout_s)
@@ -173,11 +181,20 @@ def _connect(distributed, address: str, timeout_s: float):
 def _log_workers(client, address: str) -> None:
     workers = client.scheduler_info().get("workers", {})
     threads = sum(w.get("nthreads", 1) for w in workers.values())
-    if workers:
-        logger.info("dask %s: %d workers, %d threads", address, len(workers), threads)
-    else:
+    if not workers:
         logger.warning(
             "dask %s: no workers yet; the tasks wait until workers connect", address
+        )
+        return
+    logger.info("dask %s: %d workers, %d threads", address, len(workers), threads)
+    trims = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+    if any(value is not None for value in trims.values()):
+        logger.warning(
+            "dask %s: workers run with MALLOC_TRIM_THRESHOLD_ set (Dask's default), "
+            "which makes predictions up to 3.5x slower; start them with "
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null in "
+            "their Dask config (README, 'Past one machine')",
+            address,
         )
 
 
