@@ -18,7 +18,11 @@ resumes where it stopped. Results: ``OUT/suite.md`` (tables
 with machine, date, versions, sizes and wall time) and ``OUT/suite.json``.
 
 usage: python benchmarks/suite.py [--data-dir DIR] [--size quick|full]
-       [--seeds 0 1 2] [--backends sgdml schnet gap] [-o OUT]
+       [--seeds 0 1 2] [--backends sgdml schnet gap] [-o OUT] [--dask ADDRESS]
+
+With ``--dask ADDRESS`` (or ``local:N``) every run still to do is one task on the
+Dask workers (they must see this folder and the data); the tables are made here
+once all have finished.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ def backend_params(backend: str, sizes: dict) -> list[str]:
 
 
 WALLS: dict[Path, float] = {}  # every run's wall time, for the report
+#: With --dask: the runs still to do, (output folder, ase-flatten arguments), to be
+#: sent to the workers as tasks before the tables are made.
+PLAN: list | None = None
 
 
 class NotRun(Exception):
@@ -79,6 +86,9 @@ def cli(out: Path, *argv, collect: bool = False) -> float:
         shutil.rmtree(out, ignore_errors=True)  # stopped before its first iteration
     if out.exists():  # interrupted: select resumes from its checkpoint
         argv.append("--resume" if argv[0] == "select" else "--overwrite")
+    if PLAN is not None:  # --dask: run later, as a task
+        PLAN.append((out, argv))
+        return float("nan")
     print("$ ase-flatten " + " ".join(argv), flush=True)
     start = time.perf_counter()
     subprocess.run([str(BIN / "ase-flatten"), *argv, "-q"], check=True)
@@ -88,8 +98,41 @@ def cli(out: Path, *argv, collect: bool = False) -> float:
     return wall
 
 
+def run_planned_on_dask(args) -> None:
+    """Every run the suite still needs, each one task on the Dask workers."""
+    global PLAN
+    from distributed import as_completed
+
+    from ase_flatten.distributed import dask_client, run_command
+
+    PLAN = []
+    try:
+        run_suite(args)  # plans the runs, trains nothing
+        planned = PLAN
+    finally:
+        PLAN = None
+    failed = []
+    with dask_client(args.dask) as client:
+        futures = {}
+        for out, argv in planned:
+            print(f"$ ase-flatten {' '.join(argv)}  (dask task)", flush=True)
+            command = [str(BIN / "ase-flatten"), *argv, "-q"]
+            futures[client.submit(run_command, command, pure=False)] = out
+        for future in as_completed(futures):
+            out = futures[future]
+            status, wall, stderr = future.result()
+            if status:
+                failed.append(f"{out}: exit status {status}: {stderr.strip()}")
+            else:
+                write_text(out / "wall_s.txt", f"{wall:.1f}\n")
+    if failed:
+        sys.exit(f"{len(failed)} runs failed, first: {failed[0]}")
+
+
 def test_errors(run: Path) -> dict:
     """Overall and per-cluster test force RMSE saved by train/select."""
+    if PLAN is not None and not (run / "cluster_errors.json").exists():
+        return {}  # planned, not run yet
     errors = json.loads((run / "cluster_errors.json").read_text())
     per_cluster = np.array(errors["force_rmse"], dtype=float)  # -1: no test frames
     rmse = per_cluster[per_cluster >= 0]
@@ -368,6 +411,12 @@ def main() -> None:
     parser.add_argument(
         "-o", "--output", default=ROOT / "benchmarks" / "output" / "suite"
     )
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help="run the training runs as tasks on the workers of this Dask scheduler "
+        "(or N local worker processes), then make the tables here",
+    )
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     if data_dir.resolve() == DEMO_DATA:  # the demo data, made here when missing
@@ -390,6 +439,8 @@ def main() -> None:
     if not args.data:
         sys.exit(f"{data_dir}: no datasets (*.xyz.gz, *500K.extxyz)")
     start = time.perf_counter()
+    if args.dask and not args.collect:
+        run_planned_on_dask(args)
     results = run_suite(args)
     import ase
     import sklearn

@@ -6,12 +6,13 @@ forces, a broken heavy-atom skeleton, a hydrogen farther than 1.7 Å from every
 heavy atom, atoms closer than 0.5 Å, temperature runaway), and writes
 DIR/summary.csv, DIR/energy_vs_time.png and DIR/<model>/<T>K/replica<k>/.
 
-Replicas run in parallel (--jobs worker processes, default: the cores); results do
-not depend on --jobs. DIR/survival.csv and survival.png (Kaplan-Meier) and
-DIR/comparison.json (failures per ns, log-rank test of every pair of models at
-0.05) give the verdict; with --reference, the reference method's own MD is run too
-and each model's averages and distance distribution are compared with it
-(comparison.json "reference", reference.png).
+Replicas run in parallel (--jobs worker processes, default: the cores, or with
+--dask ADDRESS|local:N one Dask task each); results do not depend on either.
+DIR/survival.csv and survival.png (Kaplan-Meier) and DIR/comparison.json
+(failures per ns, log-rank test of every pair of models at 0.05) give the verdict;
+with --reference, the reference method's own MD is run too and each model's
+averages and distance distribution are compared with it (comparison.json
+"reference", reference.png).
 
 The runs go into DIR.partial/ first, which becomes DIR when complete; after an
 interruption the same command with --resume keeps the finished replicas.
@@ -31,6 +32,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ase_flatten.distributed import add_dask_arguments
 from ase_flatten.exceptions import InputError
 
 from .engines import ENGINES
@@ -163,6 +165,7 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="continue an interrupted run in DIR.partial, keeping finished replicas",
     )
+    add_dask_arguments(parser, chunk=False)
     parser.add_argument("--no-progress", action="store_true")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true")
@@ -220,6 +223,7 @@ def run(args) -> None:
     import numpy as np
 
     from ase_flatten.data import read_dataset
+    from ase_flatten.distributed import dask_client
     from ase_flatten.models import load_model
 
     from .failure import FailureCriteria
@@ -287,18 +291,20 @@ def run(args) -> None:
     )
     output = Path(args.output)
     inputs = [Path(args.start)] + [Path(path) for _, path in args.model]
-    work = prepare_output(output, inputs, settings, args.overwrite, args.resume)
-    rows, lines = validate_models(
-        models,
-        atoms,
-        work,
-        protocol,
-        reference=reference,
-        reference_energy=float(data.energies.min()),
-        high_error_factor=args.high_error_factor,
-        jobs=args.jobs or default_jobs(),
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    with dask_client(args.dask) as client:  # a bad address fails before any output
+        work = prepare_output(output, inputs, settings, args.overwrite, args.resume)
+        rows, lines = validate_models(
+            models,
+            atoms,
+            work,
+            protocol,
+            reference=reference,
+            reference_energy=float(data.energies.min()),
+            high_error_factor=args.high_error_factor,
+            jobs=args.jobs or default_jobs(),
+            progress=not args.no_progress and sys.stderr.isatty(),
+            client=client,
+        )
     publish_output(work, output)
     for line in lines:
         print(line)

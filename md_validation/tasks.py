@@ -1,14 +1,16 @@
 """Replicas as tasks: one MD run per model x temperature x replica, in parallel.
 
 Each task runs in a worker process started with the ``spawn`` method (forking a
-process that holds torch's threads is unsafe). A worker loads each model once
+process that holds torch's threads is unsafe), or with ``--dask`` as one task on
+the workers of a Dask scheduler. A worker loads each model once
 (:data:`_FACTORIES`), runs BLAS, OpenMP and torch on one thread, and writes the
 run into its own folder, ``run.json`` last. A task's result depends only on the
-task (its seed is ``seed + replica``), never on the number of workers.
+task (its seed is ``seed + replica``), never on the number or kind of workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -16,6 +18,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -30,7 +33,14 @@ from .result import RUN_FILE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelSpec", "Task", "default_jobs", "is_finished", "run_tasks"]
+__all__ = [
+    "ModelSpec",
+    "Task",
+    "default_jobs",
+    "is_finished",
+    "run_tasks",
+    "run_tasks_on_dask",
+]
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -176,8 +186,10 @@ def _run_task(task: Task) -> str | None:
     return None
 
 
-def run_tasks(tasks: list[Task], jobs: int = 1, progress: bool = False) -> list[str]:
-    """Run ``tasks`` on ``jobs`` worker processes.
+def run_tasks(
+    tasks: list[Task], jobs: int = 1, progress: bool = False, client=None
+) -> list[str]:
+    """Run ``tasks`` on ``jobs`` worker processes, or on Dask workers.
 
     Parameters
     ----------
@@ -187,6 +199,9 @@ def run_tasks(tasks: list[Task], jobs: int = 1, progress: bool = False) -> list[
         Worker processes (at most one per task).
     progress : bool
         A tqdm bar over finished runs.
+    client : distributed.Client, optional
+        Run each task as one Dask task instead (``jobs`` is then unused); the
+        workers must see the model and output folders.
 
     Returns
     -------
@@ -196,6 +211,8 @@ def run_tasks(tasks: list[Task], jobs: int = 1, progress: bool = False) -> list[
     """
     if not tasks:
         return []
+    if client is not None:
+        return run_tasks_on_dask(client, tasks, progress)
     errors = []
     previous = signal.signal(signal.SIGTERM, _interrupt)
     pool = ProcessPoolExecutor(
@@ -227,6 +244,51 @@ def run_tasks(tasks: list[Task], jobs: int = 1, progress: bool = False) -> list[
         signal.signal(signal.SIGTERM, previous)
     pool.shutdown()
     return errors
+
+
+def run_tasks_on_dask(client, tasks: list[Task], progress: bool = False) -> list[str]:
+    """Each task as one Dask task; returns the errors as :func:`run_tasks` does.
+
+    A task whose worker is lost is rerun on another worker by the scheduler (up
+    to its ``distributed.scheduler.allowed-failures``), one that raises is retried
+    twice; a replica that fails (its MD broke, its model raised) is a result, not
+    an error. Finished runs are in their folders whatever happens to the others.
+    """
+    from distributed import as_completed
+
+    futures = {}
+    for task in tasks:
+        task = _absolute(task)
+        key = (
+            f"md-{task.spec.name}-{task.temperature_K:g}K-replica{task.replica}-"
+            f"{uuid.uuid4().hex[:8]}"
+        )
+        futures[client.submit(_run_task, task, key=key, pure=False, retries=2)] = task
+    errors = []
+    try:
+        done = as_completed(futures)
+        for future in tqdm(done, total=len(tasks), unit="run", disable=not progress):
+            task = futures[future]
+            try:
+                error = future.result()
+            except Exception as exc:  # e.g. KilledWorker: lost on too many workers
+                error = f"lost on the Dask workers ({type(exc).__name__}: {exc})"
+            if error:
+                logger.error("%s: %s", task.label, error)
+                errors.append(f"{task.label}: {error}")
+    except BaseException:  # Ctrl-C, SIGTERM: drop what has not started
+        client.cancel(list(futures), force=True)
+        raise
+    return errors
+
+
+def _absolute(task: Task) -> Task:
+    """The task with absolute paths: a worker may run in another folder."""
+    spec = task.spec
+    if spec.path is not None:
+        spec = dataclasses.replace(spec, path=str(Path(spec.path).resolve()))
+    run_dir = str(Path(task.run_dir).resolve())
+    return dataclasses.replace(task, spec=spec, run_dir=run_dir)
 
 
 def _interrupt(signum, frame):

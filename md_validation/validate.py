@@ -119,6 +119,7 @@ def validate_models(
     high_error_factor: float = 1.1,
     jobs: int = 1,
     progress: bool = False,
+    client=None,
 ) -> tuple[list[dict], list[str]]:
     """Run every model (and the reference) at every temperature and replica.
 
@@ -147,6 +148,8 @@ def validate_models(
         Worker processes.
     progress : bool
         A progress bar over runs.
+    client : distributed.Client, optional
+        Run the replicas as Dask tasks on its workers (``--dask``).
 
     Returns
     -------
@@ -169,7 +172,7 @@ def validate_models(
     todo = [task for task in tasks if not is_finished(task.run_dir)]
     if len(todo) < len(tasks):
         logger.info("keeping %d finished runs", len(tasks) - len(todo))
-    errors = run_tasks(todo, jobs=jobs, progress=progress)
+    errors = run_tasks(todo, jobs=jobs, progress=progress, client=client)
     if errors:
         raise InputError(
             f"{len(errors)} of {len(todo)} runs did not finish (first: {errors[0]}); "

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from ..distributed import add_dask_arguments
 from .common import add_clustering_arguments, add_dataset_arguments, positive_int
 
 description = __doc__
@@ -81,22 +82,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace DIR, an earlier report of `ase-flatten errors`, as a whole",
     )
     add_clustering_arguments(parser)
+    add_dask_arguments(parser)
 
 
 COMMAND = "ase-flatten errors"
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..distributed import dask_client, worker_pool
+    from ..exceptions import InputError
     from ..outputs import atomic_directory, check_output_directory
     from .common import read_dataset_arg
 
     inputs = [args.data, args.predicted, args.model, args.clusters]
     check_output_directory(args.output, COMMAND, args.overwrite, inputs)
-    dataset = read_dataset_arg(args)
-    predict = _prediction_source(args, dataset)  # fails early on a bad model
-    labels = _load_labels(args.clusters, dataset) if args.clusters else None
-    with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
-        errors = _write_report(args, dataset, predict, labels, tmp)
+    if args.dask and not args.model:
+        raise InputError("--dask predicts with a saved model: give --model DIR")
+    with (
+        dask_client(args.dask) as client,
+        worker_pool(client, chunk_frames=args.dask_chunk) as workers,
+    ):
+        dataset = read_dataset_arg(args)
+        predict = _prediction_source(args, dataset, workers)  # a bad model fails now
+        labels = _load_labels(args.clusters, dataset) if args.clusters else None
+        with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
+            errors = _write_report(args, dataset, predict, labels, tmp)
     _print_report(errors, args.output)
 
 
@@ -144,13 +154,14 @@ def _write_report(args, dataset, predict, labels, directory):
     return errors
 
 
-def _prediction_source(args, dataset):
+def _prediction_source(args, dataset, workers=None):
     """A function giving the frames to evaluate and their energies and forces.
 
     Predictions come from a file, a saved model or a calculator factory; files and
     models are opened here so that a bad one stops the command before any work.
     A model's own training frames are left out when it was trained on this
     dataset (a kernel model nearly reproduces them), unless --include-train.
+    With ``workers`` (--dask) a model predicts on the Dask workers.
     """
     import json
 
@@ -174,7 +185,7 @@ def _prediction_source(args, dataset):
             logger.info(
                 "leaving out the model's %d training frames", len(saved.train_indices)
             )
-        backend = saved.backend
+        backend = saved.backend if workers is None else workers.saved_predictor(saved)
     else:
         from ..backends.ase import ASEBackend
 

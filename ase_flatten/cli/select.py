@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..distributed import add_dask_arguments
 from ..selection.picking import ALLOCATIONS, CRITERIA, THRESHOLDS
 from .common import (
     add_backend_arguments,
@@ -95,9 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_split_arguments(loop)
     loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    add_dask_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..distributed import dask_client, worker_pool
     from ..errors import KCAL_MOL
     from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
@@ -125,9 +130,14 @@ def run(args: argparse.Namespace) -> None:
         split_seed=args.split_seed,
         seed=args.seed,
     )
-    dataset = read_dataset_arg(args)
     try:
-        result = run_selection(dataset, config, args.output, resume=args.resume)
+        with dask_client(args.dask) as client:
+            dataset = read_dataset_arg(args)
+            scratch = Path(args.output) / ".dask-models"  # trained models for workers
+            with worker_pool(client, scratch, args.dask_chunk) as workers:
+                result = run_selection(
+                    dataset, config, args.output, resume=args.resume, workers=workers
+                )
     except KeyboardInterrupt:
         print(
             f"interrupted: finished iterations are saved in {args.output}; run the "

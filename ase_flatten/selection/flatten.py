@@ -101,6 +101,7 @@ def run_selection(
     directory: str | Path,
     resume: bool = False,
     progress: bool | None = None,
+    workers=None,
 ) -> SelectionResult:
     """Run (or resume) the flattening loop and save the final model in ``directory``.
 
@@ -116,6 +117,9 @@ def run_selection(
         uninterrupted run gives.
     progress : bool or None
         tqdm bar over iterations (None: when stderr is a terminal).
+    workers : ase_flatten.distributed.WorkerPool, optional
+        Predict the pool and the test split on Dask workers (``--dask``); the
+        results are the in-process ones. Training and clustering stay here.
     """
     from tqdm.auto import tqdm
 
@@ -137,7 +141,7 @@ def run_selection(
     with sigterm_as_interrupt(), bar:
         for iteration in range(len(history), config.iterations):
             entry, added = _iteration(
-                dataset, config, clusters, X, train, test, pool, iteration
+                dataset, config, clusters, X, train, test, pool, iteration, workers
             )
             train = np.sort(np.concatenate([train, added]))
             history.append(entry)
@@ -147,7 +151,9 @@ def run_selection(
                 worst=f"{entry['test']['max_cluster_force_rmse']:.4f}",
             )
             bar.update()
-        final = _finish(dataset, config, clusters, train, test, history, directory)
+        final = _finish(
+            dataset, config, clusters, train, test, history, directory, workers
+        )
         bar.update()
     return SelectionResult(train, test, history + [final], directory)
 
@@ -165,6 +171,11 @@ def _train(dataset, config, train, test):
     return backend, time.perf_counter() - start
 
 
+def _predictor(backend, workers):
+    """The trained backend, or with --dask its saved copy on the Dask workers."""
+    return backend if workers is None else workers.predictor(backend)
+
+
 def _frame_mse(backend, dataset, frames):
     """Per-frame mean squared force error, and the predictions."""
     energies, forces = backend.predict(dataset, frames, progress=False)
@@ -172,10 +183,11 @@ def _frame_mse(backend, dataset, frames):
     return np.mean(diff**2, axis=1), energies, forces
 
 
-def _iteration(dataset, config, clusters, X, train, test, pool, iteration):
+def _iteration(dataset, config, clusters, X, train, test, pool, iteration, workers):
     """One round: train, measure, pick. Returns the history entry and new frames."""
     rng = np.random.default_rng([config.seed, iteration])
     backend, t_train = _train(dataset, config, train, test)
+    backend = _predictor(backend, workers)
 
     # 2. errors on the pool (or a sample of each cluster) and on the test split
     start = time.perf_counter()
@@ -409,14 +421,18 @@ def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
     )
 
 
-def _finish(dataset, config, clusters, train, test, history, directory) -> dict:
+def _finish(
+    dataset, config, clusters, train, test, history, directory, workers
+) -> dict:
     """Train the final model, evaluate it, save model, frames and plots."""
     from ..errors import model_errors
     from ..models import save_model
     from ..plots import plot_error_curves
 
     backend, t_train = _train(dataset, config, train, test)
-    errors = model_errors(backend, dataset, test, clusters.labels_, progress=False)
+    errors = model_errors(
+        _predictor(backend, workers), dataset, test, clusters.labels_, progress=False
+    )
     final = {
         "iteration": "final",
         "n_train": int(len(train)),
