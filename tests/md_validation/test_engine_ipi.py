@@ -180,7 +180,9 @@ def test_sigterm_to_md_validate_cleans_up_ipi(sgdml_model, xtb_files, tmp_path):
             proc.wait()
     assert proc.returncode == 130, err
     assert "stopped the i-PI server and its client, removed" in err
-    assert err.strip().splitlines()[-1] == "md-validate: interrupted"
+    # the replica runs in a worker process: its log lines and the command's last
+    # line reach stderr in either order
+    assert "md-validate: interrupted" in err.strip().splitlines()
     assert "Traceback" not in err
     assert not sock.exists()
     assert not any(_alive(pid) for pid in servers)
