@@ -126,9 +126,6 @@ def _csv(rows) -> str:
 
 def plot_comparison(names, errors_list, path) -> None:
     """Fig. 5: per-cluster test force RMSE, sorted by the first run's error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .outputs import atomic_path
