@@ -1,4 +1,4 @@
-"""The benchmark suite (issue 6): outlier detection, improvement, data efficiency.
+"""The benchmark suite: outlier detection, improvement, data efficiency.
 
 One command over every dataset in a folder, through the project's own commands
 (``ase-flatten train``, ``select``, ``compare``), for several seeds:
