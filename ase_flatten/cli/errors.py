@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from .common import add_clustering_arguments, add_dataset_arguments, positive_int
+from .runtime import add_output_arguments
 
 description = __doc__
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NPZ",
         help="labels from `ase-flatten cluster` (default: cluster DATA here)",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
+    add_output_arguments(parser, COMMAND)
     parser.add_argument(
         "--write-worst",
         type=positive_int,
@@ -74,11 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--include-train",
         action="store_true",
         help="with --model: also evaluate the model's own training frames",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace DIR, an earlier report of `ase-flatten errors`, as a whole",
     )
     add_clustering_arguments(parser)
 

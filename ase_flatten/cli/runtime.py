@@ -52,6 +52,7 @@ def add_output_arguments(
     parser: argparse.ArgumentParser,
     command: str,
     resume: str | None = None,
+    overwrite: bool = True,
 ) -> None:
     """``-o/--output DIR``, ``--overwrite`` and, with ``resume`` text, ``--resume``.
 
@@ -63,14 +64,18 @@ def add_output_arguments(
         The command as recorded in its output's marker (``"md-validate"``).
     resume : str, optional
         Help text of ``--resume``; without it the command has no ``--resume``.
+    overwrite : bool
+        Whether the command has ``--overwrite`` (a checkpointed folder filled in
+        place has only ``--resume``).
     """
     parser.add_argument("-o", "--output", required=True, metavar="DIR")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help=f"replace an earlier `{command}` output DIR (once the new one is "
-        "complete); never anything else",
-    )
+    if overwrite:
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help=f"replace an earlier `{command}` output DIR (once the new one is "
+            "complete); never anything else",
+        )
     if resume:
         parser.add_argument("--resume", action="store_true", help=resume)
 

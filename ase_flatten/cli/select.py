@@ -27,6 +27,7 @@ from .common import (
     positive_float,
     positive_int,
 )
+from .runtime import add_output_arguments
 
 description = __doc__
 
@@ -34,9 +35,11 @@ description = __doc__
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
     add_backend_arguments(parser, default="sgdml")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run in DIR"
+    add_output_arguments(
+        parser,
+        "ase-flatten select",
+        resume="continue an interrupted run in DIR",
+        overwrite=False,
     )
     loop = parser.add_argument_group("the loop (the paper's defaults)")
     loop.add_argument(

@@ -29,6 +29,7 @@ from .common import (
     add_split_arguments,
     positive_int,
 )
+from .runtime import add_output_arguments
 
 description = __doc__
 logger = logging.getLogger(__name__)
@@ -47,12 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the frames are chosen (default: random)",
     )
     add_split_arguments(parser)
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace DIR, an earlier model of `ase-flatten train`, as a whole",
-    )
+    add_output_arguments(parser, COMMAND)
     add_clustering_arguments(parser)
 
 
