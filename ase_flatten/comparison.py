@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KCAL_MOL, model_errors
+from .error_analysis import KCAL_MOL, model_errors
 from .exceptions import InputError
 from .outputs import write_json, write_text
 

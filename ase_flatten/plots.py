@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .errors import KCAL_MOL, ClusterErrors
+from .error_analysis import KCAL_MOL, ClusterErrors
 from .outputs import atomic_path
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.errors import KCAL_MOL
+from ase_flatten.error_analysis import KCAL_MOL
 from ase_flatten.outputs import write_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from ase_flatten.backends import make_backend
 from ase_flatten.clustering import cluster_dataset
 from ase_flatten.domain import ApplicabilityDomain
-from ase_flatten.errors import cluster_errors
+from ase_flatten.error_analysis import cluster_errors
 from ase_flatten.exceptions import InputError
 from ase_flatten.models import load_indices, load_model, save_model
 

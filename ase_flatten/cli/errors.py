@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
 def _write_report(args, dataset, predict, labels, directory):
     """Cluster (unless given ``labels``), predict, and write every report file."""
     from ..clustering import save_clusters
-    from ..errors import cluster_errors
+    from ..error_analysis import cluster_errors
     from ..plots import plot_cluster_errors
     from .common import clusters_meta, fit_clusters
 
@@ -150,7 +150,7 @@ def _prediction_source(args, dataset):
     """
     import json
 
-    from ..errors import read_predictions
+    from ..error_analysis import read_predictions
     from ..exceptions import InputError
 
     every = np.arange(len(dataset))
@@ -233,7 +233,7 @@ def _load_labels(path, dataset):
 
 
 def _print_report(errors, directory):
-    from ..errors import KCAL_MOL
+    from ..error_analysis import KCAL_MOL
 
     s = errors.summary()
     print(

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..errors import KCAL_MOL
+    from ..error_analysis import KCAL_MOL
     from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
     from .common import build_backend, read_dataset_arg

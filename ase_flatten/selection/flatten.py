@@ -35,7 +35,7 @@ from ..exceptions import InputError
 from ..outputs import atomic_path, write_json, write_marker
 from ..signals import sigterm_as_interrupt
 from . import picking
-from .split import test_split
+from .split import holdout_split
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def run_selection(
     from tqdm.auto import tqdm
 
     directory = Path(directory)
-    test, pool = test_split(len(dataset), config.test_fraction, config.split_seed)
+    test, pool = holdout_split(len(dataset), config.test_fraction, config.split_seed)
     config.validate(len(pool), dataset.source)
     state = _start(dataset, config, directory, resume, test, pool)
     clusters = state["clusters"]
@@ -318,7 +318,7 @@ def _pick(config, X, energies, union, mse, rng):
 
 
 def _test_errors(backend, dataset, test, labels) -> dict:
-    from ..errors import model_errors
+    from ..error_analysis import model_errors
 
     return _errors_entry(model_errors(backend, dataset, test, labels, progress=False))
 
@@ -433,7 +433,7 @@ def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
 
 def _finish(dataset, config, clusters, train, test, history, directory) -> dict:
     """Train the final model, evaluate it, save model, frames and plots."""
-    from ..errors import model_errors
+    from ..error_analysis import model_errors
     from ..models import save_model
     from ..plots import plot_error_curves
 
