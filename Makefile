@@ -36,7 +36,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_clustering.py
 
-# the quick benchmark suite (issue 6) on the demo's ethanol data, made if missing
+# the quick benchmark suite (BENCHMARKS.md) on the demo's ethanol data, made if missing
 suite: $(STAMP)
 	$(BIN)/python benchmarks/suite.py --size quick
 

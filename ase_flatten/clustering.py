@@ -37,12 +37,20 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .descriptors import DESCRIPTORS, REDUCTIONS
+from .clustering_options import (
+    ASSIGN,
+    ASSIGN_RULES,
+    DESCRIPTOR,
+    DESCRIPTORS,
+    N_COMPONENTS,
+    N_ENERGY,
+    N_GEOMETRY,
+    REDUCTIONS,
+    SUBSET_SIZE,
+)
 from .exceptions import InputError
 
 logger = logging.getLogger(__name__)
-
-ASSIGN_RULES = ("average", "max")
 
 
 def cluster_features(descriptor, energies) -> np.ndarray:
@@ -138,16 +146,16 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_geometry: int = 10,
-        n_energy: int = 5,
-        subset_size: int | None = 5000,
-        assign: str = "average",
+        n_geometry: int = N_GEOMETRY,
+        n_energy: int = N_ENERGY,
+        subset_size: int | None = SUBSET_SIZE,
+        assign: str = ASSIGN,
         n_init: int = 10,
         chunk_size: int = 256,
         random_state=0,
-        descriptor: str = "distances",
+        descriptor: str = DESCRIPTOR,
         reduce: str | None = None,
-        n_components: int = 10,
+        n_components: int = N_COMPONENTS,
     ):
         self.n_geometry = n_geometry
         self.n_energy = n_energy
@@ -575,7 +583,7 @@ def load_clusters(path: str | os.PathLike) -> tuple[TwoStageClustering, dict]:
     return model, arrays
 
 
-def cluster_dataset(dataset, descriptor: str = "distances", **params):
+def cluster_dataset(dataset, descriptor: str = DESCRIPTOR, **params):
     """Describe a :class:`~ase_flatten.data.Dataset` and fit the two-stage clustering.
 
     Parameters

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KCAL_MOL, model_errors
+from .error_analysis import KCAL_MOL, model_errors
 from .exceptions import InputError
 from .outputs import write_json, write_text
 
@@ -126,9 +126,6 @@ def _csv(rows) -> str:
 
 def plot_comparison(names, errors_list, path) -> None:
     """Fig. 5: per-cluster test force RMSE, sorted by the first run's error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .outputs import atomic_path

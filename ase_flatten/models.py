@@ -50,6 +50,7 @@ class SavedModel:
     validation_indices: np.ndarray | None = None  #: None when not recorded
     clusters: object | None = None  #: TwoStageClustering, when saved with one
     cluster_force_rmse: np.ndarray | None = None  #: eV/Å per cluster id
+    overall_force_rmse: float | None = None  #: eV/Å, measured with the clusters
     domain_threshold: float | None = None  #: descriptor distance, Å
     domain: object | None = None  #: ApplicabilityDomain, when saved with one
     extra: dict = field(default_factory=dict)
@@ -302,13 +303,14 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
         saved.domain = ApplicabilityDomain.load(path / "domain.npz")
         saved.domain_threshold = saved.domain.threshold_
     if (path / "cluster_errors.json").exists():
-        rmse = _read_cluster_errors(path / "cluster_errors.json")
+        rmse, overall = _read_cluster_errors(path / "cluster_errors.json")
         if saved.clusters is not None and len(rmse) > saved.clusters.n_clusters_:
             raise InputError(
                 f"{path / 'cluster_errors.json'}: {len(rmse)} clusters, but "
                 f"clusters.npz has only {saved.clusters.n_clusters_}"
             )
         saved.cluster_force_rmse = rmse
+        saved.overall_force_rmse = overall
     return saved
 
 
@@ -373,16 +375,21 @@ def load_indices(path: str | os.PathLike, what: str = "frame indices") -> np.nda
     return indices
 
 
-def _read_cluster_errors(path: Path) -> np.ndarray:
-    """Per-cluster force RMSE (eV/Å, NaN for clusters without frames)."""
+def _read_cluster_errors(path: Path) -> tuple[np.ndarray, float | None]:
+    """Per-cluster force RMSE (eV/Å, NaN for clusters without frames), overall.
+
+    The overall force RMSE (eV/Å) is None in files that do not record it.
+    """
     try:
         errors = json.loads(path.read_text())
         rmse = np.asarray(errors["force_rmse"], dtype=float)
         if rmse.ndim != 1:
             raise ValueError("force_rmse is not a list of numbers")
+        overall = errors.get("overall_force_rmse")
+        overall = None if overall is None else float(overall)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(
             f"{path}: damaged, cannot read the per-cluster errors ({what})"
         ) from None
-    return np.where(rmse < 0, np.nan, rmse)
+    return np.where(rmse < 0, np.nan, rmse), overall

@@ -18,16 +18,25 @@ A command that writes a folder::
     with atomic_directory(out, COMMAND, args.overwrite, inputs) as tmp:
         ...  # the work; every file goes into tmp
 
-A folder filled in place because it is checkpointed (``select``, a resumable run)
-uses :func:`check_output_place` and :func:`write_marker` instead, and never
-deletes. Every check raises :class:`~ase_flatten.exceptions.InputError` with one
-line naming the path.
+A long run that must survive an interruption (``md-validate``) builds its folder
+in a visible work folder ``X.partial`` beside ``X`` instead, which ``--resume``
+continues and which becomes ``X`` when complete::
+
+    work = open_partial_directory(out, COMMAND, settings, overwrite, resume, inputs)
+    ...  # the work; finished parts in ``work`` are kept on resume
+    publish_partial_directory(work, out, COMMAND)
+
+A folder filled in place because it is checkpointed (``select``) uses
+:func:`check_output_place` and :func:`write_marker` instead, and never deletes.
+Every check raises :class:`~ase_flatten.exceptions.InputError` with one line
+naming the path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -40,8 +49,12 @@ import numpy as np
 
 from .exceptions import InputError
 
+logger = logging.getLogger(__name__)
+
 #: Name of the marker file in every output folder; JSON ``{"command": ...}``.
 MARKER = ".ase-flatten-output"
+#: The marker md-validate wrote before it shared :data:`MARKER` (still read).
+LEGACY_MARKERS = (".md-validate",)
 
 
 @contextlib.contextmanager
@@ -229,29 +242,40 @@ def check_output_place(path: str | os.PathLike, inputs: Iterable = ()) -> None:
 
 def read_marker(path: str | os.PathLike) -> str | None:
     """The command recorded in folder ``path``'s marker, or None without one."""
-    try:
-        command = json.loads((Path(path) / MARKER).read_text()).get("command")
-    except (OSError, ValueError, AttributeError):
-        return None
+    command = (read_marker_data(path) or {}).get("command")
     return command if isinstance(command, str) else None
 
 
-def write_marker(path: str | os.PathLike, command: str) -> None:
+def read_marker_data(path: str | os.PathLike) -> dict | None:
+    """The whole JSON marker of folder ``path`` (a dict), or None without one."""
+    for name in (MARKER, *LEGACY_MARKERS):
+        try:
+            data = json.loads((Path(path) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def write_marker(
+    path: str | os.PathLike, command: str, settings: dict | None = None
+) -> None:
     """Mark folder ``path`` as an output of ``command`` (JSON, with version and date).
 
-    :func:`atomic_directory` does it itself; a folder filled in place calls it
-    when it creates the folder.
+    :func:`atomic_directory` and :func:`open_partial_directory` do it themselves;
+    a folder filled in place calls it when it creates the folder. ``settings``
+    (JSON-able) are recorded for a resumable run to compare on ``--resume``.
     """
     from . import __version__
 
-    write_json(
-        Path(path) / MARKER,
-        {
-            "command": command,
-            "ase_flatten_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
+    marker = {
+        "command": command,
+        "ase_flatten_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if settings is not None:
+        marker["settings"] = settings
+    write_json(Path(path) / MARKER, marker)
 
 
 @contextlib.contextmanager
@@ -313,6 +337,120 @@ def atomic_directory(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def partial_directory(path: str | os.PathLike) -> Path:
+    """The work folder of a resumable output ``path``: ``path.partial`` beside it."""
+    path = Path(os.path.abspath(path))
+    return path.with_name(path.name + ".partial")
+
+
+def open_partial_directory(
+    path: str | os.PathLike,
+    command: str,
+    settings: dict,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable = (),
+) -> Path:
+    """Check output ``path`` before anything runs and open its work folder.
+
+    The resumable variant of :func:`atomic_directory`: the work goes into
+    ``path.partial`` (:func:`partial_directory`, marked with ``command`` and its
+    ``settings``), which outlives an interruption; ``resume`` continues it with
+    the same settings, keeping what it holds. :func:`publish_partial_directory`
+    swaps it in as ``path`` at the end.
+
+    Parameters
+    ----------
+    path : path
+        The output folder (``-o``); checked as by :func:`check_output_directory`.
+    command : str
+        The command writing it (recorded in the marker, checked on overwrite).
+    settings : dict
+        JSON-able settings of the run; ``resume`` continues only a work folder
+        started with equal settings.
+    overwrite : bool
+        Replace an earlier output of ``command``, and start an interrupted run
+        again instead of refusing.
+    resume : bool
+        Continue the work folder of an interrupted run.
+    inputs : iterable of path
+        Files and folders the run reads; neither folder may be or hold one.
+
+    Returns
+    -------
+    Path
+        The work folder (created with its marker, or the one resumed).
+
+    Raises
+    ------
+    InputError
+        One line naming the folder and the problem.
+    """
+    inputs = list(inputs)
+    check_output_directory(path, command, overwrite, inputs)
+    work = partial_directory(path)
+    check_output_place(work, inputs)
+    settings = json.loads(json.dumps(settings, default=_json_default))
+    if work.exists():
+        old = read_marker_data(work)
+        if old is None or old.get("command") != command:
+            raise InputError(
+                f"{work}: exists and is not a work folder of `{command}`; remove it "
+                "yourself or choose another output"
+            )
+        if resume:
+            _check_same_settings(work, settings, old.get("settings") or {})
+            logger.info("resuming the interrupted run in %s", work)
+            return work
+        if not overwrite:
+            raise InputError(
+                f"{work}: holds an interrupted `{command}` run; pass --resume to "
+                "continue it or --overwrite to start again"
+            )
+        shutil.rmtree(work)
+    try:
+        work.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(f"{work}: cannot write there ({_reason(exc)})") from None
+    write_marker(work, command, settings)
+    return work
+
+
+def _check_same_settings(work: Path, settings: dict, old: dict) -> None:
+    changed = sorted(
+        key for key in set(settings) | set(old) if settings.get(key) != old.get(key)
+    )
+    if changed:
+        raise InputError(
+            f"{work}: the interrupted run used other settings ({', '.join(changed)}); "
+            "rerun it as it was, or pass --overwrite without --resume to start again"
+        )
+
+
+def publish_partial_directory(
+    work: str | os.PathLike, path: str | os.PathLike, command: str
+) -> None:
+    """Swap the finished work folder ``work`` in as ``path``.
+
+    An old ``path`` is renamed aside, ``work`` renamed into its place, and the old
+    one removed only then; it must be empty or an output of ``command`` (checked
+    again: something may have appeared there during the run).
+
+    Raises
+    ------
+    InputError
+        ``path`` is now something ``command`` did not write; it is left as it is.
+    """
+    path = Path(os.path.abspath(path))
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        if read_marker(path) != command:
+            raise InputError(
+                f"{path}: not an output of `{command}`; left as it is (the new "
+                f"result is in {work})"
+            )
+    _swap_in(Path(work), path)
 
 
 def sibling_directory(path: str | os.PathLike, suffix: str = ".tmp") -> Path:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .errors import KCAL_MOL, ClusterErrors
+from .error_analysis import KCAL_MOL, ClusterErrors
 from .outputs import atomic_path
 
 
@@ -19,9 +19,6 @@ def plot_cluster_errors(
     label), ordered from lowest to highest; the line is the cluster's share of the
     frames on a second axis; the dashed line is the RMSE over all frames.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     order = errors.order()
@@ -63,9 +60,6 @@ def plot_error_curves(history: list[dict], path: str | os.PathLike) -> None:
     the final model), clusters ordered by ascending error within each line;
     the curve flattens as the loop adds frames from the worst regions.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)

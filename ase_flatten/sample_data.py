@@ -123,7 +123,7 @@ def relabel(
     dataset: Dataset, method: str = "GFN1-xTB", progress: bool | None = None
 ) -> Dataset:
     """The same frames labelled by another xTB method (a stand-in for a model)."""
-    from .errors import predict_with_calculator
+    from .error_analysis import predict_with_calculator
 
     energies, forces = predict_with_calculator(
         dataset, xtb_calculator(method), progress=progress

@@ -60,7 +60,7 @@ def bench(name, size, dataset, params, n_calls) -> dict:
     from ase_flatten import FlattenedCalculator
     from ase_flatten.backends import make_backend
     from ase_flatten.clustering import cluster_dataset
-    from ase_flatten.errors import cluster_errors
+    from ase_flatten.error_analysis import cluster_errors
     from ase_flatten.models import save_model
 
     rng = np.random.default_rng(0)

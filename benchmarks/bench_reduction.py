@@ -1,4 +1,4 @@
-"""Does reducing the descriptor sharpen the clusters of a larger molecule? (issue 6)
+"""Does reducing the descriptor sharpen the clusters of a larger molecule?
 
 The paper's clustering weakens for larger molecules (42 atoms: 861 distances) and
 proposes dimensionality reduction. For each dataset this trains default (random)

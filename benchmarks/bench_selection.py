@@ -1,4 +1,4 @@
-"""Flattened vs peer training sets of equal size, sGDML on ethanol (issue 4).
+"""Flattened vs peer training sets of equal size, sGDML on ethanol.
 
 Runs, through the command line, one flattened set (``--init`` + ``--iterations`` x
 ``--step``) and the random, energy, fps and cur strategies at the same final size,

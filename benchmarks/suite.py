@@ -1,4 +1,4 @@
-"""The benchmark suite (issue 6): outlier detection, improvement, data efficiency.
+"""The benchmark suite: outlier detection, improvement, data efficiency.
 
 One command over every dataset in a folder, through the project's own commands
 (``ase-flatten train``, ``select``, ``compare``), for several seeds:
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.errors import KCAL_MOL
+from ase_flatten.error_analysis import KCAL_MOL
 from ase_flatten.outputs import write_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ frame 0, and says where the results are::
 
     python examples/md_stability.py [DATA] [-o OUT] [--size 200] [--time-ps 5]
 
-Small sGDML models of small molecules rarely fail (see DESIGN.md); the summary's
-energy, drift and out-of-domain columns are where the two differ.
+Small sGDML models of small molecules rarely fail (docs/measured_facts.md); the
+summary's energy, drift and out-of-domain columns are where the two differ.
 """
 
 from __future__ import annotations

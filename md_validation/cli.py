@@ -32,6 +32,13 @@ import logging
 import sys
 from pathlib import Path
 
+from ase_flatten import __version__
+from ase_flatten.cli.runtime import (
+    ArgumentParser,
+    add_output_arguments,
+    add_verbosity_arguments,
+    execute,
+)
 from ase_flatten.distributed import add_dask_arguments
 from ase_flatten.exceptions import InputError
 
@@ -40,13 +47,6 @@ from .tasks import default_jobs
 
 logger = logging.getLogger(__name__)
 PROG = "md-validate"
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive(kind):
@@ -77,6 +77,7 @@ def build_parser() -> ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument(
         "--model",
         type=_model_spec,
@@ -154,22 +155,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--export-max", type=_positive(int), default=50, metavar="K", help="(50)"
     )
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an earlier md-validate output DIR (once the new one is complete)",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run in DIR.partial, keeping finished replicas",
+    add_output_arguments(
+        parser,
+        PROG,
+        resume="continue an interrupted run in DIR.partial, keeping finished replicas",
     )
     add_dask_arguments(parser, chunk=False)
     parser.add_argument("--no-progress", action="store_true")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true")
-    verbosity.add_argument("-q", "--quiet", action="store_true")
+    add_verbosity_arguments(parser)
     return parser
 
 
@@ -225,10 +218,10 @@ def run(args) -> None:
     from ase_flatten.data import read_dataset
     from ase_flatten.distributed import dask_client
     from ase_flatten.models import load_model
+    from ase_flatten.outputs import open_partial_directory, publish_partial_directory
 
     from .failure import FailureCriteria
     from .validate import REFERENCE, Protocol, validate_models
-    from .workdir import prepare_output, publish_output
 
     names = [name for name, _ in args.model]
     if len(set(names)) != len(names):
@@ -292,7 +285,9 @@ def run(args) -> None:
     output = Path(args.output)
     inputs = [Path(args.start)] + [Path(path) for _, path in args.model]
     with dask_client(args.dask) as client:  # a bad address fails before any output
-        work = prepare_output(output, inputs, settings, args.overwrite, args.resume)
+        work = open_partial_directory(
+            output, PROG, settings, args.overwrite, args.resume, inputs
+        )
         rows, lines = validate_models(
             models,
             atoms,
@@ -305,7 +300,7 @@ def run(args) -> None:
             progress=not args.no_progress and sys.stderr.isatty(),
             client=client,
         )
-    publish_output(work, output)
+    publish_partial_directory(work, output, PROG)
     for line in lines:
         print(line)
     if args.export_risky:
@@ -324,8 +319,6 @@ def run(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``md-validate``; returns the exit status."""
-    from ase_flatten.cli.main import execute
-
     args = build_parser().parse_args(argv)
     return execute(PROG, run, args)
 

@@ -1,8 +1,8 @@
 """Blow-up detection: when an MD run has failed, as a result rather than a crash.
 
 The structural rule is the one that held on a reference GFN2-xTB trajectory with
-intramolecular proton transfer (see DESIGN.md, "Facts measured on this kind of
-data"); "bond stretched beyond 2x" and a covalent graph over all atoms both
+intramolecular proton transfer (see docs/measured_facts.md, "The MD failure
+rule"); "bond stretched beyond 2x" and a covalent graph over all atoms both
 declared that reference failed, so they are not used:
 
 * every energy and force is finite;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -24,12 +23,12 @@ def drift_per_ps(time_ps: np.ndarray, values: np.ndarray) -> float:
 
 
 def overall_force_rmse(saved) -> float:
-    """The model's overall test force RMSE (eV/Å) stored with its cluster errors."""
-    path = None if saved.path is None else saved.path / "cluster_errors.json"
-    if path is not None and path.exists():
-        value = json.loads(path.read_text()).get("overall_force_rmse")
-        if value is not None:
-            return float(value)
+    """The model's overall test force RMSE (eV/Å) stored with its cluster errors.
+
+    Models saved without it fall back to the root mean square of the clusters'.
+    """
+    if saved.overall_force_rmse is not None:
+        return float(saved.overall_force_rmse)
     rmse = saved.cluster_force_rmse
     return float(np.sqrt(np.nanmean(rmse**2))) if rmse is not None else float("nan")
 

@@ -270,9 +270,6 @@ def reference_lines(table: dict) -> list[str]:
 
 def plot_reference(histograms: dict, path: str | Path, reference="reference") -> None:
     """``reference.png``: distance distributions, models vs reference, a panel per T."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     temperatures = sorted({t for _, t in histograms})

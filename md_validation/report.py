@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_flatten.outputs import atomic_path
+
 __all__ = ["SUMMARY_COLUMNS", "plot_energy_vs_time", "write_summary"]
 
 SUMMARY_COLUMNS = (
@@ -43,7 +45,7 @@ def _cell(value) -> str:
 
 def write_summary(rows: list[dict], path: str | Path) -> None:
     """One row per model x temperature x replica (:data:`SUMMARY_COLUMNS`)."""
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(SUMMARY_COLUMNS)
         for row in rows:
@@ -74,9 +76,6 @@ def plot_energy_vs_time(
     reference_energy : float
         Zero of energy (the reference data's lowest potential energy, eV).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     temperatures = sorted({run["temperature_K"] for run in runs})

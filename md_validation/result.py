@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.outputs import write_text
+from ase_flatten.outputs import atomic_path, write_text
 
 __all__ = [
     "COLUMNS",
@@ -42,7 +42,7 @@ def empty_record() -> dict[str, np.ndarray]:
 
 def write_record(path: str | Path, record: dict[str, np.ndarray]) -> None:
     """Write a record as CSV with the :data:`COLUMNS` header."""
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in zip(*(record[name] for name in COLUMNS), strict=True):

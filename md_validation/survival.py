@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_flatten.outputs import atomic_path
+
 __all__ = [
     "ALPHA",
     "SURVIVAL_COLUMNS",
@@ -60,7 +62,7 @@ def survival_table(rows: list[dict]) -> list[dict]:
 
 def write_survival(table: list[dict], path: str | Path) -> None:
     """``survival.csv``: :data:`SURVIVAL_COLUMNS`, ``failed`` as 0/1."""
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(SURVIVAL_COLUMNS)
         for s in table:
@@ -254,9 +256,6 @@ def verdict_line(pair: dict, alpha: float = ALPHA) -> str:
 
 def plot_survival(groups: list[GroupSurvival], path: str | Path) -> None:
     """``survival.png``: Kaplan-Meier step curves with 95 % bands, a panel per T."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     temperatures = sorted({g.temperature_K for g in groups})

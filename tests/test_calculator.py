@@ -21,7 +21,7 @@ from ase_flatten.backends import make_backend
 from ase_flatten.calculator import DOMAIN_PROPERTIES
 from ase_flatten.clustering import cluster_dataset, cluster_features
 from ase_flatten.descriptors import pairwise_distances
-from ase_flatten.errors import cluster_errors
+from ase_flatten.error_analysis import cluster_errors
 from ase_flatten.models import save_model
 
 TRAIN = np.arange(0, 150, 5)

@@ -267,3 +267,18 @@ def test_cluster_with_a_reduced_descriptor(tmp_path, capsys, xtb_files):
     saved = np.load(out)
     assert str(saved["reduction_method"]) == "kpca"
     assert saved["subset_descriptors"].shape[1] == 4
+
+
+def test_building_the_parsers_imports_no_heavy_library():
+    """Choices and defaults come from light modules; heavy imports wait for run."""
+    code = (
+        "import sys\n"
+        "from ase_flatten.cli.main import build_parser\n"
+        "build_parser()\n"
+        "print(sorted(m for m in ('sklearn', 'torch', 'matplotlib', 'scipy') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -42,6 +42,18 @@ def test_select_writes_the_run(runs, capsys, xtb_files, tmp_path):
         capsys, "select", reference, *LOOP, "-o", tmp_path / "s", "--resume"
     )
     assert status == 0, err  # a finished run resumes to the same result
+    # the clustering options are settings of the run, as in `cluster`
+    config = json.loads((tmp_path / "s" / "config.json").read_text())["config"]
+    assert (config["descriptor"], config["assign"], config["reduce"]) == (
+        "distances",
+        "average",
+        None,
+    )
+    status, _, err = run_cli(
+        capsys, "select", reference, *LOOP, "-o", tmp_path / "s", "--resume",
+        "--descriptor", "inverse",
+    )  # fmt: skip
+    assert_one_line_error(status, err, "other settings (descriptor)")
 
 
 def test_compare_default_and_flattened(runs, capsys, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from ase_flatten.backends import make_backend
 from ase_flatten.clustering import cluster_dataset
 from ase_flatten.domain import ApplicabilityDomain
-from ase_flatten.errors import cluster_errors
+from ase_flatten.error_analysis import cluster_errors
 from ase_flatten.exceptions import InputError
 from ase_flatten.models import load_indices, load_model, save_model
 
@@ -42,6 +42,7 @@ def test_roundtrip_with_provenance(tmp_path, backend, xtb_dataset):
     np.testing.assert_array_equal(np.load(path / "train_indices.npy"), TRAIN)
     assert saved.validation_indices.size == 0  # sigma given: no validation frames
     np.testing.assert_allclose(saved.cluster_force_rmse, errors.force_rmse)
+    assert saved.overall_force_rmse == pytest.approx(errors.overall["force_rmse"])
     np.testing.assert_array_equal(
         saved.clusters.predict(_describe(xtb_dataset)),
         clusters.predict(_describe(xtb_dataset)),

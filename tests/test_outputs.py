@@ -12,7 +12,11 @@ from ase_flatten.outputs import (
     check_output_directory,
     check_output_file,
     check_writable,
+    open_partial_directory,
+    partial_directory,
+    publish_partial_directory,
     read_marker,
+    read_marker_data,
     write_text,
 )
 
@@ -158,3 +162,44 @@ def test_dot_and_a_symlink_are_replaced_cleanly(tmp_path, monkeypatch):
     assert (tmp_path / "link" / "a.txt").read_text() == "newer"
     assert (out / "a.txt").read_text() == "new"  # the link's target is not touched
     assert sorted(os.listdir(tmp_path)) == ["link", "out"]
+
+
+def test_partial_directory_resumes_with_equal_settings_and_swaps_in(tmp_path):
+    out = tmp_path / "md"
+    work = open_partial_directory(out, "md-validate", {"seed": 0})
+    assert work == partial_directory(out) == tmp_path / "md.partial"
+    assert read_marker_data(work)["settings"] == {"seed": 0}
+    (work / "replica0.csv").write_text("done")
+    # an interrupted run is neither lost nor silently restarted
+    with pytest.raises(InputError, match="--resume"):
+        open_partial_directory(out, "md-validate", {"seed": 0})
+    with pytest.raises(InputError, match=r"other settings \(seed\)"):
+        open_partial_directory(out, "md-validate", {"seed": 1}, resume=True)
+    assert open_partial_directory(out, "md-validate", {"seed": 0}, resume=True) == work
+    publish_partial_directory(work, out, "md-validate")
+    assert (out / "replica0.csv").read_text() == "done" and not work.exists()
+    assert read_marker(out) == "md-validate"
+    # --overwrite replaces it only once the new run is complete
+    work = open_partial_directory(out, "md-validate", {"seed": 1}, overwrite=True)
+    assert (out / "replica0.csv").exists()
+    publish_partial_directory(work, out, "md-validate")
+    assert sorted(os.listdir(out)) == [MARKER]
+
+
+def test_partial_directory_refuses_what_the_command_did_not_write(tmp_path):
+    out, other = tmp_path / "md", tmp_path / "md.partial"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a work folder of `md-validate`"):
+        open_partial_directory(out, "md-validate", {}, overwrite=True, resume=True)
+    with pytest.raises(InputError, match="is an input of this run"):
+        open_partial_directory(out, "md-validate", {}, inputs=[out / "model"])
+    assert (other / "notes.txt").read_text() == "mine"
+    # a folder made by md-validate before it shared the marker is still its own
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / ".md-validate").write_text('{"command": "md-validate", "settings": {}}')
+    assert read_marker(old) == "md-validate"
+    work = open_partial_directory(old, "md-validate", {}, overwrite=True)
+    publish_partial_directory(work, old, "md-validate")
+    assert sorted(os.listdir(old)) == [MARKER]

@@ -12,6 +12,9 @@ The library's quirks are wrapped here and nowhere else:
   logger created later): restored right after the import;
 * numpy >= 2.4 removed ``np.in1d``, which sgdml's stratified sampling calls;
 * only one ``GDMLTrain`` may exist per process: one is kept and reused;
+* it draws random numbers from numpy's global generator: seeded for a fit or a
+  stratified sample and restored afterwards (:func:`global_numpy_seed`); its
+  energy-stratified sampling is :func:`energy_stratified_sample`;
 * predictions come back as arrays in the model's units, energy as shape (M,);
 * its analytic solver's Cholesky factorisation of a large kernel segfaults in
   multithreaded OpenBLAS on some machines: large fits run BLAS on one thread
@@ -52,6 +55,35 @@ MODEL_FILE = "sgdml_model.npz"
 #: segfault kills the process with no message, so the limit sits below 14,000 with
 #: a margin; below it the solve keeps every thread.
 ONE_THREAD_ROWS = 12_000
+
+
+@contextlib.contextmanager
+def global_numpy_seed(seed: int):
+    """Inside the block numpy's global generator is seeded with ``seed``.
+
+    sGDML draws from it; the caller's state comes back on exit.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def energy_stratified_sample(energies: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """sGDML's energy-stratified choice of ``n`` frames (``draw_strat_sample``).
+
+    A Freedman-Diaconis histogram of ``energies`` (shape (M,), any unit), frames
+    spread over its bins; returns indices into ``energies``, shape (n,).
+    """
+    import_sgdml()
+    from sgdml.train import GDMLTrain
+
+    with global_numpy_seed(seed):
+        # draw_strat_sample does not use its instance: no GDMLTrain is created
+        idx = GDMLTrain.draw_strat_sample(None, energies, n)
+    return np.asarray(idx, dtype=int)
 
 
 def import_sgdml():
@@ -165,6 +197,10 @@ class SGDMLBackend(Backend):
     batch_size = 500
 
     def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
+        with global_numpy_seed(self.random_state):  # sgdml draws from it
+            self._fit_seeded(dataset, train_idx, val_idx)
+
+    def _fit_seeded(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
         start = time.perf_counter()
         p = self.params
         grid = [p["sigma"]] if p["sigma"] is not None else list(p["sigma_grid"])
@@ -173,7 +209,6 @@ class SGDMLBackend(Backend):
         memory = p["max_memory_gb"]
         gdml = trainer(free_memory_gb() if memory is None else memory)
         train = sgdml_dataset(dataset, train_idx)
-        np.random.seed(self.random_state)  # sgdml draws from the global generator
         task = gdml.create_task(
             train,
             len(train_idx),

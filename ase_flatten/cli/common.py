@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from ..descriptors import DESCRIPTORS, REDUCTIONS
+from .. import clustering_options as options
 
 DATA_HELP = (
     "labelled trajectory: any ASE-readable file (.xyz, .extxyz, .xyz.gz, .traj, .db, "
@@ -70,55 +70,65 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_clustering_arguments(parser: argparse.ArgumentParser) -> None:
+def add_clustering_arguments(
+    parser: argparse.ArgumentParser, seed: bool = True
+) -> None:
+    """The clustering options of ``cluster``, ``errors``, ``train`` and ``select``.
+
+    Choices and defaults come from :mod:`ase_flatten.clustering_options`;
+    ``seed=False`` leaves ``--seed`` to a command that gives it its own meaning.
+    """
     group = parser.add_argument_group("clustering (the paper's defaults)")
     group.add_argument(
         "--n-geometry",
         type=positive_int,
-        default=10,
-        help="Ward clusters on the descriptor (default: 10)",
+        default=options.N_GEOMETRY,
+        help=f"Ward clusters on the descriptor (default: {options.N_GEOMETRY})",
     )
     group.add_argument(
         "--n-energy",
         type=positive_int,
-        default=5,
-        help="KMeans energy levels in each geometry cluster (default: 5)",
+        default=options.N_ENERGY,
+        help="KMeans energy levels in each geometry cluster "
+        f"(default: {options.N_ENERGY})",
     )
     group.add_argument(
         "--subset-size",
         type=positive_int,
-        default=5000,
+        default=options.SUBSET_SIZE,
         help="Ward runs on at most this many frames, the rest are assigned "
-        "(default: 5000)",
+        f"(default: {options.SUBSET_SIZE})",
     )
     group.add_argument(
         "--assign",
-        choices=("average", "max"),
-        default="average",
+        choices=options.ASSIGN_RULES,
+        default=options.ASSIGN,
         help="assign frames to the cluster of smallest average (paper) or maximum "
-        "(authors' code) distance (default: average)",
+        f"(authors' code) distance (default: {options.ASSIGN})",
     )
     group.add_argument(
         "--descriptor",
-        choices=DESCRIPTORS,
-        default="distances",
-        help="pairwise distances (paper) or inverse distances (default: distances)",
+        choices=options.DESCRIPTORS,
+        default=options.DESCRIPTOR,
+        help="pairwise distances (paper) or inverse distances "
+        f"(default: {options.DESCRIPTOR})",
     )
     group.add_argument(
         "--reduce",
-        choices=REDUCTIONS,
+        choices=options.REDUCTIONS,
         help="reduce the descriptor by PCA or RBF kernel PCA before clustering "
         "(larger molecules)",
     )
     group.add_argument(
         "--components",
         type=positive_int,
-        default=10,
-        help="components kept by --reduce (default: 10)",
+        default=options.N_COMPONENTS,
+        help=f"components kept by --reduce (default: {options.N_COMPONENTS})",
     )
-    group.add_argument(
-        "--seed", type=nonnegative_int, default=0, help="random seed (default: 0)"
-    )
+    if seed:
+        group.add_argument(
+            "--seed", type=nonnegative_int, default=0, help="random seed (default: 0)"
+        )
 
 
 def read_dataset_arg(args):

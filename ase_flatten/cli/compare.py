@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 
+from .runtime import add_output_arguments
+
 description = __doc__
 COMMAND = "ase-flatten compare"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="model directories")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
+    add_output_arguments(parser, COMMAND)
     parser.add_argument(
         "--data", help="the dataset (default: the path recorded in the first run)"
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace DIR, an earlier output of `ase-flatten compare`",
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..distributed import add_dask_arguments
 from .common import add_clustering_arguments, add_dataset_arguments, positive_int
+from .runtime import add_output_arguments
 
 description = __doc__
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NPZ",
         help="labels from `ase-flatten cluster` (default: cluster DATA here)",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
+    add_output_arguments(parser, COMMAND)
     parser.add_argument(
         "--write-worst",
         type=positive_int,
@@ -75,11 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--include-train",
         action="store_true",
         help="with --model: also evaluate the model's own training frames",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace DIR, an earlier report of `ase-flatten errors`, as a whole",
     )
     add_clustering_arguments(parser)
     add_dask_arguments(parser)
@@ -113,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
 def _write_report(args, dataset, predict, labels, directory):
     """Cluster (unless given ``labels``), predict, and write every report file."""
     from ..clustering import save_clusters
-    from ..errors import cluster_errors
+    from ..error_analysis import cluster_errors
     from ..plots import plot_cluster_errors
     from .common import clusters_meta, fit_clusters
 
@@ -165,7 +161,7 @@ def _prediction_source(args, dataset, workers=None):
     """
     import json
 
-    from ..errors import read_predictions
+    from ..error_analysis import read_predictions
     from ..exceptions import InputError
 
     every = np.arange(len(dataset))
@@ -248,7 +244,7 @@ def _load_labels(path, dataset):
 
 
 def _print_report(errors, directory):
-    from ..errors import KCAL_MOL
+    from ..error_analysis import KCAL_MOL
 
     s = errors.summary()
     print(

@@ -2,18 +2,20 @@
 
 Every subcommand module has ``description``, ``add_arguments(parser)`` and
 ``run(args)``; heavy imports live inside ``run``. User mistakes raise
-:class:`~ase_flatten.exceptions.InputError`, printed here as one line (exit 2).
+:class:`~ase_flatten.exceptions.InputError`, printed as one line (exit 2) by
+the runtime shared with ``md-validate`` (:mod:`ase_flatten.cli.runtime`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from .. import __version__
-from ..exceptions import InputError
+from .runtime import ArgumentParser, add_verbosity_arguments, execute
+
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = {
     "cluster": "ase_flatten.cli.cluster",
@@ -23,13 +25,6 @@ COMMANDS = {
     "compare": "ase_flatten.cli.compare",
     "predict": "ase_flatten.cli.predict",
 }
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``ase-flatten errors: error: ...``."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> ArgumentParser:
@@ -48,11 +43,7 @@ def build_parser() -> ArgumentParser:
             description=module.description,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        verbosity = sub_parser.add_mutually_exclusive_group()
-        verbosity.add_argument("-v", "--verbose", action="store_true", help="debug log")
-        verbosity.add_argument(
-            "-q", "--quiet", action="store_true", help="warnings and errors only"
-        )
+        add_verbosity_arguments(sub_parser)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(run=module.run)
     return parser
@@ -62,33 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``ase-flatten``; returns the exit status."""
     args = build_parser().parse_args(argv)
     return execute(f"ase-flatten {args.command}", args.run, args)
-
-
-def execute(prog: str, run, args: argparse.Namespace) -> int:
-    """Set up logging from ``-v``/``-q``, call ``run(args)``, map errors to status.
-
-    A user mistake (:class:`InputError`) prints one line and gives 2; Ctrl-C and
-    SIGTERM give 130 after the command's ``finally`` blocks cleaned up (temporary
-    output folders, child processes). Shared by every command line of the project.
-    """
-    from ..signals import sigterm_as_interrupt
-
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else None
-    logging.basicConfig(
-        level=level or logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        with sigterm_as_interrupt():
-            run(args)
-    except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Build a training set that flattens the model's error (the paper's loop).
 
 Starting from --init random frames, each of --iterations rounds trains the backend,
-measures its force error per cluster on the selection pool, merges the clusters
-above --factor x the overall RMSE, re-clusters them into --n-fine Ward clusters and
+measures its force error per cluster (the clustering options as in `cluster`) on
+the selection pool, merges the clusters above --factor x the overall RMSE,
+re-clusters them into --n-fine Ward clusters (on the descriptor itself) and
 adds --step frames from the worst of them. A test split (--test-fraction) is never
 selected; all reported errors are on it. DIR becomes a model directory
 (FlattenedCalculator(DIR) loads the final model) with train_indices.npy, train.xyz,
@@ -20,12 +21,14 @@ from ..distributed import add_dask_arguments
 from ..selection.picking import ALLOCATIONS, CRITERIA, THRESHOLDS
 from .common import (
     add_backend_arguments,
+    add_clustering_arguments,
     add_dataset_arguments,
     add_split_arguments,
     nonnegative_int,
     positive_float,
     positive_int,
 )
+from .runtime import add_output_arguments
 
 description = __doc__
 
@@ -33,9 +36,11 @@ description = __doc__
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
     add_backend_arguments(parser, default="sgdml")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run in DIR"
+    add_output_arguments(
+        parser,
+        "ase-flatten select",
+        resume="continue an interrupted run in DIR",
+        overwrite=False,
     )
     loop = parser.add_argument_group("the loop (the paper's defaults)")
     loop.add_argument(
@@ -77,16 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frame taken from a fine cluster: highest error (paper), centroid, random",
     )
     loop.add_argument(
-        "--n-geometry", type=positive_int, default=10, help="coarse Ward clusters (10)"
-    )
-    loop.add_argument(
-        "--n-energy", type=positive_int, default=5, help="energy levels per cluster (5)"
-    )
-    loop.add_argument(
         "--n-fine", type=positive_int, default=200, help="fine clusters (200)"
-    )
-    loop.add_argument(
-        "--subset-size", type=positive_int, default=5000, help="Ward subset (5000)"
     )
     loop.add_argument(
         "--error-sample",
@@ -96,6 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_split_arguments(loop)
     loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    add_clustering_arguments(parser, seed=False)
     add_dask_arguments(parser)
 
 
@@ -103,7 +100,7 @@ def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..distributed import dask_client, worker_pool
-    from ..errors import KCAL_MOL
+    from ..error_analysis import KCAL_MOL
     from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
     from .common import build_backend, read_dataset_arg
@@ -125,6 +122,10 @@ def run(args: argparse.Namespace) -> None:
         n_energy=args.n_energy,
         n_fine=args.n_fine,
         subset_size=args.subset_size,
+        assign=args.assign,
+        descriptor=args.descriptor,
+        reduce=args.reduce,
+        n_components=args.components,
         error_sample=args.error_sample,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,

@@ -29,6 +29,7 @@ from .common import (
     add_split_arguments,
     positive_int,
 )
+from .runtime import add_output_arguments
 
 description = __doc__
 logger = logging.getLogger(__name__)
@@ -47,12 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the frames are chosen (default: random)",
     )
     add_split_arguments(parser)
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace DIR, an earlier model of `ase-flatten train`, as a whole",
-    )
+    add_output_arguments(parser, COMMAND)
     add_clustering_arguments(parser)
 
 
@@ -64,17 +60,17 @@ def run(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from ..errors import KCAL_MOL, model_errors
+    from ..error_analysis import KCAL_MOL, model_errors
     from ..models import write_model_files
     from ..outputs import atomic_directory, atomic_path, check_output_directory
     from ..selection.baselines import select_frames
-    from ..selection.split import test_split
+    from ..selection.split import holdout_split
     from .common import build_backend, fit_clusters, read_dataset_arg
 
     check_output_directory(args.output, COMMAND, args.overwrite, [args.data])
     backend = build_backend(args.backend, args.param, args.seed)
     dataset = read_dataset_arg(args)
-    test, pool = test_split(len(dataset), args.test_fraction, args.split_seed)
+    test, pool = holdout_split(len(dataset), args.test_fraction, args.split_seed)
     train_idx = select_frames(args.strategy, dataset, pool, args.size, args.seed)
     # the folder is made before training: an unwritable place fails now
     with atomic_directory(args.output, COMMAND, args.overwrite, [args.data]) as tmp:

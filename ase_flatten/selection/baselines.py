@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import TYPE_CHECKING
 
@@ -40,7 +39,9 @@ def select_frames(
     if strategy == "random":
         chosen = np.random.default_rng(seed).choice(pool, n, replace=False)
     elif strategy == "energy":
-        chosen = pool[_energy_stratified(dataset.energies[pool], n, seed)]
+        from ..backends.sgdml import energy_stratified_sample
+
+        chosen = pool[energy_stratified_sample(dataset.energies[pool], n, seed)]
     elif strategy in ("fps", "cur"):
         chosen = pool[_skmatter(strategy, dataset.positions[pool], n, seed)]
     else:
@@ -75,18 +76,6 @@ def farthest_point_frames(positions: np.ndarray, n: int, seed: int = 0) -> np.nd
     return _skmatter("fps", np.asarray(positions), n, seed)
 
 
-def _energy_stratified(energies: np.ndarray, n: int, seed: int) -> np.ndarray:
-    from ..backends.sgdml import import_sgdml
-
-    import_sgdml()
-    from sgdml.train import GDMLTrain
-
-    with _global_numpy_seed(seed):  # sgdml draws from numpy's global generator
-        # draw_strat_sample does not use its instance: no GDMLTrain is created
-        idx = GDMLTrain.draw_strat_sample(None, energies, n)
-    return np.asarray(idx, dtype=int)
-
-
 def _skmatter(strategy: str, positions: np.ndarray, n: int, seed: int) -> np.ndarray:
     try:
         from skmatter.sample_selection import CUR, FPS
@@ -118,13 +107,3 @@ def _skmatter(strategy: str, positions: np.ndarray, n: int, seed: int) -> np.nda
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # skmatter's zero-column notes
         return np.asarray(selector.fit(X).selected_idx_, dtype=int)
-
-
-@contextlib.contextmanager
-def _global_numpy_seed(seed: int):
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import clustering_options as options
 from ..data import Dataset
 from ..exceptions import InputError
 from ..outputs import atomic_path, write_json, write_marker
 from ..signals import sigterm_as_interrupt
 from . import picking
-from .split import test_split
+from .split import holdout_split
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +55,14 @@ class SelectionConfig:
     threshold: str = "overall"
     allocation: str = "worst"
     criterion: str = "error"
-    n_geometry: int = 10
-    n_energy: int = 5
+    n_geometry: int = options.N_GEOMETRY
+    n_energy: int = options.N_ENERGY
     n_fine: int = 200
-    subset_size: int = 5000
-    assign: str = "average"
+    subset_size: int = options.SUBSET_SIZE
+    assign: str = options.ASSIGN
+    descriptor: str = options.DESCRIPTOR
+    reduce: str | None = None  #: reduces the descriptor of the coarse clusters
+    n_components: int = options.N_COMPONENTS
     error_sample: int | None = None
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -69,14 +73,25 @@ class SelectionConfig:
             ("threshold", picking.THRESHOLDS),
             ("allocation", picking.ALLOCATIONS),
             ("criterion", picking.CRITERIA),
+            ("assign", options.ASSIGN_RULES),
+            ("descriptor", options.DESCRIPTORS),
+            ("reduce", options.REDUCTIONS),
         ):
-            if getattr(self, name) not in choices:
+            value = getattr(self, name)
+            if value not in choices and not (name == "reduce" and value is None):
                 raise InputError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of "
                     f"{', '.join(choices)}"
                 )
-        if min(self.init, self.step, self.n_fine) < 1 or self.iterations < 0:
-            raise InputError("--init, --step and --n-fine must be >= 1")
+        if (
+            min(self.init, self.step, self.n_fine, self.n_geometry, self.n_energy) < 1
+            or min(self.subset_size, self.n_components) < 1
+            or self.iterations < 0
+        ):
+            raise InputError(
+                "--init, --step, --n-fine, --n-geometry, --n-energy, --subset-size "
+                "and --components must be >= 1"
+            )
         final = self.init + self.step * self.iterations
         if final > n_pool:
             raise InputError(
@@ -124,7 +139,7 @@ def run_selection(
     from tqdm.auto import tqdm
 
     directory = Path(directory)
-    test, pool = test_split(len(dataset), config.test_fraction, config.split_seed)
+    test, pool = holdout_split(len(dataset), config.test_fraction, config.split_seed)
     config.validate(len(pool), dataset.source)
     state = _start(dataset, config, directory, resume, test, pool)
     clusters = state["clusters"]
@@ -282,6 +297,7 @@ def _pick(config, X, energies, union, mse, rng):
         n_energy=1,
         subset_size=max(config.subset_size, n_fine),
         assign=config.assign,
+        descriptor=config.descriptor,  # unreduced: a small set of frames
         random_state=int(rng.integers(2**31)),
     )
     features = cluster_features(X[union], energies[union])
@@ -314,7 +330,7 @@ def _pick(config, X, energies, union, mse, rng):
 
 
 def _test_errors(backend, dataset, test, labels) -> dict:
-    from ..errors import model_errors
+    from ..error_analysis import model_errors
 
     return _errors_entry(model_errors(backend, dataset, test, labels, progress=False))
 
@@ -346,11 +362,14 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
     from ..descriptors import pairwise_distances
 
     settings = {"config": dataclasses.asdict(config), "dataset": dataset.fingerprint()}
-    X = pairwise_distances(dataset.positions)
+    X = pairwise_distances(dataset.positions, kind=config.descriptor)
     if resume:
         saved = _read_json(directory / "config.json", "no run to resume")
         if not isinstance(saved.get("config"), dict):
             raise InputError(f"{directory / 'config.json'}: damaged (no settings)")
+        # a setting added later is missing in older runs: its default is what
+        # they did (every new field's default keeps the old behaviour)
+        saved["config"] = {**dataclasses.asdict(SelectionConfig()), **saved["config"]}
         if saved != json.loads(json.dumps(settings)):
             changed = sorted(
                 k
@@ -398,6 +417,9 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
         n_energy=config.n_energy,
         subset_size=config.subset_size,
         assign=config.assign,
+        descriptor=config.descriptor,
+        reduce=config.reduce,
+        n_components=config.n_components,
         random_state=config.seed,
     ).fit(cluster_features(X, dataset.energies))
     save_clusters(
@@ -425,7 +447,7 @@ def _finish(
     dataset, config, clusters, train, test, history, directory, workers
 ) -> dict:
     """Train the final model, evaluate it, save model, frames and plots."""
-    from ..errors import model_errors
+    from ..error_analysis import model_errors
     from ..models import save_model
     from ..plots import plot_error_curves
 

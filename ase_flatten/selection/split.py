@@ -7,7 +7,7 @@ import numpy as np
 from ..exceptions import InputError
 
 
-def test_split(n_frames: int, fraction: float = 0.1, seed: int = 0):
+def holdout_split(n_frames: int, fraction: float = 0.1, seed: int = 0):
     """Seeded test frames and the remaining pool.
 
     Parameters

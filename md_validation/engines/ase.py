@@ -28,10 +28,12 @@ from ase.md.velocitydistribution import (
 from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
-from ..failure import FailureCriteria, TemperatureWatch, check_frame
+from ..failure import TemperatureWatch, check_frame
 from ..result import RunResult
+from ..settings import RunSettings
 from .common import (
     allocate_record,
+    finish_run,
     model_error_reason,
     trajectory_frame,
     trim_record,
@@ -91,15 +93,8 @@ def _energy_and_forces(atoms: Atoms) -> tuple[float, np.ndarray]:
 def run_ase(
     calc_factory,
     atoms: Atoms,
-    temperature_K: float,
-    n_steps: int,
-    timestep_fs: float = 0.5,
-    seed: int = 0,
-    thermostat: str = "langevin",
-    stride: int = 10,
+    settings: RunSettings,
     outdir: Path | None = None,
-    tau_fs: float = 100.0,
-    criteria: FailureCriteria | None = None,
     progress: bool = False,
     label: str = "",
     init_velocities: bool = True,
@@ -110,30 +105,36 @@ def run_ase(
     error: <type>: <message>"``, at the step whose energy or forces it could not
     give; the record ends at the step before).
     """
-    criteria = criteria or FailureCriteria()
+    s = settings
     atoms = atoms.copy()
     atoms.calc = calc_factory()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(s.seed)
     if init_velocities:
-        thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+        thermalize_momenta(atoms, temperature_K=s.temperature_K, rng=rng)
         Stationary(atoms)
         ZeroRotation(atoms)
-    watch = TemperatureWatch(temperature_K, timestep_fs, criteria)
-    record = allocate_record(n_steps + 1)
+    watch = TemperatureWatch(s.temperature_K, s.timestep_fs, s.criteria)
+    record = allocate_record(s.n_steps + 1)
     traj = open(outdir / "trajectory.extxyz", "w") if outdir is not None else None
     failure = None
     step = 0
     n_rows = None  # rows of the record: up to the last step with an energy
     n_frames = 0
     start = time.perf_counter()
-    bar = tqdm(total=n_steps, desc=label or "md", unit="step", disable=not progress)
+    bar = tqdm(total=s.n_steps, desc=label or "md", unit="step", disable=not progress)
     try:
         # LangevinBAOAB asks for the first forces already
         dyn = _call_model(
-            make_integrator, atoms, thermostat, temperature_K, timestep_fs, tau_fs, rng
+            make_integrator,
+            atoms,
+            s.thermostat,
+            s.temperature_K,
+            s.timestep_fs,
+            s.tau_fs,
+            rng,
         )
         while True:
-            time_ps = step * timestep_fs / 1000.0
+            time_ps = s.time_ps(step)
             energy, forces = _call_model(_energy_and_forces, atoms)
             kinetic = atoms.get_kinetic_energy()
             temperature = atoms.get_temperature()
@@ -150,23 +151,23 @@ def run_ase(
             for name, value in row.items():
                 record[name][step] = value
             reason = check_frame(
-                atoms.numbers, atoms.positions, energy, forces, criteria
+                atoms.numbers, atoms.positions, energy, forces, s.criteria
             ) or (watch.update(temperature) if step else None)
-            if traj is not None and (step % stride == 0 or reason):
+            if traj is not None and (step % s.stride == 0 or reason):
                 frame = trajectory_frame(atoms, step, time_ps, energy, forces)
                 ase.io.write(traj, frame, format="extxyz")
                 n_frames += 1
             if reason:
-                failure = (time_ps, reason)
+                failure = (step, reason)
                 break
-            if step == n_steps:
+            if step == s.n_steps:
                 break
             step += 1
             _call_model(dyn.step)  # the integrators ask for the new step's forces
             bar.update(1)
     except _ModelError as exc:  # a failed run, not a crash
         logger.debug("%s: the model raised", label or "run", exc_info=True)
-        failure = (step * timestep_fs / 1000.0, exc.reason)
+        failure = (step, exc.reason)
         n_rows = step  # this step has no energy
     finally:
         bar.close()
@@ -175,15 +176,5 @@ def run_ase(
             if not n_frames:  # the model raised at once: no frame, no file
                 Path(traj.name).unlink()
     wall = time.perf_counter() - start
-    if failure:
-        logger.warning("%s failed at %.4f ps: %s", label or "run", *failure)
-    return RunResult(
-        record=trim_record(record, step + 1 if n_rows is None else n_rows),
-        failed=failure is not None,
-        failure_time_ps=failure[0] if failure else None,
-        failure_reason=failure[1] if failure else None,
-        n_steps=n_steps,
-        steps_done=step,
-        wall_s=wall,
-        outdir=outdir,
-    )
+    record = trim_record(record, step + 1 if n_rows is None else n_rows)
+    return finish_run(record, failure, step, s, wall, outdir, label)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ..result import COLUMNS
+from ..result import COLUMNS, RunResult
+
+logger = logging.getLogger(__name__)
 
 
 def allocate_record(n_rows: int) -> dict[str, np.ndarray]:
@@ -41,3 +45,48 @@ def model_error_reason(exc: BaseException) -> str:
     with the next replica.
     """
     return f"model error: {type(exc).__name__}: {exc}"
+
+
+def finish_run(
+    record: dict,
+    failure: tuple[int, str] | None,
+    steps_done: int,
+    settings,
+    wall_s: float,
+    outdir,
+    label: str = "",
+) -> RunResult:
+    """The end of a run, the same for every engine: log a failure, make the result.
+
+    Parameters
+    ----------
+    record : dict of ndarray
+        The run's record, already ending at the failing step.
+    failure : (int, str) or None
+        The failing MD step and the reason, None for a run that went the distance.
+    steps_done : int
+        The last MD step reached (the failing step for a failed run).
+    settings : RunSettings
+        The run's settings.
+    wall_s : float
+        Wall time of the run (s).
+    outdir : Path or None
+        The run folder.
+    label : str
+        Name of the run in logs.
+    """
+    failure_time = settings.time_ps(failure[0]) if failure else None
+    if failure:
+        logger.warning(
+            "%s failed at %.4f ps: %s", label or "run", failure_time, failure[1]
+        )
+    return RunResult(
+        record=record,
+        failed=failure is not None,
+        failure_time_ps=failure_time,
+        failure_reason=failure[1] if failure else None,
+        n_steps=settings.n_steps,
+        steps_done=steps_done,
+        wall_s=wall_s,
+        outdir=outdir,
+    )

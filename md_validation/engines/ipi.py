@@ -2,17 +2,22 @@
 
 One run:
 
-1. writes ``start.extxyz`` and ``input.xml`` (:mod:`.ipi_files`) in the run folder,
-   with a socket name unique to the run (``md-<uuid>``);
-2. starts ``i-pi input.xml`` (the executable next to :data:`sys.executable`) in its
-   own session, and waits for ``/tmp/ipi_<name>``;
-3. forks a client process that builds the calculator, wraps it in
+1. :func:`write_inputs` writes ``start.extxyz`` and ``input.xml``
+   (:mod:`.ipi_files`) in the run folder, with a socket name unique to the run
+   (``md-<uuid>``);
+2. :func:`start_server` starts ``i-pi input.xml`` (the executable next to
+   :data:`sys.executable`) in its own session, and waits for ``/tmp/ipi_<name>``;
+3. :func:`start_client` forks a client process that builds the calculator, wraps it in
    :class:`~md_validation.failure.MonitoredCalculator` (the failure rule on every
    force call) and serves it with :class:`ase.calculators.socketio.SocketClient`;
-4. watches i-PI's properties file (progress, temperature runaway) until both end;
+4. :func:`watch_run` watches i-PI's properties file (progress, temperature
+   runaway) until the run fails or a process ends;
 5. always (success, model raising, client dying, Ctrl-C, SIGTERM): terminates the
    client and the server (SIGTERM, then SIGKILL after a timeout) and removes the
-   socket file.
+   socket file;
+6. :func:`collect_run` reads the record and the failure, and writes
+   ``trajectory.extxyz``; the end of the run is shared with the ase engine
+   (:func:`.common.finish_run`).
 
 The client reports how it ended in ``client.json``: ``done``, ``failed`` (with the
 failing step and reason), ``error`` (the model raised: a failed run with reason
@@ -38,11 +43,13 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from ase_flatten.outputs import atomic_path, write_text
 from ase_flatten.signals import sigterm_as_interrupt
 
-from ..failure import FailureCriteria, MDFailure, MonitoredCalculator, TemperatureWatch
+from ..failure import MDFailure, MonitoredCalculator, TemperatureWatch
 from ..result import RunResult, empty_record
-from .common import trajectory_frame, trim_record
+from ..settings import RunSettings
+from .common import finish_run, trajectory_frame, trim_record
 from .ipi_files import (
     PROPERTIES_FILE,
     TRAJECTORY_FILE,
@@ -189,15 +196,8 @@ def _say_stopped(label: str, sock: Path) -> None:
 def run_ipi(
     calc_factory,
     atoms: Atoms,
-    temperature_K: float,
-    n_steps: int,
-    timestep_fs: float = 0.5,
-    seed: int = 0,
-    thermostat: str = "svr",
-    stride: int = 10,
+    settings: RunSettings,
     outdir: Path | None = None,
-    tau_fs: float = 100.0,
-    criteria: FailureCriteria | None = None,
     progress: bool = False,
     label: str = "",
     start_timeout_s: float = 60.0,
@@ -205,8 +205,10 @@ def run_ipi(
 ) -> RunResult:
     """Run MD with an i-PI server; see :func:`md_validation.runner.run_md`.
 
-    A model that raises during the run makes it a failed run (reason
-    ``"model error: <type>: <message>"``), as the ase engine does.
+    The steps of the module docstring: :func:`write_inputs`, :func:`start_server`,
+    :func:`start_client`, :func:`watch_run`, then the clean-up, and
+    :func:`collect_run`. A model that raises during the run makes it a failed run
+    (reason ``"model error: <type>: <message>"``), as the ase engine does.
 
     Raises
     ------
@@ -220,84 +222,32 @@ def run_ipi(
     """
     if outdir is None:
         raise ValueError("the ipi engine needs an output folder (outdir)")
-    criteria = criteria or FailureCriteria()
     outdir = Path(outdir)
     address = f"md-{uuid.uuid4().hex[:16]}"
     sock = socket_path(address)
-    start = atoms.copy()
-    start.set_cell([BOX] * 3)
-    start.center()
-    start.pbc = False
-    start.calc = None
-    ase.io.write(outdir / "start.extxyz", start, format="extxyz")
-    (outdir / "input.xml").write_text(
-        input_xml(
-            address=address,
-            start_file="start.extxyz",
-            temperature_K=temperature_K,
-            n_steps=n_steps,
-            timestep_fs=timestep_fs,
-            seed=seed,
-            thermostat=thermostat,
-            tau_fs=tau_fs,
-            stride=stride,
-        )
-    )
+    start = write_inputs(atoms, settings, outdir, address)
     status_file = outdir / "client.json"
     status_file.unlink(missing_ok=True)
-    log = outdir / "ipi.log"
     watch = _PropertyWatch(
         outdir / PROPERTIES_FILE,
-        TemperatureWatch(temperature_K, timestep_fs, criteria),
-        timestep_fs,
+        TemperatureWatch(
+            settings.temperature_K, settings.timestep_fs, settings.criteria
+        ),
+        settings.timestep_fs,
     )
     server = client = None
-    bar = tqdm(total=n_steps, desc=label or "i-pi", unit="step", disable=not progress)
+    bar = tqdm(
+        total=settings.n_steps,
+        desc=label or "i-pi",
+        unit="step",
+        disable=not progress,
+    )
     t0 = time.perf_counter()
     interrupted = False
     try:
-        with open(log, "w") as log_handle:
-            server = subprocess.Popen(
-                [ipi_executable(), "input.xml"],
-                cwd=outdir,
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + start_timeout_s
-        while not sock.exists():
-            if server.poll() is not None:
-                raise IPIError(
-                    f"i-pi exited ({server.returncode}) before opening its socket: "
-                    f"{_tail(log)}"
-                )
-            if time.monotonic() > deadline:
-                raise IPIError(f"i-pi did not open {sock} within {start_timeout_s} s")
-            time.sleep(0.02)
-        client = multiprocessing.get_context("fork").Process(
-            target=_serve,
-            args=(calc_factory, start, address, criteria, status_file),
-            daemon=True,
-        )
-        client.start()
-        while True:
-            step = watch.poll()
-            bar.update(step - bar.n)
-            if watch.failure:
-                break
-            client_done = not client.is_alive()
-            if server.poll() is not None and client_done:
-                break
-            if client_done and server.poll() is None:
-                # client ended (failure, error, death): the server would wait
-                # forever for a new client
-                break
-            if server.poll() is not None and not client_done:
-                client.join(stop_timeout_s)
-                break
-            time.sleep(0.02)
-        watch.poll()
-        bar.update(watch.step - bar.n)
+        server = start_server(outdir, sock, start_timeout_s)
+        client = start_client(calc_factory, start, address, settings, status_file)
+        watch_run(server, client, watch, bar, stop_timeout_s)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         interrupted = True
         raise
@@ -314,6 +264,120 @@ def run_ipi(
         if interrupted:
             _say_stopped(label, sock)
     wall = time.perf_counter() - t0
+    record, failure = collect_run(outdir, settings, watch, exitcode, label, sock)
+    steps_done = int(record["step"][-1]) if len(record["step"]) else 0
+    steps_done = steps_done if failure is None else failure[0]
+    return finish_run(record, failure, steps_done, settings, wall, outdir, label)
+
+
+def write_inputs(atoms: Atoms, settings: RunSettings, outdir: Path, address: str):
+    """Step 1: ``start.extxyz`` and ``input.xml`` in ``outdir``; the start frame.
+
+    Returns
+    -------
+    Atoms
+        The start frame as i-PI sees it: centred in a :data:`BOX` Å cell, not
+        periodic, without a calculator.
+    """
+    start = atoms.copy()
+    start.set_cell([BOX] * 3)
+    start.center()
+    start.pbc = False
+    start.calc = None
+    with atomic_path(outdir / "start.extxyz") as tmp:
+        ase.io.write(tmp, start, format="extxyz")
+    xml = input_xml(
+        address=address,
+        start_file="start.extxyz",
+        temperature_K=settings.temperature_K,
+        n_steps=settings.n_steps,
+        timestep_fs=settings.timestep_fs,
+        seed=settings.seed,
+        thermostat=settings.thermostat,
+        tau_fs=settings.tau_fs,
+        stride=settings.stride,
+    )
+    write_text(outdir / "input.xml", xml)
+    return start
+
+
+def start_server(outdir: Path, sock: Path, timeout_s: float) -> subprocess.Popen:
+    """Step 2: start ``i-pi input.xml`` in ``outdir``; wait for its socket ``sock``.
+
+    Raises
+    ------
+    IPIError
+        The server exited, or opened no socket within ``timeout_s``. On any
+        exception the server is stopped here; otherwise the caller stops it.
+    """
+    log = outdir / "ipi.log"
+    with open(log, "w") as log_handle:
+        server = subprocess.Popen(
+            [ipi_executable(), "input.xml"],
+            cwd=outdir,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not sock.exists():
+            if server.poll() is not None:
+                raise IPIError(
+                    f"i-pi exited ({server.returncode}) before opening its socket: "
+                    f"{_tail(log)}"
+                )
+            if time.monotonic() > deadline:
+                raise IPIError(f"i-pi did not open {sock} within {timeout_s} s")
+            time.sleep(0.02)
+    except BaseException:
+        _stop_process(server, "i-pi server")
+        raise
+    return server
+
+
+def start_client(calc_factory, start: Atoms, address, settings, status_file):
+    """Step 3: fork the process serving the model to i-PI (see :func:`_serve`)."""
+    client = multiprocessing.get_context("fork").Process(
+        target=_serve,
+        args=(calc_factory, start, address, settings.criteria, status_file),
+        daemon=True,
+    )
+    client.start()
+    return client
+
+
+def watch_run(server, client, watch: _PropertyWatch, bar, stop_timeout_s: float):
+    """Step 4: follow the properties file until the run fails or a process ends."""
+    while True:
+        bar.update(watch.poll() - bar.n)
+        if watch.failure:
+            break
+        client_done = not client.is_alive()
+        if client_done:
+            # finished, or ended (failure, error, death): a server still
+            # running would wait forever for a new client
+            break
+        if server.poll() is not None:
+            client.join(stop_timeout_s)
+            break
+        time.sleep(0.02)
+    watch.poll()
+    bar.update(watch.step - bar.n)
+
+
+def collect_run(outdir: Path, settings, watch, exitcode, label, sock):
+    """Step 6: the record and the failure (step, reason) of a finished run.
+
+    Reads how the client ended (``client.json``), i-PI's properties and its
+    trajectory (converted to ``trajectory.extxyz``, see :func:`_write_trajectory`).
+
+    Raises
+    ------
+    IPIError, KeyboardInterrupt
+        See :func:`run_ipi`.
+    """
+    status_file, log = outdir / "client.json", outdir / "ipi.log"
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
     kind = status.get("status")
     if kind == "interrupted":
@@ -335,29 +399,15 @@ def run_ipi(
         failure = watch.failure
     properties = outdir / PROPERTIES_FILE
     record = read_properties(properties) if properties.exists() else empty_record()
+    n_steps = settings.n_steps
     if failure is None and (not len(record["step"]) or record["step"][-1] < n_steps):
         last = int(record["step"][-1]) if len(record["step"]) else 0
         raise IPIError(f"i-pi stopped at step {last} of {n_steps}: {_tail(log)}")
     if failure is not None:
         keep = int(np.searchsorted(record["step"], failure[0], side="right"))
         record = trim_record(record, keep)
-    steps_done = int(record["step"][-1]) if len(record["step"]) else 0
-    _write_trajectory(outdir, record, failure, timestep_fs)
-    failure_time = failure[0] * timestep_fs / 1000.0 if failure else None
-    if failure:
-        logger.warning(
-            "%s failed at %.4f ps: %s", label or "run", failure_time, failure[1]
-        )
-    return RunResult(
-        record=record,
-        failed=failure is not None,
-        failure_time_ps=failure_time,
-        failure_reason=failure[1] if failure else None,
-        n_steps=n_steps,
-        steps_done=steps_done if failure is None else failure[0],
-        wall_s=wall,
-        outdir=outdir,
-    )
+    _write_trajectory(outdir, record, failure, settings.timestep_fs)
+    return record, failure
 
 
 def _write_trajectory(outdir: Path, record: dict, failure, timestep_fs: float) -> None:
@@ -372,7 +422,7 @@ def _write_trajectory(outdir: Path, record: dict, failure, timestep_fs: float) -
     if not frames:  # failed at once: no frame, no file
         (outdir / "trajectory.extxyz").unlink(missing_ok=True)
         return
-    with open(outdir / "trajectory.extxyz", "w") as handle:
+    with atomic_path(outdir / "trajectory.extxyz") as tmp, open(tmp, "w") as handle:
         for atoms in frames:
             step = atoms.info["step"]
             energy = energy_at.get(step, np.nan)

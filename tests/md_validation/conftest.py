@@ -13,7 +13,7 @@ def sgdml_model(tmp_path_factory, xtb_dataset) -> Path:
     """sGDML on 30 frames (sigma 20), saved with its cluster model and errors."""
     from ase_flatten.backends import make_backend
     from ase_flatten.clustering import cluster_dataset
-    from ase_flatten.errors import cluster_errors
+    from ase_flatten.error_analysis import cluster_errors
     from ase_flatten.models import save_model
 
     train = np.arange(0, 150, 5)

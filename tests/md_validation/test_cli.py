@@ -106,3 +106,12 @@ def test_python_dash_m(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "NAME=PATH" in proc.stderr
+
+
+def test_version_and_usage_errors_come_from_the_shared_runtime(capsys):
+    from ase_flatten import __version__
+
+    status, out, _ = run_cli(capsys, "--version")
+    assert status == 0 and out.strip() == __version__
+    status, _, err = run_cli(capsys, "--start", "x.xyz", "-o", "md", "-v", "-q")
+    assert_one_line_error(status, err, "md-validate: error:", "see md-validate --help")

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
+from ase_flatten.outputs import MARKER
 from md_validation.cli import main
-from md_validation.workdir import MARKER
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import run_cli as run_cli_with
 
@@ -107,10 +107,10 @@ def test_overwrite_never_deletes_an_input(
     stranger.mkdir()
     (stranger / "thesis.tex").write_text("keep me")
     for out, needles in [
-        (sgdml_model, ["would replace the input", str(sgdml_model)]),
-        (start_file, ["would replace the input", str(start_file)]),
-        (start_file.parent, ["would replace the input"]),
-        (stranger, ["not an md-validate output", "remove it yourself"]),
+        (sgdml_model, ["is an input of this run", str(sgdml_model)]),
+        (start_file, ["is a file, not a folder", str(start_file)]),
+        (start_file.parent, ["is an input of this run"]),
+        (stranger, ["not an output of `md-validate`", "remove it yourself"]),
     ]:
         args = md_args(sgdml_model, start_file, out)
         status, _, err = run_cli(capsys, *args, "--overwrite")

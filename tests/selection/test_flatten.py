@@ -130,11 +130,32 @@ def test_resume_after_interrupt_gives_the_same_indices(
         run_selection(
             xtb_dataset, dataclasses.replace(SMALL, step=9), tmp_path / "r", resume=True
         )
+    changed = dataclasses.replace(SMALL, descriptor="inverse", assign="max")
+    with pytest.raises(InputError, match=r"other settings \(assign, descriptor\)"):
+        run_selection(xtb_dataset, changed, tmp_path / "r", resume=True)
+    # a run started before the clustering options were settings resumes with
+    # the clustering it used: the defaults
+    config_file = tmp_path / "r" / "config.json"
+    saved = json.loads(config_file.read_text())
+    for key in ("assign", "descriptor", "reduce", "n_components"):
+        del saved["config"][key]
+    config_file.write_text(json.dumps(saved))
     resumed = run_selection(xtb_dataset, SMALL, tmp_path / "r", resume=True)
     np.testing.assert_array_equal(resumed.train_indices, reference_run.train_indices)
     assert [h["added"] for h in resumed.history[:-1]] == [
         h["added"] for h in reference_run.history[:-1]
     ]
+
+
+def test_the_clustering_options_reach_the_clusters(xtb_dataset, tmp_path):
+    from ase_flatten.clustering import load_clusters
+
+    result = run(
+        xtb_dataset, tmp_path / "i", iterations=1, descriptor="inverse", assign="max"
+    )
+    clusters = load_clusters(result.directory / "clusters.npz")[0]
+    assert (clusters.descriptor, clusters.assign) == ("inverse", "max")
+    assert len(result.train_indices) == 28
 
 
 # A child process whose second fit dies of a segmentation fault, as sGDML's solve did

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ase import units
 
-from ase_flatten.errors import (
+from ase_flatten.error_analysis import (
     KCAL_MOL,
     cluster_errors,
     predict_with_calculator,

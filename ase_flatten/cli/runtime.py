@@ -1,0 +1,110 @@
+"""The runtime shared by every command line (``ase-flatten``, ``md-validate``).
+
+* :class:`ArgumentParser`: argparse with one-line errors.
+* :func:`add_verbosity_arguments`: ``-v``/``-q``.
+* :func:`add_output_arguments`: ``-o DIR``, ``--overwrite`` (replaces only an
+  earlier output of the same command, never an input; see
+  :mod:`ase_flatten.outputs`) and, for checkpointed commands, ``--resume``.
+* :func:`execute`: logging from ``-v``/``-q``, the matplotlib backend, SIGTERM as
+  Ctrl-C, and a user mistake (:class:`~ase_flatten.exceptions.InputError`) as one
+  line with exit status 2.
+
+This module stays light: it imports only the standard library, so ``--help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from ..exceptions import InputError
+
+#: Exit status of a user mistake (bad input, refused output).
+EXIT_INPUT_ERROR = 2
+#: Exit status after Ctrl-C or SIGTERM (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: ... (see PROG --help)``."""
+
+    def error(self, message):
+        self.exit(
+            EXIT_INPUT_ERROR,
+            f"{self.prog}: error: {message} (see {self.prog} --help)\n",
+        )
+
+
+def add_verbosity_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-v/--verbose`` (debug log) and ``-q/--quiet`` (warnings only), exclusive."""
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug log")
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only"
+    )
+
+
+def add_output_arguments(
+    parser: argparse.ArgumentParser,
+    command: str,
+    resume: str | None = None,
+    overwrite: bool = True,
+) -> None:
+    """``-o/--output DIR``, ``--overwrite`` and, with ``resume`` text, ``--resume``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser.
+    command : str
+        The command as recorded in its output's marker (``"md-validate"``).
+    resume : str, optional
+        Help text of ``--resume``; without it the command has no ``--resume``.
+    overwrite : bool
+        Whether the command has ``--overwrite`` (a checkpointed folder filled in
+        place has only ``--resume``).
+    """
+    parser.add_argument("-o", "--output", required=True, metavar="DIR")
+    if overwrite:
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help=f"replace an earlier `{command}` output DIR (once the new one is "
+            "complete); never anything else",
+        )
+    if resume:
+        parser.add_argument("--resume", action="store_true", help=resume)
+
+
+def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:
+    """Set up logging from ``-v``/``-q``, call ``run(args)``, map errors to status.
+
+    A user mistake (:class:`InputError`) prints one line and gives 2; Ctrl-C and
+    SIGTERM give 130 after the command's ``finally`` blocks cleaned up (temporary
+    output folders, child processes). Plots are written to files: the matplotlib
+    backend is ``Agg`` unless ``MPLBACKEND`` says otherwise (the library itself
+    never chooses one).
+    """
+    from ..signals import sigterm_as_interrupt
+
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else None
+    logging.basicConfig(
+        level=level or logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("MPLBACKEND", "Agg")  # read when matplotlib is imported
+    try:
+        with sigterm_as_interrupt():
+            run(args)
+    except InputError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
