@@ -32,6 +32,7 @@ The library's quirks are wrapped here and nowhere else:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -290,8 +291,16 @@ def sparse_files(xml_path: Path) -> list[str]:
             raise fail(f"sparse file {name!r} is not a plain file name")
         if not (xml_path.parent / name).is_file():
             raise fail(f"missing sparse-point file {name} next to it")
+        # QUIP checks this too, but its message is sometimes unreadable bytes
+        expected = element.get("sparseX_md5sum")
+        if expected and _md5(xml_path.parent / name) != expected.lower():
+            raise fail(f"md5 sum of {name} differs from the one in the model")
         names.append(name)
     return names
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
 
 def quippy_potential(directory: str | os.PathLike):
