@@ -11,14 +11,6 @@ Stage 2 splits each geometry cluster into energy levels with KMeans (k-means++,
 default 5), giving 50 clusters in all. Energy levels are numbered from the lowest
 mean energy up, so cluster ``g * n_energy + e`` is geometry ``g``, energy level ``e``
 (when every geometry cluster holds at least ``n_energy`` distinct energies).
-
-The assignment compares every frame with every subset member (10^6 x 5,000
-distances for a large dataset). It runs in blocks of frames, over as many threads
-as BLAS may use, with the squared distances of a block as one float32 matrix
-product (``|x|^2 + |y|^2 - 2 x.y`` on centred descriptors); Euclidean distances
-are then averaged per cluster by a second product. Frames whose two best clusters
-lie closer than ``TIE_TOLERANCE`` are decided again in float64, so the labels are
-those of float64 arithmetic (identical on every dataset measured; BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -26,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -290,7 +281,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         key = id(self.subset_descriptors_), id(self.subset_labels_)
         cache = getattr(self, "_members_cache", None)
         if cache is None or cache[0] != key:
-            cache = (key, _Members.of(self.subset_descriptors_, self.subset_labels_))
+            cache = (key, _Members(self.subset_descriptors_, self.subset_labels_))
             self._members_cache = cache
         return cache[1]
 
@@ -411,14 +402,19 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
 
 
 # Frames whose two best geometry scores (average or maximum distances, Å) lie
-# closer than this in float32 are decided again in float64. float32 changes the
-# scores by < 1e-5 Å on the shared ethanol frames (measured: BENCHMARKS.md).
+# closer than this in float32 are decided again in float64, so the labels are
+# those of float64 arithmetic: float32 changed the scores by < 4e-6 Å on the four
+# shared datasets, and no label on them or on 10^6 frames (BENCHMARKS.md).
 TIE_TOLERANCE = 1e-4
 
 
-@dataclass(frozen=True)
 class _Members:
     """The Ward subset, sorted by cluster, in the forms the assignment uses.
+
+    The assignment compares every frame with every subset member (10^6 x 5,000
+    distances for a large dataset): the squared distances of a block of frames
+    are one float32 matrix product (``|x|^2 + |y|^2 - 2 x.y`` on centred
+    descriptors), the average Euclidean distance per cluster a second one.
 
     Attributes
     ----------
@@ -437,32 +433,21 @@ class _Members:
         First member of each cluster in ``descriptors``.
     """
 
-    descriptors: np.ndarray
-    center: np.ndarray
-    augmented: np.ndarray
-    weights: np.ndarray
-    starts: np.ndarray
-
-    @classmethod
-    def of(cls, descriptors, labels) -> _Members:
+    def __init__(self, descriptors, labels):
         order = np.argsort(labels, kind="stable")
-        members = np.ascontiguousarray(descriptors[order], dtype=float)
+        sorted_labels = labels[order]
         counts = np.bincount(labels)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        center = members.mean(axis=0)
-        y = members - center
+        self.descriptors = np.ascontiguousarray(descriptors[order], dtype=float)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.center = self.descriptors.mean(axis=0)
+        y = self.descriptors - self.center
         augmented = np.vstack(
             [-2.0 * y.T, np.ones(len(y)), np.einsum("ij,ij->i", y, y)]
         )
-        weights = np.zeros((len(y), len(counts)))
-        weights[np.arange(len(y)), labels[order]] = 1.0 / counts[labels[order]]
-        return cls(
-            members,
-            center,
-            np.ascontiguousarray(augmented, dtype=np.float32),
-            weights.astype(np.float32),
-            starts,
-        )
+        self.augmented = np.ascontiguousarray(augmented, dtype=np.float32)
+        weights = np.zeros((len(y), len(counts)), dtype=np.float32)
+        weights[np.arange(len(y)), sorted_labels] = 1.0 / counts[sorted_labels]
+        self.weights = weights
 
 
 def _assign_block(block, members: _Members, rule: str):
