@@ -214,7 +214,7 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration):
     start = time.perf_counter()
     n_diverse = round(config.diverse_share * config.step)
     added, fine = _pick(
-        config, config.step - n_diverse, X, dataset.energies, union, mse, rng
+        config, X, dataset.energies, union, mse, rng, step=config.step - n_diverse
     )
     diverse = spread_frames(
         X, np.setdiff1d(candidates, added), [train, added], n_diverse
@@ -313,8 +313,9 @@ def spread_frames(X, candidates, chosen, n: int) -> np.ndarray:
     return np.asarray(picks, dtype=int)
 
 
-def _pick(config, step, X, energies, union, mse, rng):
-    """Fine Ward clusters of the union and the ``step`` frames to take from them."""
+def _pick(config, X, energies, union, mse, rng, step=None):
+    """Fine Ward clusters of the union and the frames to take from them
+    (``step``, default ``config.step``)."""
     from ..clustering import TwoStageClustering, count_distinct
 
     n_fine = min(config.n_fine, count_distinct(X[union]))
@@ -330,6 +331,7 @@ def _pick(config, step, X, energies, union, mse, rng):
     sizes = np.bincount(fine_labels, minlength=n_fine)
     rmse = picking.cluster_rmse(fine_labels, frame_mse, n_fine)
     squared = np.bincount(fine_labels, frame_mse, minlength=n_fine)
+    step = config.step if step is None else step
     counts = picking.allocate(config.allocation, step, sizes, rmse, squared)
     added, cluster_of = [], []
     worst_first = np.argsort(-np.nan_to_num(rmse, nan=-np.inf), kind="stable")
