@@ -4,7 +4,9 @@ Frames are real ethanol MD frames (the shared GFN2-xTB set when present, else th
 demo's example data), tiled with 0.01 Å / 0.01 eV Gaussian noise up to the size.
 Each size runs in a fresh process so its peak resident memory is its own. The timed
 part is what `ase-flatten cluster` does after reading: pairwise-distance descriptor,
-Ward on the subset, assignment of the rest, KMeans on energy.
+Ward on the subset, assignment of the rest, KMeans on energy (each step's time is
+read from the clustering's log). Wall time, process CPU time and the machine's load
+average are recorded: other jobs on the machine change the wall time.
 
 usage: python benchmarks/bench_clustering.py [--sizes 10000 100000 1000000]
        [--source FILE] [--subset-size 5000] [--threads 2]
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -44,6 +48,10 @@ def one_size(source: str, n_frames: int, subset_size: int) -> dict:
     energies = data.energies[pick] + rng.normal(scale=0.01, size=n_frames)
     del data, pick
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    steps = StepTimes()
+    logging.getLogger("ase_flatten.clustering").addHandler(steps)
+    logging.getLogger("ase_flatten.clustering").setLevel(logging.INFO)
+    cpu_start = time.process_time()
     start = time.perf_counter()
     X = pairwise_distances(positions)
     t_desc = time.perf_counter()
@@ -51,6 +59,9 @@ def one_size(source: str, n_frames: int, subset_size: int) -> dict:
     model = TwoStageClustering(subset_size=subset_size, random_state=0).fit(X)
     t_fit = time.perf_counter()
     return {
+        **steps.times,
+        "cpu_s": time.process_time() - cpu_start,
+        "load_avg_1min": os.getloadavg()[0],
         "n_frames": n_frames,
         "subset_size": subset_size,
         "n_clusters": model.n_clusters_,
@@ -60,6 +71,21 @@ def one_size(source: str, n_frames: int, subset_size: int) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_mb": rss_before,
     }
+
+
+class StepTimes(logging.Handler):
+    """Reads the step times from the clustering's "clustered ..." log line."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = {}
+
+    def emit(self, record):
+        message = record.getMessage()
+        for step in ("Ward", "assignment", "KMeans"):
+            found = re.search(rf"{step}[^,]*? ([0-9.]+) s", message)
+            if found:
+                self.times[f"{step.lower()}_s"] = float(found.group(1))
 
 
 def main() -> None:
@@ -98,8 +124,10 @@ def main() -> None:
         r = rows[-1]
         print(
             f"{n:>9d} frames: {r['total_s']:6.1f} s (descriptor "
-            f"{r['descriptor_s']:.1f} s, clustering {r['fit_s']:.1f} s), "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB",
+            f"{r['descriptor_s']:.1f} s, clustering {r['fit_s']:.1f} s: Ward "
+            f"{r.get('ward_s', 0):.1f} s, assignment {r.get('assignment_s', 0):.1f} "
+            f"s, KMeans {r.get('kmeans_s', 0):.1f} s), CPU {r['cpu_s']:.1f} s, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB, load {r['load_avg_1min']:.1f}",
             flush=True,
         )
     meta = {

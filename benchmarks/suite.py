@@ -6,7 +6,7 @@ One command over every dataset in a folder, through the project's own commands
 * outlier detection (Fig. 4): default (random) models of each backend; the worst
   cluster's test force RMSE against the overall RMSE;
 * improvement (Table I, Fig. 5): default vs flattened sets of equal size, plus the
-  energy, FPS and CUR strategies;
+  energy, FPS and CUR strategies (and DIRECT where maml is installed);
 * data efficiency (Fig. 7): default models at 1x, 1.5x and 2x the flattened size
   against the flattened model, on the worst-cluster error.
 
@@ -51,6 +51,14 @@ SIZES = {
     "full": {"init": 100, "step": 50, "iterations": 3, "n_fine": 100, "epochs": 100},
     "paper": {"init": 200, "step": 100, "iterations": 8, "n_fine": 200, "epochs": 100},
 }
+
+
+def default_strategies() -> list[str]:
+    """The peers of the flattened set: DIRECT only with its optional extra."""
+    import importlib.util
+
+    peers = ["energy", "fps", "cur"]
+    return peers + ["direct"] if importlib.util.find_spec("maml") else peers
 
 
 def backend_params(backend: str, sizes: dict) -> list[str]:
@@ -391,7 +399,7 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--backends", nargs="+", default=["sgdml", "schnet", "gap"])
-    parser.add_argument("--strategies", nargs="+", default=["energy", "fps", "cur"])
+    parser.add_argument("--strategies", nargs="+", default=default_strategies())
     parser.add_argument(
         "--efficiency",
         nargs="*",

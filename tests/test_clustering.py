@@ -229,3 +229,33 @@ def test_reduced_descriptor_clusters_and_roundtrips(tmp_path, xtb_X, method):
     np.testing.assert_array_equal(
         loaded.predict(cluster_features(X, E)), model.predict(cluster_features(X, E))
     )
+
+
+@pytest.mark.parametrize("rule, reduce", [("average", np.mean), ("max", np.max)])
+def test_float32_assignment_equals_float64_on_threads_and_near_ties(
+    xtb_X, monkeypatch, rule, reduce
+):
+    """The assignment step (float32 products, near ties in float64, blocks over
+    threads) gives the labels and nearest distances of plain float64 cdist."""
+    from threadpoolctl import threadpool_limits
+
+    from ase_flatten import clustering
+
+    X, _ = xtb_X
+    subset = np.arange(0, len(X), 3)
+    model = TwoStageClustering(n_geometry=5, assign=rule, chunk_size=16)
+    model.subset_descriptors_ = X[subset]
+    model.subset_labels_ = np.arange(len(subset)) % 5  # overlapping clusters
+    d = cdist(X, X[subset])
+    scores = np.stack(
+        [reduce(d[:, model.subset_labels_ == g], axis=1) for g in range(5)], axis=1
+    )
+    two_best = np.sort(scores, axis=1)[:, :2]
+    assert np.diff(two_best, axis=1).min() < 1e-3  # close calls exist
+    for tolerance in (0.0, clustering.TIE_TOLERANCE, np.inf):  # inf: all in float64
+        monkeypatch.setattr(clustering, "TIE_TOLERANCE", tolerance)
+        for threads in (1, 2):
+            with threadpool_limits(threads, user_api="blas"):
+                labels, nearest = model._assign_geometry(X)
+            np.testing.assert_array_equal(labels, scores.argmin(axis=1))
+            np.testing.assert_allclose(nearest, d.min(axis=1), atol=1e-6)

@@ -90,6 +90,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="estimate each coarse cluster's error from at most K frames",
     )
+    loop.add_argument(
+        "--diverse-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="beyond the paper: this share of every step's frames is picked by "
+        "farthest-point sampling over the whole pool, away from the training set "
+        "(0: the paper's rules only)",
+    )
     add_split_arguments(loop)
     loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
     add_clustering_arguments(parser, seed=False)
@@ -127,6 +136,7 @@ def run(args: argparse.Namespace) -> None:
         reduce=args.reduce,
         n_components=args.components,
         error_sample=args.error_sample,
+        diverse_share=args.diverse_share,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         seed=args.seed,

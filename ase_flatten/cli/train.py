@@ -3,7 +3,8 @@
 A test split (--test-fraction, seeded by --split-seed, the same for every strategy
 and for `ase-flatten select`) is held out; N frames are chosen from the rest by
 --strategy: random (the paper's "default model"), energy (energy-stratified, as
-sGDML samples by default), fps or cur (scikit-matter, in descriptor space). The
+sGDML samples by default), fps or cur (scikit-matter, in descriptor space), direct
+(maml's DIRECT sampling: PCA, BIRCH, one frame per cluster; extra 'direct'). The
 model's force errors on the test split are measured per cluster. The directory
 holds the model, its training indices (DIR/train_indices.npy), the test split, the
 clusters and their errors, the backend's validation frames (never test frames,

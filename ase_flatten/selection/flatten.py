@@ -64,6 +64,7 @@ class SelectionConfig:
     reduce: str | None = None  #: reduces the descriptor of the coarse clusters
     n_components: int = options.N_COMPONENTS
     error_sample: int | None = None
+    diverse_share: float = 0.0
     test_fraction: float = 0.1
     split_seed: int = 0
     seed: int = 0
@@ -91,6 +92,10 @@ class SelectionConfig:
             raise InputError(
                 "--init, --step, --n-fine, --n-geometry, --n-energy, --subset-size "
                 "and --components must be >= 1"
+            )
+        if not 0.0 <= self.diverse_share < 1.0:
+            raise InputError(
+                f"--diverse-share must be in [0, 1), got {self.diverse_share}"
             )
         final = self.init + self.step * self.iterations
         if final > n_pool:
@@ -236,7 +241,14 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration, worke
         mse[missing] = _frame_mse(backend, dataset, missing)[0]
         t_predict += time.perf_counter() - start
     start = time.perf_counter()
-    added, fine = _pick(config, X, dataset.energies, union, mse, rng)
+    n_diverse = round(config.diverse_share * config.step)
+    added, fine = _pick(
+        config, X, dataset.energies, union, mse, rng, step=config.step - n_diverse
+    )
+    diverse = spread_frames(
+        X, np.setdiff1d(candidates, added), [train, added], n_diverse
+    )
+    added = np.concatenate([added, diverse])
     t_select += time.perf_counter() - start
 
     entry = {
@@ -253,6 +265,7 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration, worke
             "added_fine_cluster_rmse": fine["rmse"],
             "added_frame_rmse": np.sqrt(mse[added]).tolist(),
             "evaluated_frames": int(len(evaluated)),
+            "diverse_frames": diverse.tolist(),
         },
         "pool_cluster_force_rmse": _nan_to_none(coarse),
         "test": test_report,
@@ -287,8 +300,51 @@ def _error_sample(candidates, labels, k, rng):
     return np.sort(np.concatenate(chosen))
 
 
-def _pick(config, X, energies, union, mse, rng):
-    """Fine Ward clusters of the union and the frames to take from them."""
+def spread_frames(X, candidates, chosen, n: int) -> np.ndarray:
+    """Farthest-point picks among ``candidates``, away from frames already chosen.
+
+    The ``--diverse-share`` part of a step: frames spread over the whole pool, so
+    that regions the error ranking passes over still get new frames.
+
+    Parameters
+    ----------
+    X : ndarray, shape (M, D)
+        Descriptors of every frame.
+    candidates : ndarray of int
+        Frames that may be picked.
+    chosen : list of ndarray of int
+        Frames already in (or entering) the training set.
+    n : int
+        Frames wanted.
+
+    Returns
+    -------
+    ndarray, shape (min(n, len(candidates)),)
+        Each pick the candidate farthest (Euclidean, descriptor) from every
+        chosen frame and every earlier pick.
+    """
+    from scipy.spatial.distance import cdist
+
+    if n <= 0 or len(candidates) == 0:
+        return np.empty(0, dtype=int)
+    chosen = np.concatenate(chosen).astype(int)
+    far = np.full(len(candidates), np.inf)
+    for start in range(0, len(chosen), 256):
+        block = cdist(X[candidates], X[chosen[start : start + 256]])
+        far = np.minimum(far, block.min(axis=1))
+    picks = []
+    for _ in range(min(n, len(candidates))):
+        best = int(np.argmax(far))
+        picks.append(candidates[best])
+        far = np.minimum(
+            far, np.linalg.norm(X[candidates] - X[candidates[best]], axis=1)
+        )
+    return np.asarray(picks, dtype=int)
+
+
+def _pick(config, X, energies, union, mse, rng, step=None):
+    """Fine Ward clusters of the union and the frames to take from them
+    (``step``, default ``config.step``)."""
     from ..clustering import TwoStageClustering, cluster_features, count_distinct
 
     n_fine = min(config.n_fine, count_distinct(X[union]))
@@ -306,7 +362,8 @@ def _pick(config, X, energies, union, mse, rng):
     sizes = np.bincount(fine_labels, minlength=n_fine)
     rmse = picking.cluster_rmse(fine_labels, frame_mse, n_fine)
     squared = np.bincount(fine_labels, frame_mse, minlength=n_fine)
-    counts = picking.allocate(config.allocation, config.step, sizes, rmse, squared)
+    step = config.step if step is None else step
+    counts = picking.allocate(config.allocation, step, sizes, rmse, squared)
     added, cluster_of = [], []
     worst_first = np.argsort(-np.nan_to_num(rmse, nan=-np.inf), kind="stable")
     for c in worst_first[counts[worst_first] > 0]:

@@ -250,3 +250,30 @@ def test_bad_configurations(xtb_dataset, tmp_path):
         run(xtb_dataset, tmp_path / "c", criterion="best")
     with pytest.raises(InputError, match="checkpoint.json: no checkpoint|no run"):
         run_selection(xtb_dataset, SMALL, tmp_path / "none", resume=True)
+
+
+def test_diverse_share_adds_spread_frames(xtb_dataset, reference_run, tmp_path):
+    """--diverse-share 0.25: 2 of every 8 frames by farthest-point sampling, the
+    rest by the paper's rules; sizes and exclusions as without it."""
+    from scipy.spatial.distance import cdist
+
+    from ase_flatten.descriptors import pairwise_distances
+
+    result = run(xtb_dataset, tmp_path / "diverse", diverse_share=0.25)
+    train, test = result.train_indices, result.test_indices
+    assert len(train) == 36 and len(np.unique(train)) == 36
+    assert not np.isin(train, test).any()
+    X = pairwise_distances(xtb_dataset.positions)
+    before = set(train) - {i for h in result.history[:-1] for i in h["added"]}
+    for entry in result.history[:-1]:
+        diverse = entry["why"]["diverse_frames"]
+        assert len(entry["added"]) == 8 and len(diverse) == 2
+        assert set(diverse) <= set(entry["added"])
+        chosen = sorted(before | (set(entry["added"]) - set(diverse)))
+        pool = np.setdiff1d(np.arange(len(X)), np.concatenate([test, chosen]))
+        far = cdist(X[pool], X[chosen]).min(axis=1)
+        assert cdist(X[diverse[:1]], X[chosen]).min() == pytest.approx(far.max())
+        before |= set(entry["added"])
+    assert reference_run.history[0]["why"]["diverse_frames"] == []
+    with pytest.raises(InputError, match="--diverse-share must be in"):
+        run(xtb_dataset, tmp_path / "bad", diverse_share=1.0)
