@@ -197,6 +197,27 @@ class Backend(ABC):
         rng = np.random.default_rng(self.random_state)
         return np.sort(rng.choice(pool, min(size, len(pool)), replace=False))
 
+    def validation_errors(self, dataset: Dataset, val_idx: np.ndarray) -> dict:
+        """Energy and force RMSE (eV, eV/Å) of the trained model on ``val_idx``.
+
+        Returns
+        -------
+        dict
+            ``val_energy_rmse`` and ``val_force_rmse``; NaN without validation
+            frames.
+        """
+        if not len(val_idx):
+            return {"val_energy_rmse": np.nan, "val_force_rmse": np.nan}
+        energies, forces = self._predict(dataset.positions[val_idx])
+        return {
+            "val_energy_rmse": float(
+                np.sqrt(np.mean((energies - dataset.energies[val_idx]) ** 2))
+            ),
+            "val_force_rmse": float(
+                np.sqrt(np.mean((forces - dataset.forces[val_idx]) ** 2))
+            ),
+        }
+
     @classmethod
     def require(cls, module: str):
         """Import ``module`` or fail with the extra to install."""

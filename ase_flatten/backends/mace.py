@@ -330,17 +330,8 @@ class MACEBackend(Backend):
             "n_train": len(train_idx),
             "n_valid": len(val_idx),
             **best,
-            "val_force_rmse": math.nan,
-            "val_energy_rmse": math.nan,
+            **self.validation_errors(dataset, val_idx),
         }
-        if len(val_idx):
-            energies, forces = self._predict(dataset.positions[val_idx])
-            history["val_energy_rmse"] = float(
-                np.sqrt(np.mean((energies - dataset.energies[val_idx]) ** 2))
-            )
-            history["val_force_rmse"] = float(
-                np.sqrt(np.mean((forces - dataset.forces[val_idx]) ** 2))
-            )
         history["seconds"] = time.perf_counter() - start
         self.history_ = history
         logger.info(

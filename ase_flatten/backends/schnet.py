@@ -250,17 +250,8 @@ class SchNetBackend(Backend):
             "epochs": tracker.epochs or trainer.current_epoch,
             "best_epoch": tracker.best_epoch,
             "best_val_loss": tracker.best_loss,
-            "val_force_rmse": math.nan,
-            "val_energy_rmse": math.nan,
+            **self.validation_errors(dataset, val_idx),
         }
-        if len(val_idx):
-            energies, forces = self._predict(dataset.positions[val_idx])
-            history["val_energy_rmse"] = float(
-                np.sqrt(np.mean((energies - dataset.energies[val_idx]) ** 2))
-            )
-            history["val_force_rmse"] = float(
-                np.sqrt(np.mean((forces - dataset.forces[val_idx]) ** 2))
-            )
         history["seconds"] = time.perf_counter() - start
         self.history_ = history
         logger.info(
