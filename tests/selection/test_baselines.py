@@ -24,7 +24,7 @@ def test_direct_without_maml_names_the_extra(xtb_dataset, monkeypatch):
 
 @needs_maml
 def test_direct_picks_distinct_pool_frames_deterministically(xtb_dataset):
-    test, pool = split.test_split(len(xtb_dataset), 0.1, 0)
+    test, pool = split.holdout_split(len(xtb_dataset), 0.1, 0)
     first = select_frames("direct", xtb_dataset, pool, 20, seed=0)
     again = select_frames("direct", xtb_dataset, pool, 20, seed=0)
     other = select_frames("direct", xtb_dataset, pool, 20, seed=1)
@@ -42,7 +42,7 @@ def test_direct_spreads_over_the_descriptor_space(xtb_dataset):
 
     from ase_flatten.descriptors import pairwise_distances
 
-    _, pool = split.test_split(len(xtb_dataset), 0.1, 0)
+    _, pool = split.holdout_split(len(xtb_dataset), 0.1, 0)
     X = pairwise_distances(xtb_dataset.positions)
     direct = select_frames("direct", xtb_dataset, pool, 20, seed=0)
     nearest = []
