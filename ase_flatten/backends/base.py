@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -196,6 +197,26 @@ class Backend(ABC):
         pool = np.setdiff1d(np.arange(n_frames), outside)
         rng = np.random.default_rng(self.random_state)
         return np.sort(rng.choice(pool, min(size, len(pool)), replace=False))
+
+    def early_stopping_frames(self, n_frames: int, train_idx, val_idx) -> np.ndarray:
+        """The validation frames of an early-stopping fit (SchNet, MACE).
+
+        ``val_idx`` as given; else ``params["n_valid"]`` frames, or 10 % of the
+        training set's size (at least 10), from :meth:`validation_frames`.
+        Recorded in ``validation_indices_``; a warning when there are none.
+        """
+        if val_idx is None:
+            size = self.params["n_valid"] or max(10, math.ceil(0.1 * len(train_idx)))
+            val_idx = self.validation_frames(n_frames, train_idx, size)
+        val_idx = np.asarray(val_idx, dtype=int)
+        self.validation_indices_ = val_idx
+        if len(val_idx) == 0:
+            logger.warning(
+                "%s: no frames left for validation; training for max_epochs "
+                "without early stopping",
+                self.name,
+            )
+        return val_idx
 
     def validation_errors(self, dataset: Dataset, val_idx: np.ndarray) -> dict:
         """Energy and force RMSE (eV, eV/Å) of the trained model on ``val_idx``.

@@ -307,16 +307,7 @@ class MACEBackend(Backend):
         torch = self.require("torch")
         mace = import_mace()
 
-        if val_idx is None:
-            size = self.params["n_valid"] or max(10, math.ceil(0.1 * len(train_idx)))
-            val_idx = self.validation_frames(len(dataset), train_idx, size)
-        val_idx = np.asarray(val_idx, dtype=int)
-        self.validation_indices_ = val_idx
-        if len(val_idx) == 0:
-            logger.warning(
-                "mace: no frames left for validation; training for max_epochs "
-                "without early stopping"
-            )
+        val_idx = self.early_stopping_frames(len(dataset), train_idx, val_idx)
         device = self._resolve_device()
         self._device = device
         start = time.perf_counter()

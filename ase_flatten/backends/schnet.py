@@ -172,16 +172,7 @@ class SchNetBackend(Backend):
         torch = self.require("torch")
         pl = self.require("pytorch_lightning")
 
-        if val_idx is None:
-            size = self.params["n_valid"] or max(10, math.ceil(0.1 * len(train_idx)))
-            val_idx = self.validation_frames(len(dataset), train_idx, size)
-        val_idx = np.asarray(val_idx, dtype=int)
-        self.validation_indices_ = val_idx
-        if len(val_idx) == 0:
-            logger.warning(
-                "schnet: no frames left for validation; training for max_epochs "
-                "without early stopping"
-            )
+        val_idx = self.early_stopping_frames(len(dataset), train_idx, val_idx)
         device = self._resolve_device()
         self._device = device
         self._cutoff = float(self.params["cutoff"])

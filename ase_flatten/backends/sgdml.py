@@ -304,7 +304,7 @@ class SGDMLBackend(Backend):
     def bare_calculator(self, directory: str | Path):
         """sGDML's own ASE calculator for the saved model, in eV and Å."""
         path = Path(directory) / MODEL_FILE
-        read_model(path)  # sgdml reads with allow_pickle=True: check the file first
+        read_model(path)  # sgdml's own reader unpickles: check the file first
         import_sgdml()
         from sgdml.intf.ase_calc import SGDMLCalculator
 
