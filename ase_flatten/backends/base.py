@@ -218,6 +218,22 @@ class Backend(ABC):
             )
         return val_idx
 
+    def torch_device(self):
+        """The ``torch.device`` of ``params["device"]`` (torch backends).
+
+        "auto" is CUDA when available, else the CPU; asking for CUDA on a machine
+        without it is an InputError.
+        """
+        torch = self.require("torch")
+        device = self.params["device"]
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(
+                f"{self.name} device {device!r} requested, but no CUDA GPU"
+            )
+        return torch.device(device)
+
     def validation_errors(self, dataset: Dataset, val_idx: np.ndarray) -> dict:
         """Energy and force RMSE (eV, eV/Å) of the trained model on ``val_idx``.
 

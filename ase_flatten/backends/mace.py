@@ -244,15 +244,6 @@ class MACEBackend(Backend):
         self._device = None
 
     # -- helpers ----------------------------------------------------------------
-    def _resolve_device(self):
-        torch = self.require("torch")
-        device = self.params["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"mace device {device!r} requested, but no CUDA GPU")
-        return torch.device(device)
-
     @contextlib.contextmanager
     def _dtype(self):
         """torch's default dtype set to ``dtype`` (MACE's code reads it)."""
@@ -308,7 +299,7 @@ class MACEBackend(Backend):
         mace = import_mace()
 
         val_idx = self.early_stopping_frames(len(dataset), train_idx, val_idx)
-        device = self._resolve_device()
+        device = self.torch_device()
         self._device = device
         start = time.perf_counter()
         forked = [device.index or 0] if device.type == "cuda" else []
@@ -569,7 +560,7 @@ class MACEBackend(Backend):
             if self.settings_.get("format") != FORMAT:
                 raise ValueError(f"not an {FORMAT} settings file")
             self.params["dtype"] = self.settings_["dtype"]
-            device = self._resolve_device()
+            device = self.torch_device()
             with self._dtype():
                 model = self._build(mace, torch)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

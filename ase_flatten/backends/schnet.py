@@ -157,15 +157,6 @@ class SchNetBackend(Backend):
         weight = float(self.params["energy_weight"])
         return weight, 1.0 - weight
 
-    def _resolve_device(self):
-        torch = self.require("torch")
-        device = self.params["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"schnet device {device!r} requested, but no CUDA GPU")
-        return torch.device(device)
-
     # -- training ---------------------------------------------------------------
     def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
         spk = self.require("schnetpack")
@@ -173,7 +164,7 @@ class SchNetBackend(Backend):
         pl = self.require("pytorch_lightning")
 
         val_idx = self.early_stopping_frames(len(dataset), train_idx, val_idx)
-        device = self._resolve_device()
+        device = self.torch_device()
         self._device = device
         self._cutoff = float(self.params["cutoff"])
         self._static = {}
@@ -429,7 +420,7 @@ class SchNetBackend(Backend):
         torch.save(self.model_.state_dict(), directory / MODEL_FILE)
 
     def _load(self, directory: Path) -> None:
-        device = self._resolve_device()
+        device = self.torch_device()
         model, arch = read_network(directory, device)
         self._cutoff = arch["cutoff"]
         self._energy_mean = arch["energy_mean"]
@@ -442,7 +433,7 @@ class SchNetBackend(Backend):
 
         For comparisons (call overhead, agreement); results in eV and eV/Å.
         """
-        device = self._device if self._device is not None else self._resolve_device()
+        device = self._device if self._device is not None else self.torch_device()
         return spk_calculator(directory, device=str(device))
 
 
