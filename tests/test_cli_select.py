@@ -56,6 +56,30 @@ def test_select_writes_the_run(runs, capsys, xtb_files, tmp_path):
     assert_one_line_error(status, err, "other settings (descriptor)")
 
 
+def test_preset_and_single_rules(runs, capsys, xtb_files, tmp_path):
+    """--preset paper is the default; a single flag changes one rule on top of a
+    preset, and the run's config records every rule."""
+    reference, _ = xtb_files
+    argv = ["select", reference, *LOOP, "--preset", "paper", "--iterations", "1"]
+    status, _, err = run_cli(capsys, *argv, "-o", tmp_path / "paper")
+    assert status == 0, err
+    history = json.loads((runs / "flat" / "history.json").read_text())
+    mine = json.loads((tmp_path / "paper" / "history.json").read_text())
+    assert mine[0]["added"] == history[0]["added"]  # the same frames as no preset
+    status, _, err = run_cli(capsys, *argv, "--pick", "ranked", "-o", tmp_path / "r")
+    assert status == 0, err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert (config["pick"], config["factor"], config["allocation"]) == (
+        "ranked",
+        1.1,
+        "worst",
+    )
+    ranked = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert ranked[0]["added"] != history[0]["added"]
+    status, _, err = run_cli(capsys, *argv, "--preset", "best", "-o", tmp_path / "b")
+    assert_one_line_error(status, err, "invalid choice: 'best'")
+
+
 def test_compare_default_and_flattened(runs, capsys, tmp_path):
     out_dir = tmp_path / "cmp"
     status, out, err = run_cli(

@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 
 from ..distributed import add_dask_arguments
-from ..selection.picking import ALLOCATIONS, CRITERIA, THRESHOLDS
+from ..selection.picking import ALLOCATIONS, CRITERIA, PICKS, THRESHOLDS
+from ..selection.presets import PRESETS
 from .common import (
     add_backend_arguments,
     add_clustering_arguments,
@@ -56,21 +57,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--iterations", type=nonnegative_int, default=8, help="iterations (8)"
     )
     loop.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="paper",
+        help="the selection rules to start from; the flags below change single "
+        "rules (paper: the paper's rules, which are the defaults shown)",
+    )
+    loop.add_argument(
         "--factor",
         type=positive_float,
-        default=1.1,
         help="error threshold factor, > 0 (1.1)",
     )
     loop.add_argument(
         "--threshold",
         choices=THRESHOLDS,
-        default="overall",
         help="factor x the overall RMSE (paper) or x the mean of cluster RMSEs",
     )
     loop.add_argument(
         "--allocation",
         choices=ALLOCATIONS,
-        default="worst",
         help="one frame from each of the worst fine clusters (paper), proportional "
         "to fine-cluster size (paper's peptide) or to its squared error (authors' "
         "code)",
@@ -78,7 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument(
         "--criterion",
         choices=CRITERIA,
-        default="error",
         help="frame taken from a fine cluster: highest error (paper), centroid, random",
     )
     loop.add_argument(
@@ -91,9 +95,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="estimate each coarse cluster's error from at most K frames",
     )
     loop.add_argument(
+        "--pick",
+        choices=PICKS,
+        help="beyond the paper: fine (the paper: fine Ward clusters of the "
+        "high-error union, frames by --allocation and --criterion), fps "
+        "(farthest-point picks among the frames above the threshold) or ranked "
+        "(per-frame error ranking, damped near frames already chosen)",
+    )
+    loop.add_argument(
         "--diverse-share",
         type=float,
-        default=0.0,
         metavar="F",
         help="beyond the paper: this share of every step's frames is picked by "
         "farthest-point sampling over the whole pool, away from the training set "
@@ -112,21 +123,24 @@ def run(args: argparse.Namespace) -> None:
     from ..error_analysis import KCAL_MOL
     from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
+    from ..selection.presets import RULE_FIELDS
     from .common import build_backend, read_dataset_arg
 
     check_output_place(args.output, inputs=[args.data])
     params = dict(args.param)
     build_backend(args.backend, params, args.seed)  # a bad parameter fails now
+    rules = {
+        name: getattr(args, name)
+        for name in RULE_FIELDS
+        if getattr(args, name) is not None
+    }
     config = SelectionConfig(
+        **{**PRESETS[args.preset], **rules},
         backend=args.backend,
         params=params,
         init=args.init,
         step=args.step,
         iterations=args.iterations,
-        factor=args.factor,
-        threshold=args.threshold,
-        allocation=args.allocation,
-        criterion=args.criterion,
         n_geometry=args.n_geometry,
         n_energy=args.n_energy,
         n_fine=args.n_fine,
@@ -136,7 +150,6 @@ def run(args: argparse.Namespace) -> None:
         reduce=args.reduce,
         n_components=args.components,
         error_sample=args.error_sample,
-        diverse_share=args.diverse_share,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         seed=args.seed,

@@ -55,6 +55,7 @@ class SelectionConfig:
     threshold: str = "overall"
     allocation: str = "worst"
     criterion: str = "error"
+    pick: str = "fine"  #: beyond the paper: "fps" or "ranked" (picking.PICKS)
     n_geometry: int = options.N_GEOMETRY
     n_energy: int = options.N_ENERGY
     n_fine: int = 200
@@ -74,6 +75,7 @@ class SelectionConfig:
             ("threshold", picking.THRESHOLDS),
             ("allocation", picking.ALLOCATIONS),
             ("criterion", picking.CRITERIA),
+            ("pick", picking.PICKS),
             ("assign", options.ASSIGN_RULES),
             ("descriptor", options.DESCRIPTORS),
             ("reduce", options.REDUCTIONS),
@@ -242,10 +244,14 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration, worke
         t_predict += time.perf_counter() - start
     start = time.perf_counter()
     n_diverse = round(config.diverse_share * config.step)
-    added, fine = _pick(
-        config, X, dataset.energies, union, mse, rng, step=config.step - n_diverse
-    )
-    diverse = spread_frames(
+    n_error = config.step - n_diverse
+    if config.pick == "fine":
+        added, fine = _pick(config, X, dataset.energies, union, mse, rng, n_error)
+    else:
+        added, fine = _pick_frames(
+            config, X, train, union, candidates, mse, limit, n_error
+        )
+    diverse = picking.spread_frames(
         X, np.setdiff1d(candidates, added), [train, added], n_diverse
     )
     added = np.concatenate([added, diverse])
@@ -300,46 +306,16 @@ def _error_sample(candidates, labels, k, rng):
     return np.sort(np.concatenate(chosen))
 
 
-def spread_frames(X, candidates, chosen, n: int) -> np.ndarray:
-    """Farthest-point picks among ``candidates``, away from frames already chosen.
-
-    The ``--diverse-share`` part of a step: frames spread over the whole pool, so
-    that regions the error ranking passes over still get new frames.
-
-    Parameters
-    ----------
-    X : ndarray, shape (M, D)
-        Descriptors of every frame.
-    candidates : ndarray of int
-        Frames that may be picked.
-    chosen : list of ndarray of int
-        Frames already in (or entering) the training set.
-    n : int
-        Frames wanted.
-
-    Returns
-    -------
-    ndarray, shape (min(n, len(candidates)),)
-        Each pick the candidate farthest (Euclidean, descriptor) from every
-        chosen frame and every earlier pick.
-    """
-    from scipy.spatial.distance import cdist
-
-    if n <= 0 or len(candidates) == 0:
-        return np.empty(0, dtype=int)
-    chosen = np.concatenate(chosen).astype(int)
-    far = np.full(len(candidates), np.inf)
-    for start in range(0, len(chosen), 256):
-        block = cdist(X[candidates], X[chosen[start : start + 256]])
-        far = np.minimum(far, block.min(axis=1))
-    picks = []
-    for _ in range(min(n, len(candidates))):
-        best = int(np.argmax(far))
-        picks.append(candidates[best])
-        far = np.minimum(
-            far, np.linalg.norm(X[candidates] - X[candidates[best]], axis=1)
-        )
-    return np.asarray(picks, dtype=int)
+def _pick_frames(config, X, train, union, candidates, mse, limit, step):
+    """``--pick fps`` or ``ranked``: frames chosen directly, no fine clusters."""
+    if config.pick == "fps":
+        rmse = np.sqrt(mse[union])
+        added = picking.farthest_high_error(X, union, rmse, limit, train, step)
+    else:  # every candidate whose error was measured
+        measured = candidates[np.isfinite(mse[candidates])]
+        rmse = np.sqrt(mse[measured])
+        added = picking.ranked_with_diversity(X, measured, rmse, train, step)
+    return added, {"n_fine": 0, "cluster": [], "rmse": []}
 
 
 def _pick(config, X, energies, union, mse, rng, step=None):

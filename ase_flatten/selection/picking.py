@@ -10,6 +10,16 @@ be tested on its own:
   cluster's share of the total squared error (the authors' code);
 * :func:`pick_in_cluster` - which frames: highest error (the paper), closest to the
   centroid, or random.
+
+Beyond the paper (``--pick``), two rules that choose among frames directly instead
+of one per fine cluster, and the farthest-point step they share:
+
+* :func:`farthest_high_error` - farthest-point picks among the frames whose own
+  error is above the threshold (``--pick fps``);
+* :func:`ranked_with_diversity` - per-frame error ranking, each frame's error
+  damped by how close it is to a frame already chosen (``--pick ranked``);
+* :func:`spread_frames` - farthest-point sampling away from the chosen frames
+  (also ``--diverse-share``).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from ..exceptions import InputError
 THRESHOLDS = ("overall", "mean")
 ALLOCATIONS = ("worst", "size", "error")
 CRITERIA = ("error", "centroid", "random")
+PICKS = ("fine", "fps", "ranked")
 
 
 def cluster_rmse(labels: np.ndarray, frame_mse: np.ndarray, n_clusters: int):
@@ -137,3 +148,109 @@ def pick_in_cluster(
             f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}"
         )
     return members[order[:k]]
+
+
+def _nearest_distance(X, candidates, chosen) -> np.ndarray:
+    """Euclidean distance from each candidate to its nearest chosen frame."""
+    from scipy.spatial.distance import cdist
+
+    near = np.full(len(candidates), np.inf)
+    for start in range(0, len(chosen), 256):
+        block = cdist(X[candidates], X[chosen[start : start + 256]])
+        near = np.minimum(near, block.min(axis=1))
+    return near
+
+
+def spread_frames(X, candidates, chosen, n: int) -> np.ndarray:
+    """Farthest-point picks among ``candidates``, away from frames already chosen.
+
+    Parameters
+    ----------
+    X : ndarray, shape (M, D)
+        Descriptors of every frame.
+    candidates : ndarray of int
+        Frames that may be picked.
+    chosen : list of ndarray of int
+        Frames already in (or entering) the training set.
+    n : int
+        Frames wanted.
+
+    Returns
+    -------
+    ndarray, shape (min(n, len(candidates)),)
+        Each pick the candidate farthest (Euclidean, descriptor) from every
+        chosen frame and every earlier pick.
+    """
+    candidates = np.asarray(candidates, dtype=int)
+    if n <= 0 or len(candidates) == 0:
+        return np.empty(0, dtype=int)
+    far = _nearest_distance(X, candidates, np.concatenate(chosen).astype(int))
+    picks = []
+    for _ in range(min(n, len(candidates))):
+        best = int(np.argmax(far))
+        picks.append(candidates[best])
+        far = np.minimum(
+            far, np.linalg.norm(X[candidates] - X[candidates[best]], axis=1)
+        )
+    return np.asarray(picks, dtype=int)
+
+
+def farthest_high_error(X, union, frame_rmse, limit, chosen, n) -> np.ndarray:
+    """``--pick fps``: farthest-point picks among the high-error frames.
+
+    Parameters
+    ----------
+    X : ndarray, shape (M, D)
+        Descriptors of every frame.
+    union : ndarray of int
+        Candidate frames of the high-error coarse clusters.
+    frame_rmse : ndarray, shape (len(union),)
+        Each candidate's force RMSE (eV/Å).
+    limit : float
+        The loop's threshold (eV/Å); frames above it are the high-error ones.
+        When fewer than ``n`` are, the ``n`` highest are used.
+    chosen : ndarray of int
+        The training set.
+    n : int
+        Frames wanted.
+    """
+    order = np.argsort(-frame_rmse, kind="stable")
+    high = max(int(np.sum(frame_rmse > limit)), min(n, len(union)))
+    return spread_frames(X, union[order[:high]], [chosen], n)
+
+
+def ranked_with_diversity(X, candidates, frame_rmse, chosen, n) -> np.ndarray:
+    """``--pick ranked``: highest error first, damped near frames already chosen.
+
+    A candidate's score is its force RMSE times ``1 - exp(-(d / l)^2)``, where
+    ``d`` is its distance to the nearest training frame or earlier pick and ``l``
+    the median of those distances before the first pick: a frame next to a chosen
+    one counts little, one a typical distance away almost fully.
+
+    Parameters
+    ----------
+    X : ndarray, shape (M, D)
+        Descriptors of every frame.
+    candidates : ndarray of int
+        Frames that may be picked.
+    frame_rmse : ndarray, shape (len(candidates),)
+        Each candidate's force RMSE (eV/Å).
+    chosen : ndarray of int
+        The training set.
+    n : int
+        Frames wanted.
+    """
+    candidates = np.asarray(candidates, dtype=int)
+    if n <= 0 or len(candidates) == 0:
+        return np.empty(0, dtype=int)
+    near = _nearest_distance(X, candidates, np.asarray(chosen, dtype=int))
+    scale = float(np.median(near)) or 1.0
+    picks = []
+    for _ in range(min(n, len(candidates))):
+        score = frame_rmse * -np.expm1(-((near / scale) ** 2))
+        best = int(np.argmax(score))
+        picks.append(candidates[best])
+        near = np.minimum(
+            near, np.linalg.norm(X[candidates] - X[candidates[best]], axis=1)
+        )
+    return np.asarray(picks, dtype=int)

@@ -277,3 +277,22 @@ def test_diverse_share_adds_spread_frames(xtb_dataset, reference_run, tmp_path):
     assert reference_run.history[0]["why"]["diverse_frames"] == []
     with pytest.raises(InputError, match="--diverse-share must be in"):
         run(xtb_dataset, tmp_path / "bad", diverse_share=1.0)
+
+
+@pytest.mark.parametrize("pick", ["fps", "ranked"])
+def test_pick_rules_beyond_the_paper(xtb_dataset, reference_run, tmp_path, pick):
+    """--pick fps / ranked: the same sizes and exclusions, other frames, chosen
+    without fine clusters, and each pick a frame whose error was measured."""
+    result = run(xtb_dataset, tmp_path / pick, pick=pick)
+    train, test = result.train_indices, result.test_indices
+    assert len(train) == 36 and len(np.unique(train)) == 36
+    assert not np.isin(train, test).any()
+    assert set(train) != set(reference_run.train_indices)
+    for entry in result.history[:-1]:
+        why = entry["why"]
+        assert len(entry["added"]) == 8 and why["n_fine"] == 0
+        assert np.all(np.isfinite(why["added_frame_rmse"]))
+        if pick == "fps":  # every pick at or above the threshold, or a top error
+            assert min(why["added_frame_rmse"]) > 0.5 * why["threshold"]
+    with pytest.raises(InputError, match="unknown pick"):
+        run(xtb_dataset, tmp_path / "bad", pick="best")

@@ -65,3 +65,35 @@ def test_pick_in_cluster_criteria():
     assert len(set(picked)) == 3 and set(picked) <= set(members)
     with pytest.raises(InputError, match="unknown criterion"):
         picking.pick_in_cluster("best", members, 1, error, X, rng)
+
+
+def test_spread_frames_is_farthest_point_sampling():
+    X = np.array([[0.0], [1.0], [2.0], [10.0], [9.0], [5.0]])
+    # chosen: frame 0; candidates 1..5; farthest first, then away from it too
+    picks = picking.spread_frames(X, np.arange(1, 6), [np.array([0])], 3)
+    assert picks.tolist() == [3, 5, 2]
+    assert picking.spread_frames(X, np.arange(1, 6), [np.array([0])], 0).size == 0
+
+
+def test_farthest_high_error_spreads_over_the_frames_above_the_threshold():
+    X = np.array([[0.0], [1.0], [1.1], [1.2], [8.0], [4.0]])
+    union = np.array([1, 2, 3, 4, 5])
+    rmse = np.array([0.9, 1.0, 0.95, 0.3, 0.8])  # frame 4 is far but low-error
+    picks = picking.farthest_high_error(X, union, rmse, 0.5, np.array([0]), 2)
+    # above 0.5: frames 1, 2, 3, 5; farthest from 0 is 5, then 1.2 (frame 3)
+    assert picks.tolist() == [5, 3]
+    # fewer above the threshold than wanted: the highest errors are used
+    picks = picking.farthest_high_error(X, union, rmse, 0.97, np.array([0]), 2)
+    assert sorted(picks.tolist()) == [2, 3]
+
+
+def test_ranked_with_diversity_damps_frames_near_a_pick():
+    X = np.array([[0.0], [5.0], [5.01], [3.0]])
+    candidates = np.array([1, 2, 3])
+    rmse = np.array([1.0, 0.99, 0.7])
+    # the two highest errors are one geometry: the second pick goes elsewhere
+    picks = picking.ranked_with_diversity(X, candidates, rmse, np.array([0]), 2)
+    assert picks.tolist() == [1, 3]
+    # a plain error ranking would have taken 1 then 2
+    assert np.argsort(-rmse)[:2].tolist() == [0, 1]
+    assert picking.ranked_with_diversity(X, candidates, rmse, [0], 0).size == 0
