@@ -33,7 +33,12 @@ def main() -> None:
     parser.add_argument("data", help="labelled trajectory")
     parser.add_argument("-o", "--output", required=True, type=Path)
     parser.add_argument("--backend", default="sgdml")
-    parser.add_argument("-p", "--param", action="append", default=["sigma=10"])
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        help="backend parameter KEY=VALUE (repeat; default for sgdml: sigma=10)",
+    )
     parser.add_argument("--init", type=int, default=100)
     parser.add_argument("--step", type=int, default=50)
     parser.add_argument("--iterations", type=int, default=3)
@@ -43,17 +48,20 @@ def main() -> None:
     parser.add_argument("--time-ps", type=float, default=5.0)
     parser.add_argument("--temperatures", nargs="+", default=["300", "400"])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--n-fine", type=int, help="fine clusters (default: 2 x step)")
     args = parser.parse_args()
 
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     size = args.init + args.iterations * args.step
+    if args.param is None:
+        args.param = ["sigma=10"] if args.backend == "sgdml" else []
     params = [f"-p{p}" for p in args.param]
     common = ["--backend", args.backend, *params, "--seed", args.seed]
     cli(out / "default", "train", args.data, *common, "--size", size)
     cli(out / "flattened", "select", args.data, *common, "--init", args.init,
         "--step", args.step, "--iterations", args.iterations,
-        "--n-fine", 2 * args.step)  # fmt: skip
+        "--n-fine", args.n_fine or 2 * args.step)  # fmt: skip
     walls = {path.name: wall for path, wall in WALLS.items()}
 
     md = out / "md"

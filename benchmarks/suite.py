@@ -81,6 +81,16 @@ RULES = {
     "diverse30": ["--diverse-share", "0.3"],
     "fps": ["--pick", "fps"],
     "ranked": ["--pick", "ranked"],
+    # more, smaller steps: the same 150 added frames in 6 steps of 25
+    "steps25": ["--step", "25", "--iterations", "6"],
+    "error_alloc_steps25": [
+        "--allocation",
+        "error",
+        "--step",
+        "25",
+        "--iterations",
+        "6",
+    ],
 }
 
 WALLS: dict[Path, float] = {}  # every run's wall time, for the report

@@ -185,14 +185,7 @@ def spread_frames(X, candidates, chosen, n: int) -> np.ndarray:
     if n <= 0 or len(candidates) == 0:
         return np.empty(0, dtype=int)
     far = _nearest_distance(X, candidates, np.concatenate(chosen).astype(int))
-    picks = []
-    for _ in range(min(n, len(candidates))):
-        best = int(np.argmax(far))
-        picks.append(candidates[best])
-        far = np.minimum(
-            far, np.linalg.norm(X[candidates] - X[candidates[best]], axis=1)
-        )
-    return np.asarray(picks, dtype=int)
+    return _greedy(X, candidates, far, n, score=lambda distance: distance)
 
 
 def farthest_high_error(X, union, frame_rmse, limit, chosen, n) -> np.ndarray:
@@ -245,10 +238,19 @@ def ranked_with_diversity(X, candidates, frame_rmse, chosen, n) -> np.ndarray:
         return np.empty(0, dtype=int)
     near = _nearest_distance(X, candidates, np.asarray(chosen, dtype=int))
     scale = float(np.median(near)) or 1.0
+
+    def damped_error(distance):
+        return frame_rmse * -np.expm1(-((distance / scale) ** 2))
+
+    return _greedy(X, candidates, near, n, score=damped_error)
+
+
+def _greedy(X, candidates, near, n, score) -> np.ndarray:
+    """``n`` picks, each the best ``score(near)``; ``near`` (each candidate's
+    distance to the nearest chosen frame) is updated after every pick."""
     picks = []
     for _ in range(min(n, len(candidates))):
-        score = frame_rmse * -np.expm1(-((near / scale) ** 2))
-        best = int(np.argmax(score))
+        best = int(np.argmax(score(near)))
         picks.append(candidates[best])
         near = np.minimum(
             near, np.linalg.norm(X[candidates] - X[candidates[best]], axis=1)
