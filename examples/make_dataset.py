@@ -4,12 +4,22 @@ Relax, then Langevin NVT (0.5 fs, 500 K, friction 0.01/fs), 1 ps equilibration,
 every 5th step stored. Optionally also writes the same frames labelled with another
 xTB method, a stand-in for a model's predictions.
 
+The frames go in chunks (--chunk-size, default 200) into OUTPUT.partial/, with a
+checkpoint after each chunk; OUTPUT appears when all are done. An interrupted run
+(crash, Ctrl-C, end of session) continues with the same command plus --resume, and
+gives the same frames, bit for bit, as an uninterrupted one (run with
+OMP_NUM_THREADS=1, the same machine and versions).
+
 examples:
     python examples/make_dataset.py CH3CH2OH -n 3000 -o ethanol.extxyz \
         --predictions-method GFN1-xTB --predictions ethanol_gfn1.extxyz
     # a 42-atom peptide (Ac-Ala3-NHMe) from the structure file shipped here
-    python examples/make_dataset.py examples/molecules/ace_ala3_nme.xyz \
-        -n 4000 --stride 10 -o peptide.extxyz
+    OMP_NUM_THREADS=1 python examples/make_dataset.py \
+        examples/molecules/ace_ala3_nme.xyz -n 20000 --stride 10 -o peptide.extxyz
+    # ... interrupted: the same command with --resume continues it
+    OMP_NUM_THREADS=1 python examples/make_dataset.py \
+        examples/molecules/ace_ala3_nme.xyz -n 20000 --stride 10 -o peptide.extxyz \
+        --resume
 """
 
 import argparse
@@ -18,8 +28,9 @@ from pathlib import Path
 
 from ase.io import read
 
+from ase_flatten.data import read_dataset
 from ase_flatten.exceptions import InputError
-from ase_flatten.sample_data import make_md_dataset, relabel
+from ase_flatten.sample_data import MDProtocol, relabel, write_md_dataset
 
 
 def main() -> None:
@@ -38,10 +49,21 @@ def main() -> None:
         "--equilibration", type=float, default=1000.0, help="fs before storing"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chunk-size", type=int, default=200, help="frames per checkpoint"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue OUTPUT.partial/"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT, or start an interrupted run again",
+    )
     parser.add_argument("--predictions", help="also write relabelled frames here")
     parser.add_argument("--predictions-method", default="GFN1-xTB")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     molecule = args.molecule
     if Path(molecule).is_file():
@@ -49,21 +71,29 @@ def main() -> None:
             molecule = read(molecule)
         except Exception as exc:  # ASE raises many types for unreadable files
             parser.exit(2, f"{args.molecule}: not a readable structure ({exc})\n")
+    protocol = MDProtocol(
+        temperature_K=args.temperature,
+        stride=args.stride,
+        equilibration_fs=args.equilibration,
+        method=args.method,
+        seed=args.seed,
+    )
     try:
-        dataset = make_md_dataset(
+        write_md_dataset(
+            args.output,
             molecule,
-            stride=args.stride,
-            equilibration_fs=args.equilibration,
-            n_frames=args.frames,
-            temperature_K=args.temperature,
-            method=args.method,
-            seed=args.seed,
+            args.frames,
+            protocol,
+            chunk_size=args.chunk_size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            inputs=[args.molecule] if Path(args.molecule).is_file() else [],
         )
     except InputError as exc:
         parser.exit(2, f"error: {exc}\n")
-    dataset.write(args.output)
-    print(f"{len(dataset)} frames of {dataset.formula} -> {args.output}")
+    print(f"{args.frames} frames -> {args.output}")
     if args.predictions:
+        dataset = read_dataset(args.output)
         relabel(dataset, args.predictions_method).write(args.predictions)
         print(f"{args.predictions_method} labels -> {args.predictions}")
 

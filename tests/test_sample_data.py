@@ -1,3 +1,5 @@
+import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -6,8 +8,15 @@ import numpy as np
 import pytest
 from ase.io import read
 
+import ase_flatten.sample_data as sample_data
 from ase_flatten.data import read_dataset
-from ase_flatten.sample_data import make_md_dataset, xtb_calculator
+from ase_flatten.exceptions import InputError
+from ase_flatten.sample_data import (
+    MDProtocol,
+    make_md_dataset,
+    write_md_dataset,
+    xtb_calculator,
+)
 from md_validation.failure import check_structure
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -90,3 +99,96 @@ def test_example_script_bad_molecule_is_one_line(tmp_path, molecule, message):
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.xyz").exists()
+
+
+TINY = MDProtocol(stride=2, equilibration_fs=5)  # ethanol, 6 frames: under 1 s
+
+
+def _interrupt_after_first_chunk(monkeypatch):
+    """Make write_md_dataset stop like Ctrl-C right after its first checkpoint."""
+    save = sample_data._save_checkpoint
+
+    def save_and_stop(*args):
+        save(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample_data, "_save_checkpoint", save_and_stop)
+
+
+@pytest.fixture()
+def reference_file(tmp_path):
+    """The 6 tiny frames of make_md_dataset, written in one go."""
+    path = tmp_path / "reference.extxyz"
+    make_md_dataset("CH3CH2OH", 6, stride=2, equilibration_fs=5, progress=False).write(
+        path
+    )
+    return path
+
+
+def test_write_md_dataset_resumes_to_the_same_frames(
+    tmp_path, monkeypatch, caplog, reference_file
+):
+    """Chunked, and interrupted then resumed: byte for byte make_md_dataset's frames.
+
+    The resumed part starts its SCFs from the checkpointed wavefunction: without
+    it the forces differ after the first resumed step (checked by hand).
+    """
+    whole = tmp_path / "whole.extxyz"
+    with caplog.at_level(logging.INFO, logger="ase_flatten.sample_data"):
+        write_md_dataset(whole, "CH3CH2OH", 6, TINY, chunk_size=3, progress=False)
+    assert whole.read_bytes() == reference_file.read_bytes()
+    assert "3/6 frames" in caplog.text and "frames/min" in caplog.text
+    assert not whole.with_name("whole.extxyz.partial").exists()
+
+    out = tmp_path / "resumed.extxyz"
+    work = tmp_path / "resumed.extxyz.partial"
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        with pytest.raises(KeyboardInterrupt):
+            write_md_dataset(out, "CH3CH2OH", 6, TINY, chunk_size=3, progress=False)
+    assert not out.exists()
+    checkpoint = json.loads((work / "checkpoint.json").read_text())
+    assert checkpoint["frames_done"] == 3 and checkpoint["chunks"] == [
+        "chunk_00000.extxyz"
+    ]
+    assert len(read_dataset(work / "chunk_00000.extxyz")) == 3
+    with pytest.raises(InputError, match="pass --resume to continue it"):
+        write_md_dataset(out, "CH3CH2OH", 6, TINY, chunk_size=3, progress=False)
+    with pytest.raises(InputError, match=r"other settings \(seed\)"):
+        write_md_dataset(
+            out, "CH3CH2OH", 6, MDProtocol(stride=2, equilibration_fs=5, seed=1),
+            resume=True, progress=False,
+        )  # fmt: skip
+    write_md_dataset(out, "CH3CH2OH", 6, TINY, chunk_size=3, resume=True)
+    assert out.read_bytes() == reference_file.read_bytes()
+    assert not work.exists()
+    frames = read_dataset(out)
+    assert len(frames) == 6
+    with pytest.raises(InputError, match="exists; pass --overwrite"):
+        write_md_dataset(out, "CH3CH2OH", 6, TINY, progress=False)
+
+
+def test_example_script_resumes_and_refuses_other_settings(
+    tmp_path, monkeypatch, reference_file
+):
+    """make_dataset.py --resume continues a run; other settings: one line, exit 2."""
+    out = tmp_path / "ethanol.extxyz"
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        with pytest.raises(KeyboardInterrupt):
+            write_md_dataset(out, "CH3CH2OH", 6, TINY, chunk_size=3, progress=False)
+    command = [
+        sys.executable, str(EXAMPLES / "make_dataset.py"), "CH3CH2OH", "-n", "6",
+        "--stride", "2", "--equilibration", "5", "-o", str(out), "--resume",
+    ]  # fmt: skip
+    refused = subprocess.run(
+        [*command, "--temperature", "300"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert "other settings (temperature_K)" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr and "6/6 frames" in done.stderr
+    assert out.read_bytes() == reference_file.read_bytes()
