@@ -8,9 +8,11 @@ resumable: finished models are kept, and md-validate continues with ``--resume``
     python benchmarks/md_survival.py ../shared/data/ethanol_xtb500K.xyz.gz \\
         --replicas 8 --time-ps 5 -o benchmarks/output/md_survival/ethanol
 
-Writes OUT/default, OUT/flattened (model directories), OUT/md (md-validate's
-output: summary.csv, survival.csv/png, comparison.json, reference.png) and
-OUT/walls.json (wall time of each step).
+Writes OUT/default, OUT/flattened (model directories; with --efficiency also
+OUT/default_N, defaults of N frames), OUT/compare (`ase-flatten compare` of them:
+per-cluster test errors, Fig. 5-7), OUT/md (md-validate's output: summary.csv,
+survival.csv/png, comparison.json, reference.png) and OUT/walls.json (wall time of
+each step).
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def main() -> None:
     parser.add_argument("--temperatures", nargs="+", default=["300", "400"])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--n-fine", type=int, help="fine clusters (default: 2 x step)")
+    parser.add_argument(
+        "--select-args",
+        default="",
+        help="more `ase-flatten select` flags, one string (e.g. '--allocation size')",
+    )
+    parser.add_argument(
+        "--efficiency",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also default models of these multiples of the size (Fig. 7), "
+        "compared with the others by `ase-flatten compare` in OUT/compare",
+    )
     args = parser.parse_args()
 
     out = args.output
@@ -61,7 +76,19 @@ def main() -> None:
     cli(out / "default", "train", args.data, *common, "--size", size)
     cli(out / "flattened", "select", args.data, *common, "--init", args.init,
         "--step", args.step, "--iterations", args.iterations,
-        "--n-fine", args.n_fine or 2 * args.step)  # fmt: skip
+        "--n-fine", args.n_fine or 2 * args.step,
+        *args.select_args.split())  # fmt: skip
+    runs = [out / "default", out / "flattened"]
+    for factor in args.efficiency:
+        n = round(factor * size)
+        runs.append(out / f"default_{n}")
+        cli(runs[-1], "train", args.data, *common, "--size", n)
+    if not (out / "compare" / "comparison.json").exists():  # Fig. 6 and 7
+        subprocess.run(
+            [str(BIN / "ase-flatten"), "compare", *map(str, runs), "-q",
+             "-o", str(out / "compare"), "--overwrite"],
+            check=True,
+        )  # fmt: skip
     walls = {path.name: wall for path, wall in WALLS.items()}
 
     md = out / "md"
