@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from suite import BIN, WALLS, cli  # noqa: E402
 
-from ase_flatten.outputs import write_json  # noqa: E402
+from ase_flatten.outputs import write_json, write_text  # noqa: E402
 
 
 def main() -> None:
@@ -115,6 +115,53 @@ def main() -> None:
         walls = {**json.loads(old.read_text()), **walls}
     write_json(old, walls)
     print(json.dumps(walls, indent=1))
+    write_text(out / "survival.md", survival_table(md / "comparison.json"))
+    print((out / "survival.md").read_text())
+
+
+def survival_table(comparison: Path) -> str:
+    """Failures, log-rank p and distance to the reference per model and temperature."""
+    data = json.loads(comparison.read_text())
+    lines = [
+        "| T (K) | model | failed | median time to failure | failures/ns (95 % CI) "
+        "| log-rank p vs the other model | JS divergence to reference (bits) | "
+        "potential energy - reference (eV, 95 % CI) |",
+        "| ---: | --- | ---: | --- | --- | ---: | ---: | --- |",
+    ]
+    for temperature, block in data["temperatures"].items():
+        pair = next((p for p in block["pairs"] if "reference" not in p["models"]), None)
+        reference = (block.get("reference") or {}).get("models", {})
+        for name, stats in block["models"].items():
+            low, high = stats["failures_per_ns_ci95"]
+            p = "" if pair is None or name not in pair["models"] else pair["logrank_p"]
+            ref = reference.get(name, {})
+            shift = ref.get("potential_energy_eV_minus_reference")
+            lines.append(
+                f"| {temperature} | {name} | {stats['failures']}/{stats['replicas']} | "
+                f"{stats['median_time_to_failure']} | {stats['failures_per_ns']:.3g} "
+                f"({low:.3g}-{high:.3g}) | {'n/a' if p is None else _fmt(p)} | "
+                f"{_fmt(ref.get('js_divergence'))} | "
+                + (
+                    ""
+                    if shift is None
+                    else f"{shift['mean']:+.3f} ({shift['ci95'][0]:+.3f} to "
+                    f"{shift['ci95'][1]:+.3f})"
+                )
+                + " |"
+            )
+    verdicts = [
+        p["verdict"]
+        for block in data["temperatures"].values()
+        for p in block["pairs"]
+        if "reference" not in p["models"]
+    ]
+    return "\n".join(lines + [""] + [f"- {v}" for v in verdicts]) + "\n"
+
+
+def _fmt(value) -> str:
+    if value is None or value == "":
+        return "" if value == "" else "n/a"
+    return f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
 
 
 if __name__ == "__main__":
