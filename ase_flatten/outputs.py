@@ -392,6 +392,18 @@ def open_partial_directory(
     check_output_directory(path, command, overwrite, inputs)
     work = partial_directory(path)
     check_output_place(work, inputs)
+    return open_work_folder(work, command, settings, overwrite, resume)
+
+
+def open_work_folder(
+    work: Path, command: str, settings: dict, overwrite: bool, resume: bool
+) -> Path:
+    """Create the marked work folder ``work`` of ``command``, or reopen it.
+
+    An existing one must carry ``command``'s marker; ``resume`` keeps it when its
+    ``settings`` are equal, ``overwrite`` starts it again, neither is refused.
+    Used by :func:`open_partial_directory` and by runs whose output is a file.
+    """
     settings = json.loads(json.dumps(settings, default=_json_default))
     if work.exists():
         old = read_marker_data(work)

@@ -33,10 +33,9 @@ from .exceptions import InputError
 from .outputs import (
     atomic_path,
     check_output_file,
+    open_work_folder,
     partial_directory,
-    read_marker_data,
     write_json,
-    write_marker,
 )
 
 logger = logging.getLogger(__name__)
@@ -322,38 +321,11 @@ def _open_work_folder(
     work: Path, settings: dict, resume: bool, overwrite: bool
 ) -> dict | None:
     """Create the work folder, or open an interrupted run's; its checkpoint or None."""
-    if work.exists():
-        old = read_marker_data(work)
-        if old is None or old.get("command") != COMMAND:
-            raise InputError(
-                f"{work}: exists and is not a work folder of {COMMAND}; remove it "
-                "yourself or choose another output"
-            )
-        if resume:
-            changed = sorted(
-                key
-                for key in set(settings) | set(old.get("settings") or {})
-                if settings.get(key) != (old.get("settings") or {}).get(key)
-            )
-            if changed:
-                raise InputError(
-                    f"{work}: the interrupted run used other settings "
-                    f"({', '.join(changed)}); rerun it as it was, or pass "
-                    "--overwrite without --resume to start again"
-                )
-            checkpoint = work / CHECKPOINT
-            return json.loads(checkpoint.read_text()) if checkpoint.exists() else None
-        if not overwrite:
-            raise InputError(
-                f"{work}: holds an interrupted run; pass --resume to continue it or "
-                "--overwrite to start again"
-            )
-        shutil.rmtree(work)
-    try:
-        work.mkdir(parents=True)
-    except OSError as exc:
-        raise InputError(f"{work}: cannot write there ({exc.strerror})") from None
-    write_marker(work, COMMAND, settings)
+    resumed = resume and work.exists()
+    open_work_folder(work, COMMAND, settings, overwrite=overwrite, resume=resume)
+    checkpoint = work / CHECKPOINT
+    if resumed and checkpoint.exists():
+        return json.loads(checkpoint.read_text())
     return None
 
 
