@@ -66,7 +66,7 @@ class MDProtocol:
         xTB method for the forces and the labels (GFN2-xTB, GFN1-xTB, IPEA1-xTB).
     seed : int
         Seeds the initial velocities and the thermostat noise: the same seed gives
-        the same frames on the same machine (run with one thread).
+        the same frames on the same machine (xTB runs on one thread).
     """
 
     temperature_K: float = 500.0
@@ -116,7 +116,7 @@ def make_md_dataset(
         xTB method for the reference labels.
     seed : int
         Seeds the initial velocities and the thermostat noise: the same seed gives
-        the same frames on the same machine (run with one thread).
+        the same frames on the same machine (xTB runs on one thread).
 
     Returns
     -------
@@ -127,8 +127,17 @@ def make_md_dataset(
         method, seed,
     )  # fmt: skip
     atoms = build_molecule(molecule)
-    dyn = _start_md(atoms, protocol)
-    return _sample(dyn, n_frames, protocol, progress=progress)
+    with _one_thread():
+        dyn = _start_md(atoms, protocol)
+        return _sample(dyn, n_frames, protocol, progress=progress)
+
+
+def _one_thread():
+    """BLAS and OpenMP (tblite) on one thread: the same seed gives the same bytes,
+    in any process, whatever thread settings an earlier caller left behind."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
 
 
 def write_md_dataset(
@@ -198,13 +207,14 @@ def write_md_dataset(
     settings = _run_settings(atoms, n_frames, protocol)
     work = partial_directory(path)
     state = _open_work_folder(work, settings, resume, overwrite)
-    if state is None:
-        dyn = _start_md(atoms, protocol)
-        state = {"frames_done": 0, "chunks": []}
-    else:
-        dyn = _restore_md(atoms, protocol, state, work)
-        logger.info("resuming %s at frame %d", work, state["frames_done"])
-    _run_chunks(dyn, work, state, n_frames, protocol, chunk_size, progress)
+    with _one_thread():
+        if state is None:
+            dyn = _start_md(atoms, protocol)
+            state = {"frames_done": 0, "chunks": []}
+        else:
+            dyn = _restore_md(atoms, protocol, state, work)
+            logger.info("resuming %s at frame %d", work, state["frames_done"])
+        _run_chunks(dyn, work, state, n_frames, protocol, chunk_size, progress)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         for name in state["chunks"]:
             with open(work / name, "rb") as chunk:
