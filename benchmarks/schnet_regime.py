@@ -54,21 +54,16 @@ def screen(model: Path, out: Path, args) -> float:
 
 def test_errors(model: Path, data: str) -> dict:
     """Force and energy RMSE of a saved model on its own test split (eV/Å, eV)."""
-    import numpy as np
-
     from ase_flatten import read_dataset
+    from ase_flatten.error_analysis import model_errors
     from ase_flatten.models import load_indices, load_model
 
     saved = load_model(model)
-    dataset = read_dataset(data)
     test = load_indices(model / "test_indices.npy")
-    energies, forces = saved.backend.predict(dataset, test, progress=False)
-    return {
-        "force_rmse": float(np.sqrt(np.mean((forces - dataset.forces[test]) ** 2))),
-        "energy_rmse": float(
-            np.sqrt(np.mean((energies - dataset.energies[test]) ** 2))
-        ),
-    }
+    errors = model_errors(
+        saved.backend, read_dataset(data), test, saved.clusters.labels_, progress=False
+    )
+    return {key: errors.overall[key] for key in ("force_rmse", "energy_rmse")}
 
 
 def row(model: Path, md: Path, data: str) -> dict:
