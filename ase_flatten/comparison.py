@@ -58,8 +58,13 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
             "dataset": dataset.source,
             "test_frames": len(test),
             "runs": table,
+            "cluster_frames": results[0][2].n_frames.tolist(),
             "cluster_force_rmse": {
                 row["run"]: errors.force_rmse.tolist()
+                for row, (_, _, errors) in zip(table, results, strict=True)
+            },
+            "cluster_energy_rmse": {
+                row["run"]: errors.energy_rmse.tolist()
                 for row, (_, _, errors) in zip(table, results, strict=True)
             },
             "units": {"force": "eV/Å", "energy": "eV", "*_kcal": "kcal/mol"},
@@ -125,7 +130,10 @@ def _csv(rows) -> str:
 
 
 def plot_comparison(names, errors_list, path) -> None:
-    """Fig. 5: per-cluster test force RMSE, sorted by the first run's error."""
+    """Fig. 6 and 7: per-cluster test energy (left) and force (right) RMSE.
+
+    Clusters are sorted by the first run's force RMSE, one bar colour per run.
+    """
     import matplotlib.pyplot as plt
 
     from .outputs import atomic_path
@@ -133,17 +141,20 @@ def plot_comparison(names, errors_list, path) -> None:
     order = errors_list[0].order()
     width = 0.8 / len(names)
     x = np.arange(len(order))
-    fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
-    for k, (name, errors) in enumerate(zip(names, errors_list, strict=True)):
-        ax.bar(x + (k - (len(names) - 1) / 2) * width, errors.force_rmse[order],
-               width=width, label=name)  # fmt: skip
-    ax.set_xlabel(f"cluster (sorted by {names[0]}'s force RMSE)")
-    ax.set_ylabel("test force RMSE [eV/Å]")
-    kcal = ax.secondary_yaxis(
-        "right", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
-    )
-    kcal.set_ylabel("[kcal/(mol Å)]")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), constrained_layout=True)
+    panels = (("energy_rmse", "energy", "eV", "kcal/mol"),
+              ("force_rmse", "force", "eV/Å", "kcal/(mol Å)"))  # fmt: skip
+    for ax, (key, label, unit, kcal_unit) in zip(axes, panels, strict=True):
+        for k, (name, errors) in enumerate(zip(names, errors_list, strict=True)):
+            ax.bar(x + (k - (len(names) - 1) / 2) * width,
+                   getattr(errors, key)[order], width=width, label=name)  # fmt: skip
+        ax.set_xlabel(f"cluster (sorted by {names[0]}'s force RMSE)")
+        ax.set_ylabel(f"test {label} RMSE [{unit}]")
+        kcal = ax.secondary_yaxis(
+            "right", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
+        )
+        kcal.set_ylabel(f"[{kcal_unit}]")
+    axes[1].legend(fontsize=8)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)

@@ -99,6 +99,13 @@ def test_compare_default_and_flattened(runs, capsys, tmp_path):
     assert float(rows[1]["force_rmse_kcal"]) == pytest.approx(
         float(rows[1]["force_rmse"]) * 23.0605, rel=1e-4
     )
+    # per-cluster energy errors (Fig. 6, 7) weighted by cluster size give the overall
+    frames = np.array(data["cluster_frames"], dtype=float)
+    for row in rows:
+        energy = np.array(data["cluster_energy_rmse"][row["run"]], dtype=float)
+        seen = frames > 0
+        overall = np.sqrt(np.sum(frames[seen] * energy[seen] ** 2) / frames.sum())
+        assert float(row["energy_rmse"]) == pytest.approx(overall, rel=1e-5)
     assert (out_dir / "cluster_comparison.png").stat().st_size > 10_000
 
 

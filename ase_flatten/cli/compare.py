@@ -5,8 +5,9 @@ on the same dataset with the same test split. Each model predicts the test frame
 errors are grouped by the first run's clusters. Writes DIR/comparison.csv (per run:
 overall force and energy RMSE, max and mean-of-worst-5 cluster force RMSE, their
 ratios to the first run, eV and kcal/mol), DIR/comparison.json and
-DIR/cluster_comparison.png (per-cluster force RMSE, clusters sorted by the first
-run's error, one bar colour per run). Put the default model first.
+DIR/cluster_comparison.png (per-cluster energy and force RMSE, Fig. 6 and 7:
+clusters sorted by the first run's force error, one bar colour per run).
+Put the default model first.
 
 example: ase-flatten compare models/random models/flattened -o comparison/
 """
