@@ -40,6 +40,7 @@ import numpy as np
 
 from ase_flatten.error_analysis import KCAL_MOL
 from ase_flatten.outputs import write_text
+from ase_flatten.selection.baselines import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -522,7 +523,8 @@ def main() -> None:
         "--strategies",
         nargs="*",
         default=default_strategies(),
-        help="peers trained beside random and flattened (none: only those two)",
+        help="peers trained beside random and flattened (`none` or no name: only "
+        "those two)",
     )
     parser.add_argument(
         "--rules",
@@ -557,6 +559,11 @@ def main() -> None:
         "(or N local worker processes), then make the tables here",
     )
     args = parser.parse_args()
+    if args.strategies == ["none"]:
+        args.strategies = []
+    unknown = sorted(set(args.strategies) - set(STRATEGIES))
+    if unknown:
+        parser.error(f"--strategies: unknown {', '.join(unknown)}")
     data_dir = Path(args.data_dir)
     if data_dir.resolve() == DEMO_DATA:  # the demo data, made here when missing
         from ase_flatten.sample_data import make_example_files
