@@ -139,7 +139,7 @@ def survival_table(comparison: Path) -> str:
             lines.append(
                 f"| {temperature} | {name} | {stats['failures']}/{stats['replicas']} | "
                 f"{stats['median_time_to_failure']} | {stats['failures_per_ns']:.3g} "
-                f"({low:.3g}-{high:.3g}) | {'n/a' if p is None else _fmt(p)} | "
+                f"({low:.3g}-{high:.3g}) | {_fmt(p)} | "
                 f"{_fmt(ref.get('js_divergence'))} | "
                 + (
                     ""
@@ -159,8 +159,11 @@ def survival_table(comparison: Path) -> str:
 
 
 def _fmt(value) -> str:
-    if value is None or value == "":
-        return "" if value == "" else "n/a"
+    """A p-value or divergence: '' where none applies, 'n/a' where none was measured."""
+    if value == "":
+        return ""
+    if value is None:
+        return "n/a"
     return f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
 
 

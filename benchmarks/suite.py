@@ -523,6 +523,7 @@ def main() -> None:
         "--strategies",
         nargs="*",
         default=default_strategies(),
+        choices=[*STRATEGIES, "none"],
         help="peers trained beside random and flattened (`none` or no name: only "
         "those two)",
     )
@@ -559,11 +560,7 @@ def main() -> None:
         "(or N local worker processes), then make the tables here",
     )
     args = parser.parse_args()
-    if args.strategies == ["none"]:
-        args.strategies = []
-    unknown = sorted(set(args.strategies) - set(STRATEGIES))
-    if unknown:
-        parser.error(f"--strategies: unknown {', '.join(unknown)}")
+    args.strategies = [s for s in args.strategies if s != "none"]
     data_dir = Path(args.data_dir)
     if data_dir.resolve() == DEMO_DATA:  # the demo data, made here when missing
         from ase_flatten.sample_data import make_example_files
