@@ -85,6 +85,8 @@ RULES = {
     # more, smaller steps: the same 150 added frames in 6 steps of 25
     "steps25": ["--step", "25", "--iterations", "6"],
     "steps10": ["--step", "10", "--iterations", "15"],
+    # adaptive threshold: the worst coarse clusters carrying half the squared error
+    "mass": ["--threshold", "mass"],
     "error_alloc_steps25": [
         "--allocation",
         "error",

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument(
         "--threshold",
         choices=THRESHOLDS,
-        help="factor x the overall RMSE (paper) or x the mean of cluster RMSEs",
+        help="factor x the overall RMSE (paper), x the mean of cluster RMSEs, or "
+        "mass: the worst clusters that carry half the squared error (no factor)",
     )
     loop.add_argument(
         "--allocation",

@@ -4,7 +4,9 @@ Pure functions of arrays, so each variant the paper or the authors' code used ca
 be tested on its own:
 
 * :func:`high_error_union` - merge the coarse clusters whose force RMSE exceeds a
-  threshold (factor x overall RMSE, or x the mean of the cluster RMSEs);
+  threshold (factor x overall RMSE, or x the mean of the cluster RMSEs), or, beyond
+  the paper, the worst clusters that carry half the pool's squared force error (an
+  adaptive threshold: it follows how concentrated the error is);
 * :func:`allocate` - how many frames each fine cluster gives: one from each of the
   worst (the paper), proportional to cluster size (the paper's peptide), or to the
   cluster's share of the total squared error (the authors' code);
@@ -28,7 +30,10 @@ import numpy as np
 
 from ..exceptions import InputError
 
-THRESHOLDS = ("overall", "mean")
+THRESHOLDS = ("overall", "mean", "mass")
+#: ``threshold="mass"``: the worst clusters together carry this share of the pool's
+#: summed squared force error
+ERROR_MASS_SHARE = 0.5
 ALLOCATIONS = ("worst", "size", "error")
 CRITERIA = ("error", "centroid", "random")
 PICKS = ("fine", "fps", "ranked")
@@ -54,19 +59,30 @@ def high_error_union(
     Every cluster above ``factor`` x the reference value; if they hold fewer than
     ``min_frames`` candidate frames (or none is above), the next-worst clusters
     join until they do or none is left.
+
+    With ``threshold="mass"`` the factor is not used: the worst clusters join until
+    they carry :data:`ERROR_MASS_SHARE` of the candidates' summed squared error
+    (cluster RMSE² x candidate frames), and the threshold returned is the RMSE of
+    the last one. Concentrated errors give a small union; a flat error a wide one.
     """
     if threshold not in THRESHOLDS:
         raise InputError(
             f"unknown threshold {threshold!r}; choose one of {', '.join(THRESHOLDS)}"
         )
     rmse = np.where(np.isfinite(cluster_force_rmse), cluster_force_rmse, -np.inf)
-    reference = (
-        overall_rmse if threshold == "overall" else np.nanmean(cluster_force_rmse)
-    )
-    limit = factor * reference
     order = np.argsort(-rmse, kind="stable")
     order = order[np.isfinite(rmse[order]) & (candidates_per_cluster[order] > 0)]
-    chosen = [c for c in order if rmse[c] > limit]
+    if threshold == "mass":
+        mass = rmse[order] ** 2 * candidates_per_cluster[order]
+        n_in = int(np.searchsorted(np.cumsum(mass), ERROR_MASS_SHARE * mass.sum()))
+        chosen = list(order[: min(n_in + 1, len(order))])
+        limit = float(rmse[chosen[-1]]) if chosen else float(overall_rmse)
+    else:
+        reference = (
+            overall_rmse if threshold == "overall" else np.nanmean(cluster_force_rmse)
+        )
+        limit = factor * reference
+        chosen = [c for c in order if rmse[c] > limit]
     for c in order[len(chosen) :]:
         if candidates_per_cluster[chosen].sum() >= min_frames:
             break

@@ -237,6 +237,11 @@ def test_threshold_and_error_sample_variants(reference_run, xtb_dataset, tmp_pat
     mean = run(xtb_dataset, tmp_path / "mean", iterations=1, threshold="mean")
     first = reference_run.history[0]["why"]
     assert mean.history[0]["why"]["threshold"] != first["threshold"]
+    mass = run(xtb_dataset, tmp_path / "mass", iterations=1, threshold="mass")
+    why, rmse = mass.history[0]["why"], mass.history[0]["pool_cluster_force_rmse"]
+    high = [rmse[c] for c in why["high_clusters"]]
+    assert why["threshold"] == high[-1] == min(high)  # the last cluster that joined
+    assert len(mass.history[0]["added"]) == 8
     sampled = run(xtb_dataset, tmp_path / "sample", iterations=1, error_sample=3)
     why = sampled.history[0]["why"]
     assert why["evaluated_frames"] <= 3 * 6 < first["evaluated_frames"]

@@ -23,6 +23,13 @@ def test_high_error_union_threshold_variants():
     # too few frames above the threshold: the next-worst clusters join
     chosen, _ = picking.high_error_union(rmse, 1.0, 1.1, "mean", candidates, 25)
     assert chosen.tolist() == [1, 2, 0]
+    # mass: squared error 9*10=90 of 90+14.4+10+2.5 = 116.9 -> cluster 1 alone
+    chosen, limit = picking.high_error_union(rmse, 1.0, 1.1, "mass", candidates, 1)
+    assert chosen.tolist() == [1] and limit == 3.0
+    # a flat error spreads the union: half the mass needs two of four equal clusters
+    flat = np.ones(4)
+    chosen, limit = picking.high_error_union(flat, 1.0, 1.1, "mass", np.ones(4), 1)
+    assert chosen.tolist() == [0, 1] and limit == 1.0
     with pytest.raises(InputError, match="unknown threshold"):
         picking.high_error_union(rmse, 1.0, 1.1, "median", candidates, 1)
 
