@@ -27,7 +27,9 @@ continues and which becomes ``X`` when complete::
     publish_partial_directory(work, out, COMMAND)
 
 A folder filled in place because it is checkpointed (``select``) uses
-:func:`check_output_place` and :func:`write_marker` instead, and never deletes.
+:func:`check_output_place` and :func:`write_marker` instead, and never deletes; it
+holds :func:`folder_lock` while it runs, so a second process cannot resume it at the
+same time.
 Every check raises :class:`~ase_flatten.exceptions.InputError` with one line
 naming the path.
 """
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the marker file in every output folder; JSON ``{"command": ...}``.
 MARKER = ".ase-flatten-output"
+#: Lock file of a run folder filled in place (:func:`folder_lock`).
+LOCK = ".ase-flatten.lock"
 #: The marker md-validate wrote before it shared :data:`MARKER` (still read).
 LEGACY_MARKERS = (".md-validate",)
 
@@ -337,6 +341,42 @@ def atomic_directory(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the existing folder ``path`` for this process while the block runs.
+
+    An advisory ``flock`` on ``path/.ase-flatten.lock``. The kernel drops it when
+    the process ends, however it ends, so an interrupted run leaves no stale lock
+    and ``--resume`` never needs one removed by hand. Without ``fcntl`` (Windows)
+    nothing is locked.
+
+    Raises
+    ------
+    InputError
+        Another process holds the folder (for example a second ``--resume``).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        fd = os.open(Path(path) / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"{path}: another process is writing this run now; wait for it to "
+                "finish or choose another output"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def partial_directory(path: str | os.PathLike) -> Path:

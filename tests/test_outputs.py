@@ -1,6 +1,8 @@
 import os
 import re
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +14,7 @@ from ase_flatten.outputs import (
     check_output_directory,
     check_output_file,
     check_writable,
+    folder_lock,
     open_partial_directory,
     partial_directory,
     publish_partial_directory,
@@ -203,3 +206,32 @@ def test_partial_directory_refuses_what_the_command_did_not_write(tmp_path):
     work = open_partial_directory(old, "md-validate", {}, overwrite=True)
     publish_partial_directory(work, old, "md-validate")
     assert sorted(os.listdir(old)) == [MARKER]
+
+
+def test_folder_lock_refuses_a_second_process_and_dies_with_the_first(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=f"{tmp_path}: another process is"):
+            with folder_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()  # as an interrupted run ends: no cleanup of its own
+        holder.wait()
+    with folder_lock(tmp_path):  # the kernel dropped the lock: no stale lock
+        with pytest.raises(InputError, match="another process"):
+            with folder_lock(tmp_path):  # a second holder in this process too
+                pass
+
+
+HOLD_LOCK = """
+import sys, time
+from ase_flatten.outputs import folder_lock
+with folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""

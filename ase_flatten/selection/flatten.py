@@ -20,6 +20,7 @@ Run directory::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,7 +33,7 @@ import numpy as np
 from .. import clustering_options as options
 from ..data import Dataset
 from ..exceptions import InputError
-from ..outputs import atomic_path, write_json, write_marker
+from ..outputs import atomic_path, folder_lock, write_json, write_marker
 from ..signals import sigterm_as_interrupt
 from . import picking
 from .split import holdout_split
@@ -143,12 +144,19 @@ def run_selection(
         Predict the pool and the test split on Dask workers (``--dask``); the
         results are the in-process ones. Training and clustering stay here.
     """
-    from tqdm.auto import tqdm
-
     directory = Path(directory)
     test, pool = holdout_split(len(dataset), config.test_fraction, config.split_seed)
     config.validate(len(pool), dataset.source)
-    state = _start(dataset, config, directory, resume, test, pool)
+    with contextlib.ExitStack() as held:  # the run folder's lock, until the end
+        state = _start(dataset, config, directory, resume, test, pool, held)
+        return _loop(dataset, config, directory, state, (test, pool), progress, workers)
+
+
+def _loop(dataset, config, directory, state, split, progress, workers):
+    """Iterations from the last checkpoint on, then the final model."""
+    from tqdm.auto import tqdm
+
+    test, pool = split
     clusters = state["clusters"]
     X = state["descriptors"]
     train, history = state["train"], state["history"]
@@ -384,8 +392,8 @@ def _nan_to_none(values) -> list:
 # -- run directory -----------------------------------------------------------------
 
 
-def _start(dataset, config, directory, resume, test, pool) -> dict:
-    """Create the run directory, or read it back on resume."""
+def _start(dataset, config, directory, resume, test, pool, held) -> dict:
+    """Create the run directory, or read it back on resume; lock it in ``held``."""
     from ..clustering import (
         TwoStageClustering,
         cluster_features,
@@ -397,6 +405,8 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
     settings = {"config": dataclasses.asdict(config), "dataset": dataset.fingerprint()}
     X = pairwise_distances(dataset.positions, kind=config.descriptor)
     if resume:
+        if directory.is_dir():
+            held.enter_context(folder_lock(directory))
         saved = _read_json(directory / "config.json", "no run to resume")
         if not isinstance(saved.get("config"), dict):
             raise InputError(f"{directory / 'config.json'}: damaged (no settings)")
@@ -444,6 +454,7 @@ def _start(dataset, config, directory, resume, test, pool) -> dict:
         raise InputError(
             f"{directory}: cannot write there ({exc.strerror or exc})"
         ) from None
+    held.enter_context(folder_lock(directory))
     write_marker(directory, COMMAND)
     clusters = TwoStageClustering(
         n_geometry=config.n_geometry,

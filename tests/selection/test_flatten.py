@@ -11,6 +11,7 @@ import pytest
 
 from ase_flatten import FlattenedCalculator
 from ase_flatten.exceptions import InputError
+from ase_flatten.outputs import folder_lock
 from ase_flatten.selection import flatten
 from ase_flatten.selection.flatten import SelectionConfig, run_selection
 
@@ -140,6 +141,10 @@ def test_resume_after_interrupt_gives_the_same_indices(
     for key in ("assign", "descriptor", "reduce", "n_components"):
         del saved["config"][key]
     config_file.write_text(json.dumps(saved))
+    # a second writer is refused while the first holds the folder, not after
+    with folder_lock(tmp_path / "r"):
+        with pytest.raises(InputError, match="another process is writing this run"):
+            run_selection(xtb_dataset, SMALL, tmp_path / "r", resume=True)
     resumed = run_selection(xtb_dataset, SMALL, tmp_path / "r", resume=True)
     np.testing.assert_array_equal(resumed.train_indices, reference_run.train_indices)
     assert [h["added"] for h in resumed.history[:-1]] == [
