@@ -443,6 +443,7 @@ def open_work_folder(
     An existing one must carry ``command``'s marker; ``resume`` keeps it when its
     ``settings`` are equal, ``overwrite`` starts it again, neither is refused.
     Used by :func:`open_partial_directory` and by runs whose output is a file.
+    The caller holds :func:`folder_lock` on it while it works.
     """
     settings = json.loads(json.dumps(settings, default=_json_default))
     if work.exists():
@@ -452,6 +453,8 @@ def open_work_folder(
                 f"{work}: exists and is not a work folder of `{command}`; remove it "
                 "yourself or choose another output"
             )
+        with folder_lock(work):  # neither resumed nor removed while a run holds it
+            pass
         if resume:
             _check_same_settings(work, settings, old.get("settings") or {})
             logger.info("resuming the interrupted run in %s", work)

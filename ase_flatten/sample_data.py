@@ -33,6 +33,7 @@ from .exceptions import InputError
 from .outputs import (
     atomic_path,
     check_output_file,
+    folder_lock,
     open_work_folder,
     partial_directory,
     write_json,
@@ -207,7 +208,7 @@ def write_md_dataset(
     settings = _run_settings(atoms, n_frames, protocol)
     work = partial_directory(path)
     state = _open_work_folder(work, settings, resume, overwrite)
-    with _one_thread():
+    with folder_lock(work), _one_thread():
         if state is None:
             dyn = _start_md(atoms, protocol)
             state = {"frames_done": 0, "chunks": []}
@@ -215,11 +216,11 @@ def write_md_dataset(
             dyn = _restore_md(atoms, protocol, state, work)
             logger.info("resuming %s at frame %d", work, state["frames_done"])
         _run_chunks(dyn, work, state, n_frames, protocol, chunk_size, progress)
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        for name in state["chunks"]:
-            with open(work / name, "rb") as chunk:
-                shutil.copyfileobj(chunk, out)
-    shutil.rmtree(work)
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            for name in state["chunks"]:
+                with open(work / name, "rb") as chunk:
+                    shutil.copyfileobj(chunk, out)
+        shutil.rmtree(work)
     logger.info("%d frames -> %s", n_frames, path)
     return Path(path)
 

@@ -28,6 +28,7 @@ example: md-validate --model default=models/default --model improved=models/flat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -218,7 +219,11 @@ def run(args) -> None:
     from ase_flatten.data import read_dataset
     from ase_flatten.distributed import dask_client
     from ase_flatten.models import load_model
-    from ase_flatten.outputs import open_partial_directory, publish_partial_directory
+    from ase_flatten.outputs import (
+        folder_lock,
+        open_partial_directory,
+        publish_partial_directory,
+    )
 
     from .failure import FailureCriteria
     from .validate import REFERENCE, Protocol, validate_models
@@ -284,10 +289,13 @@ def run(args) -> None:
     )
     output = Path(args.output)
     inputs = [Path(args.start)] + [Path(path) for _, path in args.model]
-    with dask_client(args.dask) as client:  # a bad address fails before any output
+    # a bad address fails before any output; the work folder stays locked until
+    # it is published
+    with dask_client(args.dask) as client, contextlib.ExitStack() as held:
         work = open_partial_directory(
             output, PROG, settings, args.overwrite, args.resume, inputs
         )
+        held.enter_context(folder_lock(work))
         rows, lines = validate_models(
             models,
             atoms,
@@ -300,7 +308,7 @@ def run(args) -> None:
             progress=not args.no_progress and sys.stderr.isatty(),
             client=client,
         )
-    publish_partial_directory(work, output, PROG)
+        publish_partial_directory(work, output, PROG)
     for line in lines:
         print(line)
     if args.export_risky:

@@ -16,6 +16,7 @@ from ase_flatten.outputs import (
     check_writable,
     folder_lock,
     open_partial_directory,
+    open_work_folder,
     partial_directory,
     publish_partial_directory,
     read_marker,
@@ -226,6 +227,17 @@ def test_folder_lock_refuses_a_second_process_and_dies_with_the_first(tmp_path):
         with pytest.raises(InputError, match="another process"):
             with folder_lock(tmp_path):  # a second holder in this process too
                 pass
+
+
+def test_a_held_work_folder_is_neither_resumed_nor_removed(tmp_path):
+    work = open_work_folder(tmp_path / "w", "cmd", {"a": 1}, False, False)
+    (work / "chunk").write_text("done")
+    with folder_lock(work):
+        for overwrite, resume in ((False, True), (True, False)):
+            with pytest.raises(InputError, match="another process is writing"):
+                open_work_folder(work, "cmd", {"a": 1}, overwrite, resume)
+    assert (work / "chunk").read_text() == "done"
+    assert open_work_folder(work, "cmd", {"a": 1}, False, True) == work
 
 
 HOLD_LOCK = """
