@@ -128,13 +128,20 @@ class ASEBackend(Backend):
         self._calc = None
 
 
-def build(factory: str, kwargs: dict):
-    """Call ``module:callable`` with ``kwargs``; errors become InputError."""
+def import_factory(spec: str):
+    """Import ``module:callable``; a bad spec raises one-line InputError."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise InputError(f"calculator factory {spec!r}: expected MODULE:CALLABLE")
     try:
-        module, attr = factory.split(":")
-        fn = getattr(importlib.import_module(module), attr)
-    except (ValueError, ImportError, AttributeError) as exc:
-        raise InputError(
-            f"cannot import calculator factory {factory!r} ({exc})"
-        ) from None
-    return fn(**kwargs)
+        function = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot import calculator factory {spec!r} ({exc})") from None
+    if not callable(function):
+        raise InputError(f"calculator factory {spec!r} is not callable")
+    return function
+
+
+def build(factory: str, kwargs: dict):
+    """Call ``module:callable`` with ``kwargs``; a bad spec is an InputError."""
+    return import_factory(factory)(**kwargs)

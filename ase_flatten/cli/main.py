@@ -24,6 +24,7 @@ COMMANDS = {
     "select": "ase_flatten.cli.select",
     "compare": "ase_flatten.cli.compare",
     "predict": "ase_flatten.cli.predict",
+    "explore": "ase_flatten.cli.explore",
 }
 
 
