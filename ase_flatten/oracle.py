@@ -9,6 +9,12 @@ a :class:`LabelStore`: an append-only JSON-lines file keyed by the frame's conte
 the oracle again, so a killed run resumes without paying for any label twice; a
 frame the oracle failed on is stored with its reason and skipped, not retried.
 
+Every frame gets a calculator of its own from the factory: a calculator that
+keeps state between calls (tblite starts each SCF from the previous frame's
+wavefunction) would make a label depend on the order frames were labelled in,
+measured at 3e-9 eV with GFN2-xTB, and a resumed run could then differ from an
+uninterrupted one. A calculator object given from Python is used as it is.
+
 A failure is an exception, a result that is not finite, a wrong shape, or a call
 longer than ``timeout_s`` (``SIGALRM`` in the worker: a timeout interrupts Python
 code and calculators that call external programs; a C library that never returns
@@ -289,10 +295,8 @@ class LabelStore:
         line = json.dumps(record, separators=(",", ":")) + "\n"
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_torn_line()
             self._handle = open(self.path, "a", encoding="utf-8")
-            # a line torn by an earlier kill must not swallow the next one
-            if self._handle.tell() and not self._ends_with_newline():
-                self._handle.write("\n")
         self._handle.write(line)
         self._handle.flush()
         self._records[record["key"]] = record
@@ -313,10 +317,14 @@ class LabelStore:
             self._handle.close()
             self._handle = None
 
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            return handle.read(1) == b"\n"
+    def _drop_torn_line(self) -> None:
+        """Cut a last line that a kill left unfinished (it was never a record)."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
 
 
 def label_frames(
@@ -424,14 +432,13 @@ def _oracle_results(numbers, positions, todo, oracle, jobs):
     The first frame is labelled here; the rest go to ``jobs`` worker processes
     when they would take longer than :data:`SERIAL_SECONDS` at its pace.
     """
-    calc = oracle.build()  # a bad spec fails here, in one line, before any work
-    first = _label_one(calc, numbers, positions[todo[0]], oracle.timeout_s)
+    first = _label_one(oracle.build(), numbers, positions[todo[0]], oracle.timeout_s)
     yield todo[0], first
     rest = todo[1:]
     parallel = jobs > 1 and oracle.importable and len(rest) > 1
     if not parallel or first["seconds"] * len(rest) < SERIAL_SECONDS:
         for i in rest:
-            yield i, _label_one(calc, numbers, positions[i], oracle.timeout_s)
+            yield i, _label_one(oracle.build(), numbers, positions[i], oracle.timeout_s)
         return
     with ProcessPoolExecutor(
         max_workers=min(jobs, len(rest)),
@@ -451,22 +458,24 @@ def _oracle_results(numbers, positions, todo, oracle, jobs):
             raise
 
 
-#: Per worker process: the oracle's calculator, built once.
-_WORKER_CALC = None
+#: Per worker process: the oracle (its factory imported once).
+_WORKER_ORACLE = None
 
 
 def _init_worker(factory: str, kwargs: dict) -> None:
-    global _WORKER_CALC
+    global _WORKER_ORACLE
     from threadpoolctl import threadpool_limits
+
+    from .backends.ase import import_factory
 
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
     threadpool_limits(1)
-    _WORKER_CALC = Oracle(factory, kwargs).build()
+    _WORKER_ORACLE = Oracle(import_factory(factory), kwargs)
 
 
 def _worker_label(numbers, positions, timeout_s):
-    return _label_one(_WORKER_CALC, numbers, positions, timeout_s)
+    return _label_one(_WORKER_ORACLE.build(), numbers, positions, timeout_s)
 
 
 class _Timeout(Exception):
