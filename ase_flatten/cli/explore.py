@@ -143,8 +143,11 @@ def build_oracle(args: argparse.Namespace):
     """The :class:`~ase_flatten.oracle.Oracle` of the arguments, checked now."""
     import json
 
+    from ..backends.ase import import_factory
     from ..exceptions import InputError
     from ..oracle import Oracle
+
+    import_factory(args.oracle)  # a spec that does not import fails before any work
 
     try:
         kwargs = json.loads(args.oracle_kwargs)
