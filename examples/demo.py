@@ -10,7 +10,10 @@
 5. `ase-flatten select`: a flattened training set of the same size (100 random
    frames + 4 iterations x 50 frames from the worst fine clusters).
 6. `ase-flatten compare`: default vs flattened on the test split (Table I, Fig. 5).
-7. `md-validate`: NVT MD with both models at 300 K and 400 K, 0.5 fs steps, 1 ps,
+7. `ase-flatten explore`: MD with the default model at 300 K and 400 K, the
+   frames where it fails or leaves its data labelled by GFN2-xTB (the oracle) and
+   added, the model retrained (2 rounds, at most 20 labels).
+8. `md-validate`: NVT MD with the three models at 300 K and 400 K, 0.5 fs steps, 1 ps,
    4 replicas each in parallel (the paper's Fig. 8), through ASE, and the same with
    GFN2-xTB itself (the reference method, 2 replicas); the verdict: failures with
    a log-rank test, and each model's distance to the reference's MD.
@@ -72,10 +75,18 @@ def main() -> None:
     comparison = OUT / "comparison"
     run("compare", model, flat, "-o", comparison, "--overwrite", "-q")
 
-    print("\n== 7. MD stability at 300 K and 400 K (NVT, 0.5 fs, 1 ps, 4 replicas)")
-    md = OUT / "md"
+    print("\n== 7. explore beyond the data: MD, GFN2-xTB labels where it fails")
+    explored = OUT / "explored_sgdml"
     xtb = json.dumps({"method": "GFN2-xTB", "verbosity": 0})
+    run("explore", model, "--oracle", "tblite.ase:TBLite", "--oracle-kwargs", xtb,
+        "--temperatures", "300", "400", "--replicas", "2", "--time-ps", "0.5",
+        "--per-round", "10", "--label-budget", "20", "--max-rounds", "2",
+        "--jobs", "2", "-o", explored, "--overwrite", "-q")  # fmt: skip
+
+    print("\n== 8. MD stability at 300 K and 400 K (NVT, 0.5 fs, 1 ps, 4 replicas)")
+    md = OUT / "md"
     run("--model", f"default={model}", "--model", f"flattened={flat}",
+        "--model", f"explored={explored}",
         "--start", reference, "--time-ps", "1", "--replicas", "4",
         "--reference", "tblite.ase:TBLite", "--reference-kwargs", xtb,
         "--reference-replicas", "2", "-o", md, "--overwrite", "--no-progress", "-q",
@@ -88,6 +99,7 @@ def main() -> None:
     print(f"plot:   {os.path.relpath(report / 'cluster_errors.png')}")
     print(f"worst:  {os.path.relpath(report / 'worst_clusters.extxyz')}")
     print(f"flattened run: {os.path.relpath(flat)} (history.json, error_curves.png)")
+    print(f"explored:   {os.path.relpath(explored)} (history.json, explored.extxyz)")
     print(f"comparison: {os.path.relpath(comparison / 'comparison.csv')}")
     print(f"            {os.path.relpath(comparison / 'cluster_comparison.png')}")
     print(f"MD:         {os.path.relpath(md / 'summary.csv')}")
