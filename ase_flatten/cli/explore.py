@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import argparse
 
-from .common import nonnegative_int, positive_float, positive_int
+from .common import (
+    add_oracle_arguments,
+    build_oracle,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    share,
+)
 from .runtime import add_output_arguments
 
 description = __doc__
 
 COMMAND = "ase-flatten explore"
-
-
-def share(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(
         parser, COMMAND, resume="continue an interrupted exploration in DIR"
     )
-    add_oracle_arguments(parser)
+    add_oracle_arguments(parser, required=True)
     md = parser.add_argument_group("MD of every round")
     md.add_argument(
         "--temperatures",
@@ -107,59 +106,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="worker processes for MD replicas and labels (1)",
     )
-
-
-def add_oracle_arguments(parser: argparse.ArgumentParser) -> None:
-    """The oracle's options: ``--oracle``, its kwargs, timeout and failure share."""
-    group = parser.add_argument_group("the labelling oracle")
-    group.add_argument(
-        "--oracle",
-        required=True,
-        metavar="MODULE:FACTORY",
-        help="ASE calculator factory giving reference labels, e.g. tblite.ase:TBLite",
-    )
-    group.add_argument(
-        "--oracle-kwargs",
-        default="{}",
-        metavar="JSON",
-        help='keyword arguments of the factory, e.g. \'{"method": "GFN2-xTB"}\'',
-    )
-    group.add_argument(
-        "--oracle-timeout",
-        type=positive_float,
-        metavar="S",
-        help="a call longer than this is a failed frame (default: no limit)",
-    )
-    group.add_argument(
-        "--oracle-max-failures",
-        type=share,
-        default=0.2,
-        metavar="SHARE",
-        help="stop when more than this share of a round's frames fail (0.2)",
-    )
-
-
-def build_oracle(args: argparse.Namespace):
-    """The :class:`~ase_flatten.oracle.Oracle` of the arguments, checked now."""
-    import json
-
-    from ..backends.ase import import_factory
-    from ..exceptions import InputError
-    from ..oracle import Oracle
-
-    import_factory(args.oracle)  # a spec that does not import fails before any work
-
-    try:
-        kwargs = json.loads(args.oracle_kwargs)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--oracle-kwargs is not JSON ({exc})") from None
-    oracle = Oracle(
-        args.oracle,
-        kwargs,
-        timeout_s=args.oracle_timeout,
-        max_failure_share=args.oracle_max_failures,
-    )
-    return oracle
 
 
 def run(args: argparse.Namespace) -> None:

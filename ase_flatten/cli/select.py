@@ -10,6 +10,14 @@ selected; all reported errors are on it. DIR becomes a model directory
 history.json and error_curves.png. Checkpointed every iteration: after Ctrl-C or a
 crash, run the same command with --resume.
 
+With --oracle (any ASE calculator, as `explore`), DATA may hold frames without
+labels: the test split is labelled up front, then the initial set, the
+--error-sample K frames per coarse cluster (10 unless given) and the frames
+picked, and nothing else. Energy levels are skipped (--n-energy 1): energies are
+unknown before labelling, and a model's predicted energies are least right where
+its errors are. Labels go to DIR/labels.jsonl as they arrive (a resumed run pays
+for none twice); DIR/labelled.extxyz holds every labelled frame at the end.
+
 example: ase-flatten select traj.xyz --backend sgdml -o flattened/
 """
 
@@ -24,6 +32,7 @@ from .common import (
     add_backend_arguments,
     add_clustering_arguments,
     add_dataset_arguments,
+    add_oracle_arguments,
     add_split_arguments,
     nonnegative_int,
     positive_float,
@@ -115,6 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
     add_clustering_arguments(parser, seed=False)
     add_dask_arguments(parser)
+    add_oracle_arguments(parser, required=False)
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="worker processes for the oracle's labels (1)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -125,9 +141,10 @@ def run(args: argparse.Namespace) -> None:
     from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
     from ..selection.presets import RULE_FIELDS
-    from .common import build_backend, read_dataset_arg
+    from .common import build_backend, build_oracle
 
     check_output_place(args.output, inputs=[args.data])
+    oracle = build_oracle(args) if args.oracle else None
     params = dict(args.param)
     build_backend(args.backend, params, args.seed)  # a bad parameter fails now
     rules = {
@@ -157,11 +174,16 @@ def run(args: argparse.Namespace) -> None:
     )
     try:
         with dask_client(args.dask) as client:
-            dataset = read_dataset_arg(args)
+            dataset, labels = _read_data(args, oracle, config)
             scratch = Path(args.output) / ".dask-models"  # trained models for workers
             with worker_pool(client, scratch, args.dask_chunk) as workers:
                 result = run_selection(
-                    dataset, config, args.output, resume=args.resume, workers=workers
+                    dataset,
+                    config,
+                    args.output,
+                    resume=args.resume,
+                    workers=workers,
+                    labels=labels,
                 )
     except KeyboardInterrupt:
         print(
@@ -179,3 +201,43 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"history: {result.directory / 'history.json'}")
     print(f"plot:    {result.directory / 'error_curves.png'}")
+    paid = result.history[-1].get("labels_paid")
+    if paid:
+        print(
+            f"labels paid: {paid['calls']} oracle calls (test split "
+            f"{paid.get('test', 0)}, initial {paid.get('initial', 0)}, error "
+            f"estimates {paid.get('estimate', 0)}, added {paid.get('added', 0)}; "
+            f"{paid.get('failed', 0)} failed)"
+        )
+
+
+def _read_data(args, oracle, config):
+    """The dataset, and with --oracle the pool whose missing labels it pays for.
+
+    A pool with unlabelled frames changes ``config`` in place: energy levels
+    skipped and an error sample of 10 frames per coarse cluster unless given.
+    """
+    import logging
+    from pathlib import Path
+
+    from ..oracle import LabelStore
+    from ..pool import read_pool
+    from .common import read_dataset_arg
+
+    if oracle is None:
+        return read_dataset_arg(args), None
+    pool = read_pool(
+        args.data, args.index, args.format, args.energy_key, args.forces_key
+    )
+    if not pool.complete:
+        log = logging.getLogger(__name__)
+        if config.n_energy != 1:
+            log.info("unlabelled frames: energy levels skipped (--n-energy 1)")
+            config.n_energy = 1
+        if config.error_sample is None:
+            log.info("unlabelled frames: errors estimated from 10 frames per cluster")
+            config.error_sample = 10
+    pool.oracle = oracle
+    pool.store = LabelStore(Path(args.output) / "labels.jsonl")
+    pool.jobs = args.jobs
+    return pool.dataset, pool

@@ -125,6 +125,7 @@ def run_selection(
     resume: bool = False,
     progress: bool | None = None,
     workers=None,
+    labels=None,
 ) -> SelectionResult:
     """Run (or resume) the flattening loop and save the final model in ``directory``.
 
@@ -143,16 +144,43 @@ def run_selection(
     workers : ase_flatten.distributed.WorkerPool, optional
         Predict the pool and the test split on Dask workers (``--dask``); the
         results are the in-process ones. Training and clustering stay here.
+    labels : ase_flatten.pool.LabelledPool, optional
+        Where the labels of ``dataset`` (its ``dataset``) come from when some are
+        missing: the test split is labelled up front, then the initial set, the
+        error sample of every iteration (``config.error_sample`` frames per
+        coarse cluster, required) and the frames picked; nothing else. Union
+        frames without a label take their coarse cluster's sampled error.
     """
     directory = Path(directory)
     test, pool = holdout_split(len(dataset), config.test_fraction, config.split_seed)
     config.validate(len(pool), dataset.source)
+    if labels is not None and not labels.complete:
+        _check_oracle_config(config, dataset.source)
+    else:
+        labels = None  # every frame labelled: the paper's loop as it is
     with contextlib.ExitStack() as held:  # the run folder's lock, until the end
-        state = _start(dataset, config, directory, resume, test, pool, held)
-        return _loop(dataset, config, directory, state, (test, pool), progress, workers)
+        state = _start(dataset, config, directory, resume, test, pool, held, labels)
+        test, pool = state["test"], state["pool"]
+        return _loop(
+            dataset, config, directory, state, (test, pool), progress, workers, labels
+        )
 
 
-def _loop(dataset, config, directory, state, split, progress, workers):
+def _check_oracle_config(config, source) -> None:
+    """What a pool with unlabelled frames needs: an error sample, no energy levels."""
+    if config.error_sample is None:
+        raise InputError(
+            f"{source}: frames without labels need an error sample per coarse cluster "
+            "(error_sample / --error-sample K); every pool frame would be labelled"
+        )
+    if config.n_energy != 1:
+        raise InputError(
+            f"{source}: frames without labels have no energies for energy levels; "
+            "use n_energy=1 (--n-energy 1)"
+        )
+
+
+def _loop(dataset, config, directory, state, split, progress, workers, labels=None):
     """Iterations from the last checkpoint on, then the final model."""
     from tqdm.auto import tqdm
 
@@ -171,7 +199,16 @@ def _loop(dataset, config, directory, state, split, progress, workers):
     with sigterm_as_interrupt(), bar:
         for iteration in range(len(history), config.iterations):
             entry, added = _iteration(
-                dataset, config, clusters, X, train, test, pool, iteration, workers
+                dataset,
+                config,
+                clusters,
+                X,
+                train,
+                test,
+                pool,
+                iteration,
+                workers,
+                labels,
             )
             train = np.sort(np.concatenate([train, added]))
             history.append(entry)
@@ -182,7 +219,7 @@ def _loop(dataset, config, directory, state, split, progress, workers):
             )
             bar.update()
         final = _finish(
-            dataset, config, clusters, train, test, history, directory, workers
+            dataset, config, clusters, train, test, history, directory, workers, labels
         )
         bar.update()
     return SelectionResult(train, test, history + [final], directory)
@@ -191,13 +228,15 @@ def _loop(dataset, config, directory, state, split, progress, workers):
 # -- the steps ---------------------------------------------------------------------
 
 
-def _train(dataset, config, train, test):
-    """A backend trained on ``train``; its validation frames avoid ``test``."""
+def _train(dataset, config, train, test, labels=None):
+    """A backend trained on ``train``; its validation frames avoid ``test`` (and
+    frames without labels)."""
     from ..backends import make_backend
 
     backend = make_backend(config.backend, random_state=config.seed, **config.params)
+    held_out = test if labels is None else np.union1d(test, labels.unusable())
     start = time.perf_counter()
-    backend.fit(dataset, train, held_out=test)
+    backend.fit(dataset, train, held_out=held_out)
     return backend, time.perf_counter() - start
 
 
@@ -213,17 +252,27 @@ def _frame_mse(backend, dataset, frames):
     return np.mean(diff**2, axis=1), energies, forces
 
 
-def _iteration(dataset, config, clusters, X, train, test, pool, iteration, workers):
+def _iteration(
+    dataset, config, clusters, X, train, test, pool, iteration, workers, oracle_labels
+):
     """One round: train, measure, pick. Returns the history entry and new frames."""
     rng = np.random.default_rng([config.seed, iteration])
-    backend, t_train = _train(dataset, config, train, test)
+    backend, t_train = _train(dataset, config, train, test, oracle_labels)
     backend = _predictor(backend, workers)
 
     # 2. errors on the pool (or a sample of each cluster) and on the test split
     start = time.perf_counter()
     labels = clusters.labels_
     candidates = np.setdiff1d(pool, train)
-    evaluated = _error_sample(candidates, labels, config.error_sample, rng)
+    if oracle_labels is None:
+        evaluated = _error_sample(candidates, labels, config.error_sample, rng)
+    else:  # frames labelled before come first; the rest is paid for (and kept)
+        labelled = oracle_labels.labelled
+        evaluated = _error_sample(
+            candidates, labels, config.error_sample, rng, prefer=labelled
+        )
+        evaluated = oracle_labels.ensure(evaluated, "estimate")
+        candidates = candidates[~oracle_labels.failed[candidates]]
     mse = np.full(len(dataset), np.nan)  # per-frame squared force error
     mse[evaluated] = _frame_mse(backend, dataset, evaluated)[0]
     test_report = _test_errors(backend, dataset, test, labels)
@@ -246,7 +295,10 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration, worke
     union = candidates[np.isin(labels[candidates], high)]
     missing = union[np.isnan(mse[union])]
     t_select = time.perf_counter() - start
-    if len(missing):  # --error-sample: errors of the union frames are needed now
+    if len(missing) and oracle_labels is not None:
+        # unlabelled frames: their coarse cluster's sampled error, no label bought
+        mse[missing] = np.nan_to_num(coarse[labels[missing]]) ** 2
+    elif len(missing):  # --error-sample: errors of the union frames are needed now
         start = time.perf_counter()
         mse[missing] = _frame_mse(backend, dataset, missing)[0]
         t_predict += time.perf_counter() - start
@@ -264,6 +316,8 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration, worke
     )
     added = np.concatenate([added, diverse])
     t_select += time.perf_counter() - start
+    if oracle_labels is not None:  # the picked frames are labelled; failures dropped
+        added = oracle_labels.ensure(added, "added")
 
     entry = {
         "iteration": iteration,
@@ -285,6 +339,8 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration, worke
         "test": test_report,
         "timings": {"train": t_train, "predict": t_predict, "select": t_select},
     }
+    if oracle_labels is not None:
+        entry["labels_paid"] = {**oracle_labels.spent, "calls": oracle_labels.calls()}
     logger.info(
         "iteration %d: %d frames, test force RMSE %.4f (worst cluster %.4f) eV/Å; "
         "%d high-error clusters, %d frames re-clustered into %d; train %.1f s, "
@@ -303,14 +359,23 @@ def _iteration(dataset, config, clusters, X, train, test, pool, iteration, worke
     return entry, added
 
 
-def _error_sample(candidates, labels, k, rng):
-    """All candidates, or at most ``k`` random ones per coarse cluster."""
+def _error_sample(candidates, labels, k, rng, prefer=None):
+    """All candidates, or at most ``k`` random ones per coarse cluster.
+
+    ``prefer`` (bool per frame, e.g. labelled): those frames are taken first,
+    in random order, then the others.
+    """
     if k is None:
         return candidates
     chosen = []
     for c in np.unique(labels[candidates]):
         members = candidates[labels[candidates] == c]
-        chosen.append(rng.choice(members, min(k, len(members)), replace=False))
+        if prefer is None:
+            chosen.append(rng.choice(members, min(k, len(members)), replace=False))
+            continue
+        order = rng.permutation(members)
+        order = order[np.argsort(~prefer[order], kind="stable")]
+        chosen.append(order[:k])
     return np.sort(np.concatenate(chosen))
 
 
@@ -340,7 +405,8 @@ def _pick(config, X, energies, union, mse, rng, step=None):
         descriptor=config.descriptor,  # unreduced: a small set of frames
         random_state=int(rng.integers(2**31)),
     )
-    features = cluster_features(X[union], energies[union])
+    # one energy level: the energy plays no part (NaN where a pool is unlabelled)
+    features = cluster_features(X[union], np.nan_to_num(energies[union]))
     fine_labels = fine_model.fit(features).geometry_labels_
     frame_mse = mse[union]
     sizes = np.bincount(fine_labels, minlength=n_fine)
@@ -392,8 +458,13 @@ def _nan_to_none(values) -> list:
 # -- run directory -----------------------------------------------------------------
 
 
-def _start(dataset, config, directory, resume, test, pool, held) -> dict:
-    """Create the run directory, or read it back on resume; lock it in ``held``."""
+def _start(dataset, config, directory, resume, test, pool, held, labels=None) -> dict:
+    """Create the run directory, or read it back on resume; lock it in ``held``.
+
+    With ``labels`` (a pool with unlabelled frames) the test split and the
+    training frames are labelled here (from the label store on resume); frames the
+    oracle fails on leave both.
+    """
     from ..clustering import (
         TwoStageClustering,
         cluster_features,
@@ -435,11 +506,17 @@ def _start(dataset, config, directory, resume, test, pool, held) -> dict:
         history = history[:done]
         clusters = load_clusters(directory / "clusters.npz")[0]
         logger.info("resuming %s after iteration %d", directory, done - 1)
+        train = np.asarray(checkpoint["train_indices"], dtype=int)
+        if labels is not None:
+            test = labels.ensure(test, "test")
+            train = labels.ensure(train, "initial")
         return {
             "clusters": clusters,
             "descriptors": X,
-            "train": np.asarray(checkpoint["train_indices"], dtype=int),
+            "train": train,
             "history": history,
+            "test": test,
+            "pool": pool,
         }
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory}: is a file, not a folder; choose another output")
@@ -456,6 +533,10 @@ def _start(dataset, config, directory, resume, test, pool, held) -> dict:
         ) from None
     held.enter_context(folder_lock(directory))
     write_marker(directory, COMMAND)
+    energies = dataset.energies
+    if labels is not None:  # no energy levels (n_energy=1): the energies are unknown
+        energies = np.zeros(len(dataset))
+        test = labels.ensure(test, "test")
     clusters = TwoStageClustering(
         n_geometry=config.n_geometry,
         n_energy=config.n_energy,
@@ -465,7 +546,7 @@ def _start(dataset, config, directory, resume, test, pool, held) -> dict:
         reduce=config.reduce,
         n_components=config.n_components,
         random_state=config.seed,
-    ).fit(cluster_features(X, dataset.energies))
+    ).fit(cluster_features(X, energies))
     save_clusters(
         directory / "clusters.npz", clusters, fingerprint=dataset.fingerprint()
     )
@@ -474,8 +555,17 @@ def _start(dataset, config, directory, resume, test, pool, held) -> dict:
     write_json(directory / "config.json", settings)
     rng = np.random.default_rng([config.seed, 0x1417])
     train = np.sort(rng.choice(pool, config.init, replace=False))
+    if labels is not None:
+        train = labels.ensure(train, "initial")
     _checkpoint(directory, train, [])
-    return {"clusters": clusters, "descriptors": X, "train": train, "history": []}
+    return {
+        "clusters": clusters,
+        "descriptors": X,
+        "train": train,
+        "history": [],
+        "test": test,
+        "pool": pool,
+    }
 
 
 def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
@@ -488,14 +578,14 @@ def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
 
 
 def _finish(
-    dataset, config, clusters, train, test, history, directory, workers
+    dataset, config, clusters, train, test, history, directory, workers, labels=None
 ) -> dict:
     """Train the final model, evaluate it, save model, frames and plots."""
     from ..error_analysis import model_errors
     from ..models import save_model
     from ..plots import plot_error_curves
 
-    backend, t_train = _train(dataset, config, train, test)
+    backend, t_train = _train(dataset, config, train, test, labels)
     errors = model_errors(
         _predictor(backend, workers), dataset, test, clusters.labels_, progress=False
     )
@@ -505,6 +595,14 @@ def _finish(
         "test": _errors_entry(errors),
     }
     final["timings"] = {"train": t_train}
+    if labels is not None:
+        final["labels_paid"] = {
+            **labels.spent,
+            "calls": labels.calls(),
+            "in_store": len(labels.store),  # every call of this run, resumes included
+        }
+        # every label paid for, reusable for any other model
+        dataset.write(directory / "labelled.extxyz", np.flatnonzero(labels.labelled))
     save_model(
         directory,
         backend,
