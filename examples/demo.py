@@ -10,9 +10,10 @@
 5. `ase-flatten select`: a flattened training set of the same size (100 random
    frames + 4 iterations x 50 frames from the worst fine clusters).
 6. `ase-flatten compare`: default vs flattened on the test split (Table I, Fig. 5).
-7. `ase-flatten explore`: MD with the default model at 300 K and 400 K, the
-   frames where it fails or leaves its data labelled by GFN2-xTB (the oracle) and
-   added, the model retrained (2 rounds, at most 20 labels).
+7. `ase-flatten explore`: MD with the default model at 500 K and 700 K (beyond
+   the data's 500 K MD), the frames where it fails or leaves its data labelled by
+   GFN2-xTB (the oracle) and added, the model retrained (2 rounds, at most 20
+   labels).
 8. `md-validate`: NVT MD with the three models at 300 K and 400 K, 0.5 fs steps, 1 ps,
    4 replicas each in parallel (the paper's Fig. 8), through ASE, and the same with
    GFN2-xTB itself (the reference method, 2 replicas); the verdict: failures with
@@ -75,11 +76,11 @@ def main() -> None:
     comparison = OUT / "comparison"
     run("compare", model, flat, "-o", comparison, "--overwrite", "-q")
 
-    print("\n== 7. explore beyond the data: MD, GFN2-xTB labels where it fails")
+    print("\n== 7. explore beyond the data: MD at 500-700 K, GFN2-xTB labels")
     explored = OUT / "explored_sgdml"
     xtb = json.dumps({"method": "GFN2-xTB", "verbosity": 0})
     run("explore", model, "--oracle", "tblite.ase:TBLite", "--oracle-kwargs", xtb,
-        "--temperatures", "300", "400", "--replicas", "2", "--time-ps", "0.5",
+        "--temperatures", "500", "700", "--replicas", "2", "--time-ps", "0.5",
         "--per-round", "10", "--label-budget", "20", "--max-rounds", "2",
         "--jobs", "2", "-o", explored, "--overwrite", "-q")  # fmt: skip
 

@@ -1,0 +1,184 @@
+"""Labels saved: flattening from an unlabelled pool against a labelled pool and random.
+
+For every dataset and seed, three training sets of the suite's sizes (init 100 +
+3 x 50, sGDML sigma 10) are built and scored on the same test split with the same
+clustering (the paper's 10 x 5 clusters of the whole labelled dataset):
+
+- ``labelled``: the paper's loop on the labelled pool (every pool label known);
+- ``oracle``: the same loop treating the pool as unlabelled (``select --oracle``):
+  labels paid for the initial set, ``--error-sample`` frames per coarse cluster
+  (energy levels skipped) and the picks, counted as oracle calls; the test split
+  is labelled once and counted apart;
+- ``random``: random sets of the flattened size and of the oracle run's label
+  count (what the same labels buy without the loop).
+
+The oracle is the stored labels (``--oracle stored``: the dataset answers by frame
+content, counted as calls, the same numbers GFN2-xTB gives) or tblite itself
+(``--oracle tblite``).
+
+    python benchmarks/labels_saved.py ../shared/data/*_xtb500K.xyz.gz --seeds 0 1 2 \\
+        -o benchmarks/output/labels_saved
+
+Writes OUT/results.json (one row per dataset, seed and set) and OUT/labels_saved.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ase_flatten.outputs import write_json, write_text
+
+SIZES = {"init": 100, "step": 50, "iterations": 3, "n_fine": 100}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--error-sample", type=int, default=3)
+    parser.add_argument("--oracle", choices=("stored", "tblite"), default="stored")
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    results_file = args.output / "results.json"
+    rows = json.loads(results_file.read_text()) if results_file.exists() else []
+    done = {(r["data"], r["seed"], r["set"]) for r in rows}
+    for path in args.data:
+        for seed in args.seeds:
+            if all((path, seed, s) in done for s in ("labelled", "oracle")):
+                continue
+            rows = [r for r in rows if (r["data"], r["seed"]) != (path, seed)]
+            rows += one_case(path, seed, args)
+            write_json(results_file, rows)
+    write_text(args.output / "labels_saved.md", table(rows))
+    print((args.output / "labels_saved.md").read_text())
+
+
+def one_case(path: str, seed: int, args) -> list[dict]:
+    from ase_flatten.backends import make_backend
+    from ase_flatten.clustering import TwoStageClustering, cluster_features
+    from ase_flatten.data import read_dataset
+    from ase_flatten.descriptors import pairwise_distances
+    from ase_flatten.oracle import LabelStore, Oracle
+    from ase_flatten.pool import LabelledPool
+    from ase_flatten.selection.flatten import SelectionConfig, run_selection
+    from ase_flatten.selection.split import holdout_split
+
+    data = read_dataset(path)
+    test, pool_idx = holdout_split(len(data), 0.1, 0)
+    X = pairwise_distances(data.positions)
+    labels = (
+        TwoStageClustering(random_state=seed)
+        .fit(cluster_features(X, data.energies))
+        .labels_
+    )
+    common = dict(backend="sgdml", params={"sigma": 10}, seed=seed, **SIZES)
+    name = Path(path).name.split("_xtb")[0]
+    out = args.output / name / f"seed{seed}"
+    rows = []
+
+    def score(kind, train_idx, backend, paid, seconds):
+        from ase_flatten.error_analysis import model_errors
+
+        errors = model_errors(backend, data, test, labels, progress=False)
+        worst = int(np.nanargmax(errors.force_rmse))
+        rows.append(
+            {
+                "data": path,
+                "molecule": name,
+                "seed": seed,
+                "set": kind,
+                "n_train": int(len(train_idx)),
+                "labels": int(paid),
+                "force_rmse": errors.overall["force_rmse"],
+                "worst_cluster_rmse": float(errors.force_rmse[worst]),
+                "worst_cluster_test_frames": int(errors.n_frames[worst]),
+                "wall_s": round(seconds, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    def trained(train_idx):
+        backend = make_backend("sgdml", random_state=seed, sigma=10)
+        return backend.fit(data, train_idx, held_out=test)
+
+    start = time.perf_counter()
+    result = run_selection(data, SelectionConfig(**common), out / "labelled")
+    flat = result.train_indices
+    score("labelled", flat, trained(flat), len(flat), time.perf_counter() - start)
+
+    start = time.perf_counter()
+    unlabelled = _unlabelled_copy(data)
+    spec = (
+        Oracle("ase_flatten.oracle:stored_labels", {"path": path})
+        if args.oracle == "stored"
+        else Oracle("tblite.ase:TBLite", {"method": "GFN2-xTB", "verbosity": 0})
+    )
+    pool = LabelledPool(
+        unlabelled,
+        np.zeros(len(data), bool),
+        oracle=spec,
+        store=LabelStore(out / "oracle" / "labels.jsonl"),
+    )
+    config = SelectionConfig(**common, n_energy=1, error_sample=args.error_sample)
+    result = run_selection(unlabelled, config, out / "oracle", labels=pool)
+    paid = result.history[-1]["labels_paid"]
+    paid_train = paid["in_store"] - len(test)  # the test split is counted apart
+    chosen = result.train_indices
+    score("oracle", chosen, trained(chosen), paid_train, time.perf_counter() - start)
+
+    rng = np.random.default_rng([seed, 7])
+    for kind, n in (
+        ("random_same_size", len(flat)),
+        ("random_same_labels", paid_train),
+    ):
+        start = time.perf_counter()
+        random_idx = np.sort(rng.choice(pool_idx, n, replace=False))
+        backend = trained(random_idx)
+        score(kind, random_idx, backend, n, time.perf_counter() - start)
+    return rows
+
+
+def _unlabelled_copy(data):
+    """The dataset with NaN labels: the pool as an oracle run sees it."""
+    from ase_flatten.data import Dataset
+
+    copy = Dataset(
+        data.numbers, data.positions, data.energies, data.forces, source=data.source
+    )
+    copy.energies = np.full_like(data.energies, np.nan)
+    copy.forces = np.full_like(data.forces, np.nan)
+    return copy
+
+
+def table(rows: list[dict]) -> str:
+    """Mean ± sd over seeds per molecule and set."""
+    lines = [
+        "| molecule | set | labels (train) | worst cluster eV/Å | overall eV/Å | seeds |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    keys = sorted({(r["molecule"], r["set"].split("_")[0]) for r in rows})
+    for molecule, kind in keys:
+        mine = [
+            r for r in rows if r["molecule"] == molecule and r["set"].startswith(kind)
+        ]
+        for label in sorted({r["set"] for r in mine}, key=lambda s: (len(s), s)):
+            group = [r for r in mine if r["set"] == label]
+            lab = np.array([r["labels"] for r in group])
+            worst = np.array([r["worst_cluster_rmse"] for r in group])
+            overall = np.array([r["force_rmse"] for r in group])
+            lines.append(
+                f"| {molecule} | {label} | {lab.mean():.0f} ± {lab.std():.0f} | "
+                f"{worst.mean():.4f} ± {worst.std():.4f} | "
+                f"{overall.mean():.4f} ± {overall.std():.4f} | {len(group)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
