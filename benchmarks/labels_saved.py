@@ -159,7 +159,8 @@ def _unlabelled_copy(data):
 def table(rows: list[dict]) -> str:
     """Mean ± sd over seeds per molecule and set."""
     lines = [
-        "| molecule | set | labels (train) | worst cluster eV/Å | overall eV/Å | seeds |",
+        "| molecule | set | labels (train) | worst cluster eV/Å | overall eV/Å "
+        "| seeds |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     keys = sorted({(r["molecule"], r["set"].split("_")[0]) for r in rows})
