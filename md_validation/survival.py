@@ -21,7 +21,9 @@ from ase_flatten.outputs import atomic_path
 
 __all__ = [
     "ALPHA",
+    "POWER",
     "SURVIVAL_COLUMNS",
+    "detectable_difference",
     "failure_rate",
     "logrank_pairs",
     "plot_survival",
@@ -33,6 +35,9 @@ __all__ = [
 
 #: Significance level of the log-rank test behind "more stable than".
 ALPHA = 0.05
+#: Power at which :func:`detectable_difference` states the failure probability a
+#: run could have found.
+POWER = 0.8
 
 SURVIVAL_COLUMNS = ("model", "temperature_K", "replica", "time_ps", "failed")
 
@@ -226,6 +231,93 @@ def logrank_pairs(table: list[dict], models: list[str]) -> list[dict]:
     return pairs
 
 
+def _best_case_logrank_p(n_never: int, n_failing: int, failures: int) -> float:
+    """Log-rank p of 0/``n_never`` vs ``failures``/``n_failing`` failed, best case.
+
+    The best case for the test: the failures at distinct times, every other
+    replica censored at the end of the run. Then the statistic depends on the
+    counts only (the times do not matter), and equals lifelines' ``logrank_test``.
+    """
+    from scipy.stats import chi2
+
+    observed = expected = variance = 0.0
+    for j in range(failures):
+        at_risk_b = n_failing - j
+        at_risk = n_never + at_risk_b
+        observed += 1.0
+        expected += at_risk_b / at_risk
+        variance += n_never * at_risk_b / at_risk**2
+    if variance == 0:
+        return 1.0
+    return float(chi2.sf((observed - expected) ** 2 / variance, 1))
+
+
+def detectable_difference(
+    replicas: tuple[int, int] | int, alpha: float = ALPHA, power: float = POWER
+) -> dict:
+    """What a comparison at these replica counts could have detected at all.
+
+    When one model never fails, the other must fail in at least ``failures`` of
+    its replicas for the log-rank test to reach ``p < alpha``, even in the best
+    case (distinct failure times). A model whose every run fails with probability
+    ``failure_probability`` shows that many failures with probability ``power``.
+
+    Parameters
+    ----------
+    replicas : int or (int, int)
+        Replicas per model (the first never fails, the second is the one tested).
+    alpha, power : float
+
+    Returns
+    -------
+    dict
+        ``failures`` (int, or None when no outcome reaches ``alpha``),
+        ``replicas``, ``failure_probability`` (float or None), ``alpha``, ``power``.
+
+    Examples
+    --------
+    With 4 replicas per model only 3/4 vs 0/4 failed (or more) can reach
+    p < 0.05; with 8, 4/8; with 2, nothing.
+    """
+    from scipy.stats import beta
+
+    n_never, n_failing = (replicas, replicas) if isinstance(replicas, int) else replicas
+    failures = next(
+        (
+            k
+            for k in range(1, n_failing + 1)
+            if _best_case_logrank_p(n_never, n_failing, k) < alpha
+        ),
+        None,
+    )
+    probability = None
+    if failures is not None:
+        # P(Binomial(n, q) >= k) = I_q(k, n - k + 1): solve for q at ``power``
+        probability = float(beta.ppf(power, failures, n_failing - failures + 1))
+    return dict(
+        failures=failures,
+        replicas=n_failing,
+        failure_probability=probability,
+        alpha=alpha,
+        power=power,
+    )
+
+
+def power_text(pair: dict, alpha: float = ALPHA) -> str:
+    """What the pair's replica counts could detect, for a "no difference" verdict."""
+    n_a, n_b = pair["replicas"]
+    per_model = f"{n_a} replicas per model" if n_a == n_b else f"{n_a}+{n_b} replicas"
+    found = detectable_difference((n_a, n_b), alpha)
+    if found["failures"] is None:
+        return f"with {per_model} no outcome could reach p < {alpha:g}"
+    return (
+        f"with {per_model} only {found['failures']}/{n_b} or more vs 0/{n_a} failed "
+        f"could reach p < {alpha:g}: a model failing "
+        f"{100 * found['failure_probability']:.0f} % of its runs would be found "
+        f"{100 * found['power']:.0f} % of the time"
+    )
+
+
 def _p_text(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
 
@@ -237,7 +329,9 @@ def verdict_line(pair: dict, alpha: float = ALPHA) -> str:
     p = 0.001)`` when the log-rank p-value is below ``alpha`` (the more stable
     model is the one with fewer failures per ns), else ``400 K: no difference
     detectable between default and flattened (1/8 vs 2/8 failed, log-rank
-    p = 0.55)``; counts follow the order of the names.
+    p = 0.55); with 8 replicas per model only 4/8 or more vs 0/8 failed could
+    reach p < 0.05: ...``, saying what the run could have detected at all
+    (:func:`power_text`); counts follow the order of the names.
     """
     head = f"{pair['temperature_K']:g} K:"
     names, failures, replicas = pair["models"], pair["failures"], pair["replicas"]
@@ -251,7 +345,10 @@ def verdict_line(pair: dict, alpha: float = ALPHA) -> str:
         claim = f"no difference detectable between {names[0]} and {names[1]}"
     counts = " vs ".join(f"{failures[k]}/{replicas[k]}" for k in order)
     test = "no failures" if p is None else f"log-rank {_p_text(p)}"
-    return f"{head} {claim} ({counts} failed, {test})"
+    line = f"{head} {claim} ({counts} failed, {test})"
+    if p is None or p >= alpha:
+        line += f"; {power_text(pair, alpha)}"
+    return line
 
 
 def plot_survival(groups: list[GroupSurvival], path: str | Path) -> None:

@@ -10,6 +10,7 @@ from lifelines.statistics import logrank_test
 
 from md_validation.survival import (
     SURVIVAL_COLUMNS,
+    detectable_difference,
     failure_rate,
     logrank_pairs,
     summarize_groups,
@@ -115,14 +116,49 @@ def test_verdict_wording():
     assert same["logrank_p"] > 0.05
     assert verdict_line(same) == (
         "400 K: no difference detectable between default and flattened "
-        f"(1/8 vs 2/8 failed, log-rank p = {same['logrank_p']:.2g})"
+        f"(1/8 vs 2/8 failed, log-rank p = {same['logrank_p']:.2g}); with 8 "
+        "replicas per model only 4/8 or more vs 0/8 failed could reach p < 0.05: "
+        "a model failing 58 % of its runs would be found 80 % of the time"
     )
-    none = pair_of(0, 0, 3, temperature=300.0)
+    none = pair_of(0, 0, 4, temperature=300.0)
     assert none["logrank_p"] is None
     assert verdict_line(none) == (
         "300 K: no difference detectable between default and flattened "
-        "(0/3 vs 0/3 failed, no failures)"
+        "(0/4 vs 0/4 failed, no failures); with 4 replicas per model only 3/4 or "
+        "more vs 0/4 failed could reach p < 0.05: a model failing 79 % of its runs "
+        "would be found 80 % of the time"
     )
+    assert verdict_line(pair_of(0, 0, 2)).endswith(
+        "; with 2 replicas per model no outcome could reach p < 0.05"
+    )
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 8, 16])
+def test_detectable_difference_is_the_best_case_logrank(n):
+    """The smallest k/n vs 0/n that lifelines' log-rank test calls at 0.05, with
+    the failures at distinct times (the best case); k-1 failures never reach it,
+    whatever their times."""
+    from scipy.stats import binom
+
+    found = detectable_difference(n)
+    rng = np.random.default_rng(n)
+
+    def p_value(k, times):
+        tb = np.full(n, 10.0)
+        tb[:k] = times
+        return logrank_test(np.full(n, 10.0), tb, np.zeros(n), np.arange(n) < k).p_value
+
+    k = found["failures"]
+    if n == 2:
+        assert k is None and found["failure_probability"] is None
+        assert p_value(2, [1.0, 2.0]) > 0.05
+        return
+    assert p_value(k, np.arange(1, k + 1)) < 0.05
+    for _ in range(20):  # fewer failures at any times (ties included): never
+        assert p_value(k - 1, rng.choice([1.0, 2.0, 3.0, 9.0], k - 1)) >= 0.05
+    assert {3: 3, 4: 3, 8: 4, 16: 4}[n] == k
+    q = found["failure_probability"]
+    assert binom.sf(k - 1, n, q) == pytest.approx(0.8)  # P(>= k failures) = power
 
 
 def test_survival_table_and_csv(tmp_path):
