@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -44,31 +46,68 @@ from ase_flatten.distributed import add_dask_arguments
 from ase_flatten.exceptions import InputError
 
 from .engines import ENGINES
+from .report import RESERVED_NAMES
 from .tasks import default_jobs
 
 logger = logging.getLogger(__name__)
 PROG = "md-validate"
 
 
-def _positive(kind):
+#: Seeds are below this (numpy's and i-PI's generators take 32-bit seeds; the
+#: reference's seeds are offset by a million).
+MAX_SEED = 2**31
+#: Upper limits of numbers no molecular MD run means (refused at parse time).
+MAX_TEMPERATURE_K = 100_000.0
+MAX_TIMESTEP_FS = 10.0
+MAX_REPLICAS = 100_000
+#: Replicas per model and temperature when --replicas is not given (see its help).
+DEFAULT_REPLICAS = 8
+
+
+def _number(kind, low=0.0, high=math.inf, low_inclusive=False):
+    """An argparse type: a finite ``kind`` in (``low``, ``high``] (or [low, high])."""
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if low_inclusive and value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text}")
+        if not low_inclusive and value <= low:
+            what = "positive" if low == 0 else f"> {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
         return value
 
     return parse
+
+
+def _positive(kind, high=math.inf):
+    return _number(kind, 0, high)
 
 
 def _model_spec(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    if "/" in name or name in (".", ".."):
-        raise argparse.ArgumentTypeError(f"model name {name!r} must not be a path")
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise argparse.ArgumentTypeError(
+            f"model name {name!r} must not be a path or start with '.'"
+        )
+    if not name.isprintable() or name != name.strip():
+        raise argparse.ArgumentTypeError(
+            f"model name {name!r}: no control characters or outer spaces"
+        )
+    taken = {reserved.lower() for reserved in RESERVED_NAMES}
+    if name.lower() in taken:
+        raise argparse.ArgumentTypeError(
+            f"model name {name!r} is taken by an output file of {PROG} "
+            f"({', '.join(RESERVED_NAMES)}): choose another"
+        )
     return name, path
 
 
@@ -88,38 +127,89 @@ def build_parser() -> ArgumentParser:
         help="a saved model directory under a name (repeat for several)",
     )
     parser.add_argument("--start", required=True, metavar="DATA", help="dataset")
-    parser.add_argument("--start-frame", type=int, default=0, help="frame (0)")
     parser.add_argument(
-        "--temperatures", type=_positive(float), nargs="+", default=[300.0, 400.0]
+        "--start-frame",
+        type=int,
+        default=0,
+        help="frame of --start to run from (default: %(default)s; negative counts "
+        "from the end)",
     )
-    parser.add_argument("--timestep", type=_positive(float), default=0.5, help="fs")
+    parser.add_argument(
+        "--temperatures",
+        type=_positive(float, MAX_TEMPERATURE_K),
+        nargs="+",
+        default=[300.0, 400.0],
+        metavar="K",
+        help="thermostat targets (default: 300 400)",
+    )
+    parser.add_argument(
+        "--timestep",
+        type=_positive(float, MAX_TIMESTEP_FS),
+        default=0.5,
+        metavar="FS",
+        help=f"MD time step, fs (default: %(default)s; at most {MAX_TIMESTEP_FS:g})",
+    )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_positive(int), help="MD steps per run")
-    length.add_argument("--time-ps", type=_positive(float), help="ps per run (5)")
-    parser.add_argument("--replicas", type=_positive(int), default=1)
-    parser.add_argument("--engine", choices=ENGINES, default="ase")
+    length.add_argument(
+        "--time-ps", type=_positive(float), help="ps per run (default: 5)"
+    )
+    parser.add_argument(
+        "--replicas",
+        type=_positive(int, MAX_REPLICAS),
+        default=DEFAULT_REPLICAS,
+        help="seeded replicas per model and temperature (default: %(default)s). "
+        "What a comparison can detect at all (log-rank p < 0.05, one model never "
+        "failing, the other's failures at distinct times): with 4 replicas only "
+        ">= 3/4 failed, a model failing 79 %% of its runs found with 80 %% power; "
+        "with 8, >= 4/8 and 58 %%; with 16 (the paper's protocol), >= 4/16 and "
+        "32 %%; 1 or 2 replicas cannot show any difference",
+    )
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="ase", help="(default: %(default)s)"
+    )
     parser.add_argument(
         "--thermostat",
         choices=("langevin", "bussi", "svr", "nve"),
         help="default: langevin (ase), svr (ipi)",
     )
-    parser.add_argument("--tau", type=_positive(float), default=100.0, help="fs")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--stride", type=_positive(int), default=10, help="trajectory stride (10)"
+        "--tau",
+        type=_positive(float),
+        default=100.0,
+        metavar="FS",
+        help="thermostat time constant, fs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_number(int, 0, MAX_SEED - 1, low_inclusive=True),
+        default=0,
+        help="replica k uses seed + k (default: %(default)s; 0 to 2^31 - 1)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=_positive(int),
+        default=10,
+        help="steps between saved trajectory frames (default: %(default)s)",
     )
     parser.add_argument(
         "--max-temperature-factor",
-        type=_positive(float),
+        type=_number(float, 1.0),
         default=3.0,
-        help="runaway when T > this x target for --runaway-window-fs (3)",
+        help="runaway when T > this x target for --runaway-window-fs (default: "
+        "%(default)s; above 1)",
     )
-    parser.add_argument("--runaway-window-fs", type=_positive(float), default=50.0)
+    parser.add_argument(
+        "--runaway-window-fs",
+        type=_positive(float),
+        default=50.0,
+        help="(default: %(default)s)",
+    )
     parser.add_argument(
         "--high-error-factor",
         type=_positive(float),
         default=1.1,
-        help="high-error cluster: RMSE above this x overall (1.1)",
+        help="high-error cluster: RMSE above this x overall (default: %(default)s)",
     )
     parser.add_argument(
         "--jobs",
@@ -154,7 +244,11 @@ def build_parser() -> ArgumentParser:
         "clusters, thinned by FPS, to DIR/<model>.extxyz: the frames to label next",
     )
     parser.add_argument(
-        "--export-max", type=_positive(int), default=50, metavar="K", help="(50)"
+        "--export-max",
+        type=_positive(int),
+        default=50,
+        metavar="K",
+        help="at most K frames per model (default: %(default)s)",
     )
     add_output_arguments(
         parser,
@@ -202,10 +296,39 @@ def _check_reference(spec, atoms) -> None:
         ) from None
 
 
-def _n_steps(time_ps, steps, timestep):
+#: At most this many MD steps per run (a run keeps a record of every step).
+MAX_STEPS = 100_000_000
+
+
+def _check_apart(export: Path, output: Path) -> None:
+    """--export-risky must be a folder of its own, apart from -o and its work folder."""
+    from ase_flatten.outputs import partial_directory
+
+    def resolved(path):
+        return Path(os.path.realpath(os.path.abspath(path)))
+
+    target = resolved(export)
+    for other in (output, partial_directory(output)):
+        place = resolved(other)
+        if target == place or place in target.parents or target in place.parents:
+            raise InputError(
+                f"--export-risky {export}: overlaps the output {other}; choose a "
+                "folder apart from -o"
+            )
+
+
+def _n_steps(time_ps, steps, timestep, option="--time-ps"):
+    """MD steps per run; more than :data:`MAX_STEPS` is refused (one line)."""
     if steps:
-        return steps
-    return max(1, int(round((time_ps or 5.0) * 1000 / timestep)))
+        n_steps = steps
+    else:
+        n_steps = max(1, int(round((time_ps or 5.0) * 1000 / timestep)))
+    if n_steps > MAX_STEPS:
+        raise InputError(
+            f"{'--steps' if steps else option}: {n_steps} MD steps per run; at most "
+            f"{MAX_STEPS} (a run records every step)"
+        )
+    return n_steps
 
 
 def run(args) -> None:
@@ -234,10 +357,13 @@ def run(args) -> None:
     reference = _reference_spec(args)
     if reference is not None and REFERENCE in names:
         raise InputError(f"--model {REFERENCE}: the name is taken by --reference")
+    output = Path(args.output)
+    inputs = [Path(args.start)] + [Path(path) for _, path in args.model]
     if args.export_risky:
         from .export import check_export_available
 
-        check_export_available(args.export_risky, args.overwrite)
+        _check_apart(Path(args.export_risky), output)
+        check_export_available(args.export_risky, args.overwrite, inputs)
     models = {name: load_model(path) for name, path in args.model}
     data = read_dataset(args.start)
     if not -len(data) <= args.start_frame < len(data):
@@ -261,7 +387,9 @@ def run(args) -> None:
         seed=args.seed,
         reference_replicas=args.reference_replicas,
         reference_n_steps=args.reference_time_ps
-        and _n_steps(args.reference_time_ps, None, args.timestep),
+        and _n_steps(
+            args.reference_time_ps, None, args.timestep, "--reference-time-ps"
+        ),
         run_kwargs=dict(
             engine=args.engine,
             thermostat=args.thermostat,
@@ -287,8 +415,6 @@ def run(args) -> None:
         reference_n_steps=protocol.reference_n_steps,
         run=dict(protocol.run_kwargs, criteria=vars(protocol.run_kwargs["criteria"])),
     )
-    output = Path(args.output)
-    inputs = [Path(args.start)] + [Path(path) for _, path in args.model]
     # a bad address fails before any output; the work folder stays locked until
     # it is published
     with dask_client(args.dask) as client, contextlib.ExitStack() as held:
@@ -316,7 +442,9 @@ def run(args) -> None:
 
         settings = ExportSettings(args.export_max, args.high_error_factor, args.seed)
         runs = runs_from_rows([row for row in rows if row["model"] in models], output)
-        exported = export_risky_frames(runs, models, args.export_risky, settings)
+        exported = export_risky_frames(
+            runs, models, args.export_risky, settings, args.overwrite, inputs
+        )
         for name, counts in exported.items():
             print(
                 f"{name}: {counts['written']} of {counts['risky']} risky MD frames "

@@ -10,6 +10,11 @@ labels), with ``model``, ``time_ps``, ``step``, ``temperature_K``, ``replica``,
 ``cluster``, ``reason`` and ``domain_distance`` in each frame's ``info``, in the
 order FPS chose them (label the first ones first). ``DIR/export.json`` counts, per
 model, the frames read, flagged and written.
+
+``DIR`` is an output folder like any other (:mod:`ase_flatten.outputs`): built
+beside its place and swapped in whole, marked as ``md-validate --export-risky``;
+an existing folder is replaced only with ``overwrite`` and only when it is an
+earlier export, never when it holds an input.
 """
 
 from __future__ import annotations
@@ -24,7 +29,17 @@ from .metrics import classify_frames
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportSettings", "RunTrajectory", "export_risky_frames", "runs_from_rows"]
+__all__ = [
+    "EXPORT_COMMAND",
+    "ExportSettings",
+    "RunTrajectory",
+    "check_export_available",
+    "export_risky_frames",
+    "runs_from_rows",
+]
+
+#: The command an export folder's marker names.
+EXPORT_COMMAND = "md-validate --export-risky"
 
 
 @dataclass
@@ -69,14 +84,19 @@ def runs_from_rows(rows: list[dict], outdir: str | Path) -> list[RunTrajectory]:
     ]
 
 
-def check_export_available(directory: str | Path, overwrite: bool = False) -> None:
-    """Raise the one-line error before any MD: FPS missing, or an export there."""
-    from ase_flatten.exceptions import InputError
+def check_export_available(
+    directory: str | Path, overwrite: bool = False, inputs=()
+) -> None:
+    """Raise the one-line error before any MD: FPS missing, or ``directory`` taken.
 
-    if (Path(directory) / "export.json").exists() and not overwrite:
-        raise InputError(
-            f"{directory}: holds an export already; pass --overwrite to replace it"
-        )
+    ``directory`` must be a folder that :func:`export_risky_frames` may write:
+    missing or empty, or an earlier export with ``overwrite``; not a file, not an
+    input of the run (``inputs``) nor a folder holding one.
+    """
+    from ase_flatten.exceptions import InputError
+    from ase_flatten.outputs import check_output_directory
+
+    check_output_directory(directory, EXPORT_COMMAND, overwrite, inputs)
     try:
         import skmatter  # noqa: F401
     except ImportError:
@@ -91,6 +111,8 @@ def export_risky_frames(
     models: dict,
     directory: str | Path,
     settings: ExportSettings | None = None,
+    overwrite: bool = False,
+    inputs=(),
 ) -> dict[str, dict]:
     """Write each model's risky MD frames, thinned by FPS, as extxyz.
 
@@ -102,8 +124,13 @@ def export_risky_frames(
         Model name -> :class:`~ase_flatten.models.SavedModel` or model directory.
         Models without a cluster model are skipped (nothing to classify with).
     directory : path
-        Gets ``<model>.extxyz`` per model and ``export.json``.
+        The output folder: gets ``<model>.extxyz`` per model and
+        ``export.json``, all at once when complete.
     settings : ExportSettings, optional
+    overwrite : bool
+        Replace an earlier export in ``directory``.
+    inputs : iterable of path
+        The run's inputs (dataset, models): ``directory`` must not be or hold one.
 
     Returns
     -------
@@ -111,32 +138,40 @@ def export_risky_frames(
         Per model: ``frames`` (read), ``outside_domain``, ``high_error``,
         ``risky`` (either) and ``written``, and ``path`` of its file (None
         when no frame was risky: no file is written).
+
+    Raises
+    ------
+    InputError
+        ``directory`` cannot be written or replaced (before any work).
     """
     from ase_flatten.models import load_model
-    from ase_flatten.outputs import write_json
+    from ase_flatten.outputs import atomic_directory, write_json
 
     settings = settings or ExportSettings()
     directory = Path(directory)
     summary = {}
-    for name, saved in models.items():
-        if isinstance(saved, (str, Path)):
-            saved = load_model(saved)
-        if saved.clusters is None:
-            logger.warning(
-                "%s: saved without clusters; no risky frames to export", name
+    with atomic_directory(directory, EXPORT_COMMAND, overwrite, inputs) as staging:
+        for name, saved in models.items():
+            if isinstance(saved, (str, Path)):
+                saved = load_model(saved)
+            if saved.clusters is None:
+                logger.warning(
+                    "%s: saved without clusters; no risky frames to export", name
+                )
+                continue
+            mine = [run for run in runs if run.model == name]
+            summary[name] = _export_model(
+                name, saved, mine, staging, directory, settings
             )
-            continue
-        mine = [run for run in runs if run.model == name]
-        summary[name] = _export_model(name, saved, mine, directory, settings)
-    write_json(directory / "export.json", summary)
+        write_json(staging / "export.json", summary)
     return summary
 
 
-def _export_model(name, saved, runs, directory, settings) -> dict:
+def _export_model(name, saved, runs, staging, directory, settings) -> dict:
     from ase_flatten.selection.baselines import farthest_point_frames
 
     frames = [frame for run in runs for frame in _read_frames(run)]
-    path = directory / f"{name}.extxyz"
+    path = directory / f"{name}.extxyz"  # where it will be, once swapped in
     counts = dict(frames=len(frames), outside_domain=0, high_error=0, risky=0)
     if frames:
         positions = np.array([f.positions for f in frames])
@@ -153,7 +188,7 @@ def _export_model(name, saved, runs, directory, settings) -> dict:
         ]
         frames = [_annotate(frames[i], flags, i) for i in chosen]
     if frames:
-        _write_frames(path, frames)
+        _write_frames(staging / path.name, frames)
     logger.info(
         "%s: %d of %d MD frames risky (%d outside the domain, %d in high-error "
         "clusters); %d written to %s",

@@ -9,7 +9,23 @@ import numpy as np
 
 from ase_flatten.outputs import atomic_path
 
-__all__ = ["SUMMARY_COLUMNS", "plot_energy_vs_time", "write_summary"]
+__all__ = [
+    "RESERVED_NAMES",
+    "SUMMARY_COLUMNS",
+    "plot_energy_vs_time",
+    "write_summary",
+]
+
+#: The files a validation writes beside the model folders: no model may be named
+#: so (its folder would collide with one of them).
+RESERVED_NAMES = (
+    "summary.csv",
+    "energy_vs_time.png",
+    "survival.csv",
+    "survival.png",
+    "comparison.json",
+    "reference.png",
+)
 
 SUMMARY_COLUMNS = (
     "model",
