@@ -53,6 +53,11 @@ def test_statistics_by_hand():
     expected = stats.t.interval(0.95, 2, loc=7 / 3, scale=stats.sem(samples))
     assert mean == pytest.approx(7 / 3) and (low, high) == pytest.approx(expected)
     assert np.isnan(mean_ci([5.0])[1])
+    # below the minimum: the mean, no interval (two samples are 12.7 SE wide)
+    assert mean_ci([290.0, 310.0], min_samples=3)[0] == 300.0
+    assert np.isnan(mean_ci([290.0, 310.0], min_samples=3)[1])
+    assert difference_ci([1.0, 2.0], [0.0, 1.0, 2.0], min_samples=3)[0] == 0.5
+    assert np.isnan(difference_ci([1.0, 2.0], [0.0, 1.0, 2.0], min_samples=3)[1])
     a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 0.5, 1.0])
     diff, low, high = difference_ci(a, b)
     welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
@@ -68,6 +73,60 @@ def test_statistics_by_hand():
     assert js_divergence([2, 3], [4, 6]) == pytest.approx(0.0, abs=1e-12)
     by_hand = 0.5 * (0.5 * np.log2(2 / 3) + 0.5 * np.log2(2.0) + np.log2(4 / 3))
     assert js_divergence([1, 1], [1, 0]) == pytest.approx(by_hand)
+
+
+def _quantity(mean, replicas, low=None, high=None):
+    from md_validation.reference import too_few_text
+
+    entry = {"mean": mean, "ci95": [low, high]}
+    if low is None:
+        entry["ci_note"] = too_few_text(replicas)
+    return entry
+
+
+def test_reference_lines_give_an_interval_only_from_enough_replicas():
+    """A 2-replica temperature interval of [-120, 733] K is not printed: the line
+    says there are too few replicas; from 3 replicas on the interval is there."""
+    from md_validation.reference import MIN_REPLICAS_FOR_INTERVAL, reference_lines
+
+    assert MIN_REPLICAS_FOR_INTERVAL == 3
+
+    def table(n, ci):
+        both = dict(low=ci[0], high=ci[1]) if ci else {}
+        return {
+            "300": {
+                "reference": dict(
+                    self_js_divergence=0.003,
+                    temperature_K=_quantity(306.0, n, *(ci or ())),
+                ),
+                "models": {
+                    "m": dict(
+                        frames=100,
+                        js_divergence=0.004,
+                        potential_energy_eV_minus_reference=_quantity(
+                            0.01, n, **({"low": -0.02, "high": 0.04} if ci else {})
+                        ),
+                        temperature_K=_quantity(
+                            305.0, n, **({k: v - 1 for k, v in both.items()})
+                        ),
+                    )
+                },
+            }
+        }
+
+    (few,) = reference_lines(table(2, None))
+    assert few == (
+        "300 K: m vs reference MD: JS divergence of distances 0.0040 bits (reference "
+        "vs itself 0.0030), mean potential energy +0.010 eV (too few replicas for an "
+        "interval (2 < 3)), mean temperature 305 K (too few replicas for an interval "
+        "(2 < 3)) vs 306 K (too few replicas for an interval (2 < 3))"
+    )
+    assert "-120" not in few
+    (enough,) = reference_lines(table(4, (290.0, 322.0)))
+    assert "mean potential energy +0.010 eV (95 % CI -0.020 to +0.040 eV)" in enough
+    assert enough.endswith(
+        "mean temperature 305 K (95 % CI 289 to 321 K) vs 306 K (95 % CI 290 to 322 K)"
+    )
 
 
 def test_wrong_model_is_far_from_the_reference(tmp_path, start_atoms, xtb_dataset):
@@ -94,8 +153,12 @@ def test_wrong_model_is_far_from_the_reference(tmp_path, start_atoms, xtb_datase
     assert wrong["js_divergence"] > 5 * max(self_js, same["js_divergence"])
     assert same["js_divergence"] < 3 * self_js
     assert table["reference"]["replicas"] == 2 and same["frames"] > 150
-    low, high = same["potential_energy_eV_minus_reference"]["ci95"]
-    assert low < high and abs(same["potential_energy_eV_minus_reference"]["mean"]) < 0.2
+    # two replicas a side: no interval pretends to mean something
+    difference = same["potential_energy_eV_minus_reference"]
+    assert difference["ci95"] == [None, None] and abs(difference["mean"]) < 0.2
+    assert difference["ci_note"] == "too few replicas for an interval (2 < 3)"
+    assert table["reference"]["temperature_K"]["ci95"] == [None, None]
+    assert "too few replicas for an interval (2 < 3)" in lines[-1]
     assert any("stretched vs reference MD: JS divergence" in line for line in lines)
     assert (tmp_path / "reference.png").stat().st_size > 1000
 
