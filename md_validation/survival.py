@@ -22,11 +22,14 @@ from ase_flatten.outputs import atomic_path
 __all__ = [
     "ALPHA",
     "POWER",
+    "RISKY_SHARE_WARNING",
     "SURVIVAL_COLUMNS",
     "detectable_difference",
     "failure_rate",
     "logrank_pairs",
     "plot_survival",
+    "risky_share",
+    "share_text",
     "summarize_groups",
     "survival_table",
     "verdict_line",
@@ -38,6 +41,9 @@ ALPHA = 0.05
 #: Power at which :func:`detectable_difference` states the failure probability a
 #: run could have found.
 POWER = 0.8
+#: From this mean share of risky MD frames (outside the domain or in high-error
+#: clusters) on, a verdict says the models ran mostly where they were not validated.
+RISKY_SHARE_WARNING = 0.5
 
 SURVIVAL_COLUMNS = ("model", "temperature_K", "replica", "time_ps", "failed")
 
@@ -318,6 +324,68 @@ def power_text(pair: dict, alpha: float = ALPHA) -> str:
     )
 
 
+def risky_share(rows: list[dict], model: str, temperature: float) -> dict | None:
+    """Share of a model's MD frames that were risky at a temperature, per replica.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``summary.csv`` rows with ``risky_fraction``, ``outside_domain_fraction``
+        and ``high_error_fraction`` (NaN for a model without clusters).
+
+    Returns
+    -------
+    dict or None
+        ``mean``, ``min``, ``max`` of ``risky_fraction`` over the replicas, the
+        mean ``outside_domain`` and ``high_error`` shares and ``replicas``; None
+        when no replica has a share (no cluster model, no frames).
+    """
+
+    def finite(name, group):
+        values = [row.get(name) for row in group]
+        return np.array([v for v in values if v is not None and math.isfinite(v)])
+
+    group = [
+        row
+        for row in rows
+        if row["model"] == model and float(row["temperature_K"]) == temperature
+    ]
+    risky = finite("risky_fraction", group)
+    if not len(risky):
+        return None
+    outside, high = (
+        finite(name, group)
+        for name in ("outside_domain_fraction", "high_error_fraction")
+    )
+    return dict(
+        mean=float(risky.mean()),
+        min=float(risky.min()),
+        max=float(risky.max()),
+        outside_domain=float(outside.mean()) if len(outside) else math.nan,
+        high_error=float(high.mean()) if len(high) else math.nan,
+        replicas=len(risky),
+    )
+
+
+def share_text(share: dict) -> str:
+    """``77-87 %`` over replicas, or ``82 %`` when they agree to the percent."""
+    low, high = round(100 * share["min"]), round(100 * share["max"])
+    return f"{low} %" if low == high else f"{low}-{high} %"
+
+
+def risky_text(names: list[str], shares: list) -> str:
+    """The risky-frame part of a verdict ("" when no model has a share)."""
+    known = [(n, s) for n, s in zip(names, shares, strict=True) if s is not None]
+    if not known:
+        return ""
+    text = "risky MD frames (outside the domain or in high-error clusters): " + (
+        ", ".join(f"{name} {share_text(share)}" for name, share in known)
+    )
+    if any(share["mean"] >= RISKY_SHARE_WARNING for _, share in known):
+        text += ", mostly where the models were not validated"
+    return text
+
+
 def _p_text(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
 
@@ -331,7 +399,9 @@ def verdict_line(pair: dict, alpha: float = ALPHA) -> str:
     detectable between default and flattened (1/8 vs 2/8 failed, log-rank
     p = 0.55); with 8 replicas per model only 4/8 or more vs 0/8 failed could
     reach p < 0.05: ...``, saying what the run could have detected at all
-    (:func:`power_text`); counts follow the order of the names.
+    (:func:`power_text`); counts follow the order of the names. With
+    ``pair["risky_share"]`` (:func:`risky_share` of each model), the share of
+    risky MD frames comes before that (:func:`risky_text`).
     """
     head = f"{pair['temperature_K']:g} K:"
     names, failures, replicas = pair["models"], pair["failures"], pair["replicas"]
@@ -346,6 +416,9 @@ def verdict_line(pair: dict, alpha: float = ALPHA) -> str:
     counts = " vs ".join(f"{failures[k]}/{replicas[k]}" for k in order)
     test = "no failures" if p is None else f"log-rank {_p_text(p)}"
     line = f"{head} {claim} ({counts} failed, {test})"
+    risky = risky_text(names, pair.get("risky_share") or [None, None])
+    if risky:
+        line += f"; {risky}"
     if p is None or p >= alpha:
         line += f"; {power_text(pair, alpha)}"
     return line

@@ -248,6 +248,8 @@ def _survival_reports(rows, tasks, protocol, outdir) -> tuple[dict, list[str]]:
         ALPHA,
         logrank_pairs,
         plot_survival,
+        risky_share,
+        share_text,
         summarize_groups,
         survival_table,
         verdict_line,
@@ -262,7 +264,12 @@ def _survival_reports(rows, tasks, protocol, outdir) -> tuple[dict, list[str]]:
     plot_survival(groups, outdir / "survival.png")
     models = [name for name in run_lengths if name != REFERENCE]
     pairs = logrank_pairs(table, models)
+    shares = {
+        (g.model, g.temperature_K): risky_share(rows, g.model, g.temperature_K)
+        for g in groups
+    }
     for pair in pairs:
+        pair["risky_share"] = [shares[m, pair["temperature_K"]] for m in pair["models"]]
         pair["verdict"] = verdict_line(pair)
     comparison = dict(
         significance_level=ALPHA,
@@ -273,7 +280,7 @@ def _survival_reports(rows, tasks, protocol, outdir) -> tuple[dict, list[str]]:
     for temperature in protocol.temperatures:
         at_t = dict(
             models={
-                g.model: g.to_json()
+                g.model: dict(g.to_json(), risky_share=shares[g.model, g.temperature_K])
                 for g in groups
                 if g.temperature_K == float(temperature)
             },
@@ -283,12 +290,21 @@ def _survival_reports(rows, tasks, protocol, outdir) -> tuple[dict, list[str]]:
     lines = []
     for temperature in sorted(float(t) for t in protocol.temperatures):
         lines += [p["verdict"] for p in pairs if p["temperature_K"] == temperature]
-        lines += [
-            f"{g.temperature_K:g} K: {g.model}: {g.failures}/{g.replicas} failed, "
-            f"median time to failure {g.median_text()}, "
-            f"{g.rate_per_ns:.3g} failures/ns "
-            f"(95 % CI {g.rate_ci[0]:.3g}-{g.rate_ci[1]:.3g})"
-            for g in groups
-            if g.temperature_K == temperature
-        ]
+        for g in groups:
+            if g.temperature_K != temperature:
+                continue
+            line = (
+                f"{g.temperature_K:g} K: {g.model}: {g.failures}/{g.replicas} failed, "
+                f"median time to failure {g.median_text()}, "
+                f"{g.rate_per_ns:.3g} failures/ns "
+                f"(95 % CI {g.rate_ci[0]:.3g}-{g.rate_ci[1]:.3g})"
+            )
+            share = shares[g.model, g.temperature_K]
+            if share is not None:
+                line += (
+                    f", risky MD frames {share_text(share)} (outside the domain "
+                    f"{100 * share['outside_domain']:.0f} %, in high-error clusters "
+                    f"{100 * share['high_error']:.0f} %)"
+                )
+            lines.append(line)
     return comparison, lines

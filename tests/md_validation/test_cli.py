@@ -67,6 +67,14 @@ def test_end_to_end_two_models(tmp_path, capsys, sgdml_model, start_file, xtb_da
     assert at_400["pairs"][0]["models"] == ["default", "improved"]
     assert at_400["pairs"][0]["logrank_p"] is None
     assert at_400["models"]["default"]["median_time_to_failure"] == "> 0.03 ps"
+    share = at_400["models"]["default"]["risky_share"]
+    assert share["replicas"] == 2 and 0 <= share["min"] <= share["max"] <= 1
+    (default_line,) = [x for x in out.splitlines() if x.startswith("400 K: default:")]
+    assert (
+        ", risky MD frames " in default_line and "high-error clusters" in default_line
+    )
+    assert "or more vs" not in out  # 2 replicas: nothing could
+    assert "with 2 replicas per model no outcome could reach p < 0.05" in out
     assert (out_dir / "survival.png").stat().st_size > 1000
     # every file beside the model folders has a name no model may take
     top = {p.name for p in out_dir.iterdir() if p.is_file() and p.name[0] != "."}

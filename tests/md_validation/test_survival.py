@@ -210,3 +210,40 @@ def test_a_failing_model_is_called_less_stable(
     survival = list(csv.DictReader(open(tmp_path / "md" / "survival.csv")))
     tiny_times = [float(s["time_ps"]) for s in survival if s["model"] == "tiny"]
     assert all(0 < t < 0.1 for t in tiny_times)
+
+
+def test_a_large_share_of_risky_frames_is_in_the_verdict():
+    """At 1,500 K 77-87 % of the frames were risky and the verdict was silent:
+    the share (range over replicas) belongs in the verdict line."""
+    from md_validation.survival import risky_share
+
+    def rows(model, risky, temperature=1500.0):
+        return [
+            dict(model=model, temperature_K=temperature, replica=k,
+                 risky_fraction=r, outside_domain_fraction=r - 0.1,
+                 high_error_fraction=0.1)
+            for k, r in enumerate(risky)
+        ]  # fmt: skip
+
+    summary = rows("default", [0.77, 0.87, 0.80]) + rows("flattened", [0.1, 0.2, 0.15])
+    summary += rows("plain", [math.nan] * 3)  # saved without clusters
+    hot = risky_share(summary, "default", 1500.0)
+    assert hot["mean"] == pytest.approx(0.8133, abs=1e-4)
+    assert (hot["min"], hot["max"], hot["replicas"]) == (0.77, 0.87, 3)
+    assert hot["outside_domain"] == pytest.approx(0.7133, abs=1e-4)
+    assert risky_share(summary, "plain", 1500.0) is None
+    assert risky_share(summary, "default", 300.0) is None
+    pair = pair_of(0, 0, 3, temperature=1500.0)
+    pair["risky_share"] = [hot, risky_share(summary, "flattened", 1500.0)]
+    line = verdict_line(pair)
+    assert line.startswith(
+        "1500 K: no difference detectable between default and flattened (0/3 vs 0/3 "
+        "failed, no failures); risky MD frames (outside the domain or in high-error "
+        "clusters): default 77-87 %, flattened 10-20 %, mostly where the models "
+        "were not validated; with 3 replicas per model only 3/3"
+    )
+    pair["risky_share"] = [risky_share(summary, "flattened", 1500.0), None]
+    line = verdict_line(pair)
+    assert "clusters): default 10-20 %; with 3" in line and "mostly" not in line
+    pair["risky_share"] = [None, None]
+    assert "risky" not in verdict_line(pair)
