@@ -424,30 +424,77 @@ def verdict_line(pair: dict, alpha: float = ALPHA) -> str:
     return line
 
 
-def plot_survival(groups: list[GroupSurvival], path: str | Path) -> None:
-    """``survival.png``: Kaplan-Meier step curves with 95 % bands, a panel per T."""
+#: Vertical offset between successive models' curves in ``survival.png``, so
+#: that equal curves (every replica stable) stay visible; the figure says so.
+CURVE_OFFSET = 0.012
+_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def survival_figure(groups: list[GroupSurvival]):
+    """The Matplotlib figure of :func:`plot_survival` (caller closes it).
+
+    Model ``k``'s curve is drawn ``k`` x :data:`CURVE_OFFSET` lower, with its own
+    line style, a marker at every failure and at the end of the run, and thinner
+    than the one before, so that curves on top of each other stay visible.
+    """
     import matplotlib.pyplot as plt
 
     temperatures = sorted({g.temperature_K for g in groups})
+    models = list(dict.fromkeys(g.model for g in groups))
     fig, axes = plt.subplots(
-        1, len(temperatures), figsize=(4.5 * len(temperatures), 3.6), squeeze=False
+        1, len(temperatures), figsize=(4.5 * len(temperatures), 3.8), squeeze=False
     )
     for ax, temperature in zip(axes[0], temperatures, strict=True):
         for g in (g for g in groups if g.temperature_K == temperature):
+            k = models.index(g.model)
+            shift = -k * CURVE_OFFSET
             t = g.curve["time_ps"] + [g.run_length_ps]
-            stable = g.curve["stable"] + g.curve["stable"][-1:]
-            line = ax.step(t, stable, where="post", lw=1.5)[0]
-            low = g.curve["low"] + g.curve["low"][-1:]
-            high = g.curve["high"] + g.curve["high"][-1:]
+            stable = np.array(g.curve["stable"] + g.curve["stable"][-1:]) + shift
+            line = ax.step(
+                t,
+                stable,
+                where="post",
+                lw=max(0.8, 2.4 - 0.5 * k),
+                ls=_STYLES[k % len(_STYLES)],
+                color=f"C{k}",
+            )[0]
+            drops = [i for i in range(1, len(t) - 1) if stable[i] < stable[i - 1]]
+            ax.plot(
+                [t[i] for i in drops] + [t[-1]],
+                [stable[i] for i in drops] + [stable[-1]],
+                ls="none",
+                marker=_MARKERS[k % len(_MARKERS)],
+                ms=5,
+                mfc="none",
+                color=line.get_color(),
+            )
+            low = np.array(g.curve["low"] + g.curve["low"][-1:]) + shift
+            high = np.array(g.curve["high"] + g.curve["high"][-1:]) + shift
             ax.fill_between(
-                t, low, high, step="post", alpha=0.2, color=line.get_color()
+                t, low, high, step="post", alpha=0.15, color=line.get_color()
             )
             line.set_label(f"{g.model} ({g.failures}/{g.replicas} failed)")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-0.02 - CURVE_OFFSET * (len(models) - 1), 1.04)
         ax.set_title(f"{temperature:g} K")
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("fraction of replicas stable")
         ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    note = "Kaplan-Meier, 95 % bands; markers: failures and run end"
+    if len(models) > 1:
+        note += f"; curves offset by {CURVE_OFFSET:g} per model to stay visible"
+    fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def plot_survival(groups: list[GroupSurvival], path: str | Path) -> None:
+    """``survival.png``: Kaplan-Meier step curves with 95 % bands, a panel per T.
+
+    See :func:`survival_figure`.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = survival_figure(groups)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -247,3 +247,36 @@ def test_a_large_share_of_risky_frames_is_in_the_verdict():
     assert "clusters): default 10-20 %; with 3" in line and "mostly" not in line
     pair["risky_share"] = [None, None]
     assert "risky" not in verdict_line(pair)
+
+
+def test_equal_survival_curves_stay_visible(tmp_path):
+    """Two models with every replica stable gave one line: the second is drawn
+    offset, in another style, with markers, and the figure says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from md_validation.survival import CURVE_OFFSET, plot_survival, survival_figure
+
+    subjects = table("default", 300.0, [1.0] * 4, [False] * 4)
+    subjects += table("flattened", 300.0, [1.0] * 4, [False] * 4)
+    subjects += table("tiny", 300.0, [0.2, 0.4, 1.0, 1.0], [True, True, False, False])
+    groups = summarize_groups(subjects, {"default": 1.0, "flattened": 1.0, "tiny": 1.0})
+    fig = survival_figure(groups)
+    ax = fig.axes[0]
+    curves = [line for line in ax.lines if line.get_linestyle() != "None"]
+    assert [c.get_label() for c in curves] == [
+        "default (0/4 failed)", "flattened (0/4 failed)", "tiny (2/4 failed)"
+    ]  # fmt: skip
+    first, second = (np.asarray(c.get_ydata()) for c in curves[:2])
+    np.testing.assert_allclose(first - second, CURVE_OFFSET)
+    assert len({c.get_linestyle() for c in curves}) == 3
+    markers = [line for line in ax.lines if line.get_linestyle() == "None"]
+    # a marker at each of tiny's two failures and at every run's end
+    assert [len(m.get_xdata()) for m in markers] == [1, 1, 3]
+    texts = " ".join(t.get_text() for t in fig.texts)
+    assert f"offset by {CURVE_OFFSET:g} per model" in texts
+    plt.close(fig)
+    plot_survival(groups, tmp_path / "survival.png")
+    assert (tmp_path / "survival.png").stat().st_size > 1000
