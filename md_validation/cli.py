@@ -256,7 +256,20 @@ def build_parser() -> ArgumentParser:
         resume="continue an interrupted run in DIR.partial, keeping finished replicas",
     )
     add_dask_arguments(parser, chunk=False)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar over runs (there is none off a terminal either)",
+    )
+    parser.add_argument(
+        "--log-every-ps",
+        type=_number(float, 0.0, low_inclusive=True),
+        default=1.0,
+        metavar="PS",
+        help="without the progress bar (off a terminal, or --no-progress), every "
+        "replica logs where it is, its speed and the time left every PS simulated "
+        "ps (default: %(default)s; 0: never)",
+    )
     add_verbosity_arguments(parser)
     return parser
 
@@ -380,6 +393,7 @@ def run(args) -> None:
             )
     if reference is not None:
         _check_reference(reference, atoms)
+    bar = not args.no_progress and sys.stderr.isatty()
     protocol = Protocol(
         temperatures=list(args.temperatures),
         n_steps=_n_steps(args.time_ps, args.steps, args.timestep),
@@ -415,6 +429,7 @@ def run(args) -> None:
         reference_n_steps=protocol.reference_n_steps,
         run=dict(protocol.run_kwargs, criteria=vars(protocol.run_kwargs["criteria"])),
     )
+    protocol.log_every_ps = 0.0 if bar else args.log_every_ps
     # a bad address fails before any output; the work folder stays locked until
     # it is published
     with dask_client(args.dask) as client, contextlib.ExitStack() as held:
@@ -431,7 +446,7 @@ def run(args) -> None:
             reference_energy=float(data.energies.min()),
             high_error_factor=args.high_error_factor,
             jobs=args.jobs or default_jobs(),
-            progress=not args.no_progress and sys.stderr.isatty(),
+            progress=bar,
             client=client,
         )
         publish_partial_directory(work, output, PROG)

@@ -49,6 +49,7 @@ def run_md(
     progress: bool = False,
     label: str = "",
     settings: RunSettings | None = None,
+    log_every_ps: float = 0.0,
     **options,
 ) -> RunResult:
     """Run one seeded NVT (or NVE) MD run and check it for failure on every step.
@@ -69,6 +70,9 @@ def run_md(
         i-PI's files); required by the ipi engine.
     progress : bool
         Show a tqdm bar over steps.
+    log_every_ps : float
+        Off a terminal: log where the run is every this many simulated ps
+        (0: never); see :class:`md_validation.engines.common.StepProgress`.
     label : str
         Name of the run in logs and the progress bar.
     settings : RunSettings, optional
@@ -95,7 +99,15 @@ def run_md(
         from .engines.ase import run_ase as run
     else:
         from .engines.ipi import run_ipi as run
-    result = run(factory, atoms, settings, outdir, progress=progress, label=label)
+    result = run(
+        factory,
+        atoms,
+        settings,
+        outdir,
+        progress=progress,
+        label=label,
+        log_every_ps=log_every_ps,
+    )
     result.meta = dict(settings.describe(), label=label)
     result.save()
     logger.info(

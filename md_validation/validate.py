@@ -51,6 +51,9 @@ class Protocol:
     run_kwargs : dict
         Passed to :func:`md_validation.runner.run_md` (engine, thermostat,
         timestep_fs, stride, tau_fs, criteria).
+    log_every_ps : float
+        Every replica logs where it is every this many simulated ps (0: never);
+        not a setting of the runs (a resumed run may change it).
     """
 
     temperatures: list = field(default_factory=lambda: [300.0, 400.0])
@@ -60,6 +63,7 @@ class Protocol:
     reference_replicas: int | None = None
     reference_n_steps: int | None = None
     run_kwargs: dict = field(default_factory=dict)
+    log_every_ps: float = 0.0
 
 
 def _spec(name, model) -> tuple[ModelSpec, object]:
@@ -86,7 +90,11 @@ def _tasks(specs, atoms, outdir, protocol, reference) -> list[Task]:
         replicas = protocol.reference_replicas or min(protocol.replicas, 4)
         steps = protocol.reference_n_steps or protocol.n_steps
         groups.append((reference, replicas, steps, REFERENCE_SEED_OFFSET))
-    run_kwargs = {**protocol.run_kwargs, "progress": False}
+    run_kwargs = {
+        **protocol.run_kwargs,
+        "progress": False,
+        "log_every_ps": protocol.log_every_ps,
+    }
     run_kwargs.setdefault("criteria", FailureCriteria())
     tasks = []
     for spec, replicas, steps, offset in groups:

@@ -26,12 +26,12 @@ from ase.md.velocitydistribution import (
     thermalize_momenta,
 )
 from ase.md.verlet import VelocityVerlet
-from tqdm.auto import tqdm
 
 from ..failure import TemperatureWatch, check_frame
 from ..result import RunResult
 from ..settings import RunSettings
 from .common import (
+    StepProgress,
     allocate_record,
     finish_run,
     model_error_reason,
@@ -98,6 +98,7 @@ def run_ase(
     progress: bool = False,
     label: str = "",
     init_velocities: bool = True,
+    log_every_ps: float = 0.0,
 ) -> RunResult:
     """Run MD with an ASE integrator; see :func:`md_validation.runner.run_md`.
 
@@ -121,7 +122,7 @@ def run_ase(
     n_rows = None  # rows of the record: up to the last step with an energy
     n_frames = 0
     start = time.perf_counter()
-    bar = tqdm(total=s.n_steps, desc=label or "md", unit="step", disable=not progress)
+    bar = StepProgress(s.n_steps, s.timestep_fs, label, progress, log_every_ps)
     try:
         # LangevinBAOAB asks for the first forces already
         dyn = _call_model(

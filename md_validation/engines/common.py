@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from ase import Atoms
@@ -11,6 +12,76 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..result import COLUMNS, RunResult
 
 logger = logging.getLogger(__name__)
+
+
+class StepProgress:
+    """Progress over one run's MD steps: a tqdm bar, or a log line every so often.
+
+    The bar shows on a terminal (``progress``); off one (a batch job, a log
+    file, a worker process) ``log_every_ps`` > 0 logs one INFO line each time
+    that much simulated time has passed: where the run is, its speed and about
+    how long it has left. Used as the engines used tqdm: ``update(k)``, ``n``,
+    ``close()``.
+
+    Parameters
+    ----------
+    total : int
+        Steps of the run.
+    timestep_fs : float
+    label : str
+        Name of the run.
+    progress : bool
+        Show a tqdm bar.
+    log_every_ps : float
+        Simulated ps between log lines (0: none).
+    """
+
+    def __init__(
+        self,
+        total: int,
+        timestep_fs: float,
+        label: str = "",
+        progress: bool = False,
+        log_every_ps: float = 0.0,
+    ):
+        from tqdm.auto import tqdm
+
+        self.total, self.timestep_fs, self.label = total, timestep_fs, label or "md"
+        self.bar = tqdm(total=total, desc=self.label, unit="step", disable=not progress)
+        self.every = 0
+        if log_every_ps and log_every_ps > 0:
+            self.every = max(1, int(round(log_every_ps * 1000.0 / timestep_fs)))
+        self.n = 0
+        self._next = self.every
+        self._start = time.perf_counter()
+
+    def update(self, steps: int = 1) -> None:
+        """``steps`` more steps done."""
+        if steps <= 0:
+            return
+        self.n += steps
+        self.bar.update(steps)
+        if self.every and self.n >= self._next and self.n < self.total:
+            self._next = (self.n // self.every + 1) * self.every
+            self._log()
+
+    def _log(self) -> None:
+        wall = time.perf_counter() - self._start
+        rate = self.n / wall if wall > 0 else float("nan")
+        left = (self.total - self.n) / rate if rate > 0 else float("nan")
+        logger.info(
+            "%s: %.4g of %.4g ps (%d/%d steps), %.0f steps/s, about %.0f s left",
+            self.label,
+            self.n * self.timestep_fs / 1000.0,
+            self.total * self.timestep_fs / 1000.0,
+            self.n,
+            self.total,
+            rate,
+            left,
+        )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def allocate_record(n_rows: int) -> dict[str, np.ndarray]:

@@ -41,7 +41,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from ase_flatten.outputs import atomic_path, write_text
 from ase_flatten.signals import sigterm_as_interrupt
@@ -49,7 +48,7 @@ from ase_flatten.signals import sigterm_as_interrupt
 from ..failure import MDFailure, MonitoredCalculator, TemperatureWatch
 from ..result import RunResult, empty_record
 from ..settings import RunSettings
-from .common import finish_run, trajectory_frame, trim_record
+from .common import StepProgress, finish_run, trajectory_frame, trim_record
 from .ipi_files import (
     PROPERTIES_FILE,
     TRAJECTORY_FILE,
@@ -202,6 +201,7 @@ def run_ipi(
     label: str = "",
     start_timeout_s: float = 60.0,
     stop_timeout_s: float = 5.0,
+    log_every_ps: float = 0.0,
 ) -> RunResult:
     """Run MD with an i-PI server; see :func:`md_validation.runner.run_md`.
 
@@ -236,11 +236,8 @@ def run_ipi(
         settings.timestep_fs,
     )
     server = client = None
-    bar = tqdm(
-        total=settings.n_steps,
-        desc=label or "i-pi",
-        unit="step",
-        disable=not progress,
+    bar = StepProgress(
+        settings.n_steps, settings.timestep_fs, label or "i-pi", progress, log_every_ps
     )
     t0 = time.perf_counter()
     interrupted = False

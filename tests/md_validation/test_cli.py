@@ -154,6 +154,8 @@ def test_version_and_usage_errors_come_from_the_shared_runtime(capsys):
         (["--time-ps", "nan"], ["--time-ps", "finite"]),
         (["--time-ps", "1e9"], ["--time-ps", "at most 100000000"]),
         (["--steps", "1e3"], ["--steps", "not a number"]),
+        (["--log-every-ps", "nan"], ["--log-every-ps", "finite"]),
+        (["--log-every-ps=-1"], ["--log-every-ps", ">= 0"]),
     ],
 )
 def test_every_number_is_checked_before_any_work(

@@ -121,3 +121,37 @@ def test_validation_goes_on_after_a_model_error(sgdml_model, start_atoms, tmp_pa
         for k in (0, 1)
     }
     assert [r["steps_done"] for r in rows if r["model"] == "good"] == [20, 20]
+
+
+def test_a_replica_logs_its_progress_off_a_terminal(caplog):
+    """Off a terminal a long replica was silent: it logs where it is every
+    log_every_ps of simulated time (EMT copper, 60 steps of 0.5 fs, every
+    0.01 ps = 20 steps: at 20 and 40, not at the end)."""
+    import logging
+
+    from ase.cluster import Icosahedron
+
+    with caplog.at_level(logging.INFO, logger="md_validation"):
+        run_md(EMT, Icosahedron("Cu", 2), 300.0, 60, label="cu #0", log_every_ps=0.01)
+    lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    lines = [line for line in lines if "left" in line]
+    assert [line.split(",")[0] for line in lines] == [
+        "cu #0: 0.01 of 0.03 ps (20/60 steps)",
+        "cu #0: 0.02 of 0.03 ps (40/60 steps)",
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="md_validation"):
+        run_md(EMT, Icosahedron("Cu", 2), 300.0, 60, label="cu #1")
+    assert not [r for r in caplog.records if "left" in r.getMessage()]
+
+
+def test_the_log_interval_reaches_every_replica(tmp_path, start_atoms):
+    """Protocol.log_every_ps goes to every task, and not into the run settings
+    a resumed run compares."""
+    from md_validation.tasks import ModelSpec
+    from md_validation.validate import Protocol, _tasks
+
+    protocol = Protocol(temperatures=[300.0], replicas=2, log_every_ps=0.5)
+    tasks = _tasks([ModelSpec("m", path="x")], start_atoms, tmp_path, protocol, None)
+    assert [t.run_kwargs["log_every_ps"] for t in tasks] == [0.5, 0.5]
+    assert "log_every_ps" not in protocol.run_kwargs
