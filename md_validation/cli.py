@@ -21,8 +21,13 @@ interruption the same command with --resume keeps the finished replicas.
 The energy zero is the lowest potential energy in --start's data. Runs start from
 --start-frame (default: frame 0 of --start).
 
+A verdict gives the share of MD frames that were risky (outside the domain or in
+high-error clusters), and "no difference detectable" says what the replica count
+could have detected at all (see --replicas). Every number is checked (finite, in
+range) before anything runs.
+
 example: md-validate --model default=models/default --model improved=models/flat \\
-             --start ethanol.xyz --time-ps 5 --replicas 3 -o md
+             --start ethanol.xyz --time-ps 5 --replicas 16 -o md
 """
 
 from __future__ import annotations
