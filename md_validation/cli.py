@@ -52,6 +52,7 @@ from ase_flatten.exceptions import InputError
 
 from .engines import ENGINES
 from .report import RESERVED_NAMES
+from .settings import DEFAULT_REPLICAS
 from .tasks import default_jobs
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ MAX_SEED = 2**31
 MAX_TEMPERATURE_K = 100_000.0
 MAX_TIMESTEP_FS = 10.0
 MAX_REPLICAS = 100_000
-#: Replicas per model and temperature when --replicas is not given (see its help).
-DEFAULT_REPLICAS = 8
 
 
 def _number(kind, low=0.0, high=math.inf, low_inclusive=False):
@@ -370,8 +369,17 @@ def run(args) -> None:
     from .validate import REFERENCE, Protocol, validate_models
 
     names = [name for name, _ in args.model]
-    if len(set(names)) != len(names):
-        raise InputError(f"--model names must differ, got {', '.join(names)}")
+    if len({name.lower() for name in names}) != len(names):
+        raise InputError(
+            f"--model names must differ (ignoring case: they name folders), got "
+            f"{', '.join(names)}"
+        )
+    folders = [f"{t:g}K" for t in args.temperatures]
+    if len(set(folders)) != len(folders):
+        raise InputError(
+            f"--temperatures must differ (to 6 digits: they name folders), got "
+            f"{', '.join(folders)}"
+        )
     reference = _reference_spec(args)
     if reference is not None and REFERENCE in names:
         raise InputError(f"--model {REFERENCE}: the name is taken by --reference")

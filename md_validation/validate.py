@@ -15,6 +15,7 @@ from .failure import FailureCriteria
 from .metrics import run_metrics
 from .report import plot_energy_vs_time, write_summary
 from .result import RunResult
+from .settings import DEFAULT_REPLICAS
 from .tasks import ModelSpec, Task, is_finished, run_tasks
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class Protocol:
         MD steps per model run.
     replicas : int
         Seeded replicas per model and temperature (replica ``k`` uses seed
-        ``seed + k`` for every model).
+        ``seed + k`` for every model); default
+        :data:`~md_validation.settings.DEFAULT_REPLICAS`.
     seed : int
     reference_replicas : int, optional
         Replicas of the reference method (default ``min(replicas, 4)``); its
@@ -58,7 +60,7 @@ class Protocol:
 
     temperatures: list = field(default_factory=lambda: [300.0, 400.0])
     n_steps: int = 2000
-    replicas: int = 1
+    replicas: int = DEFAULT_REPLICAS
     seed: int = 0
     reference_replicas: int | None = None
     reference_n_steps: int | None = None

@@ -94,6 +94,11 @@ def test_end_to_end_two_models(tmp_path, capsys, sgdml_model, start_file, xtb_da
         (["--model", "m=MODEL", "--steps", "-3"], ["must be positive"]),
         (["--model", "m=MODEL", "--bogus"], ["unrecognized arguments"]),
         (["--model", "m=MODEL", "--model", "m=MODEL"], ["names must differ"]),
+        (["--model", "m=MODEL", "--model", "M=MODEL"], ["names must differ"]),
+        (
+            ["--model", "m=MODEL", "--temperatures", "300", "300.0000001"],
+            ["--temperatures must differ", "300K, 300K"],
+        ),
         (["--model", "m=MODEL", "--start-frame", "999"], ["out of range"]),
     ],
 )
@@ -193,6 +198,9 @@ def test_replicas_default_and_help_show_defaults_and_power(capsys):
     parser = build_parser()
     args = parser.parse_args(["--model", "m=x", "--start", "d", "-o", "o"])
     assert args.replicas == 8
+    from md_validation.validate import Protocol
+
+    assert Protocol().replicas == 8  # the library's default too
     text = " ".join(parser.format_help().split())
     assert "seeded replicas per model and temperature (default: 8)" in text
     for option, default in [
