@@ -109,6 +109,7 @@ def test_command_line_export(tmp_path, sgdml_model, xtb_files, capsys):
         return [
             *("--model", f"m={sgdml_model}", "--start", str(reference)),
             *("--temperatures", "500", "--steps", "100", "--stride", "5"),
+            *("--replicas", "1"),
             *("-o", str(tmp_path / output), "--export-risky", str(tmp_path / "label")),
             *("--export-max", "3"),
         ]
@@ -120,5 +121,6 @@ def test_command_line_export(tmp_path, sgdml_model, xtb_files, capsys):
     assert "risky MD frames" in capsys.readouterr().out
     # an existing export is not replaced without --overwrite, before any MD
     assert main(args("md2")) == 2
-    assert "label: holds an export" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "label: exists and is not empty; pass --overwrite" in err
     assert not (tmp_path / "md2").exists()
