@@ -11,7 +11,6 @@ task (its seed is ``seed + replica``), never on the number or kind of workers.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import multiprocessing
@@ -27,7 +26,7 @@ from pathlib import Path
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from ase_flatten.exceptions import InputError
+from ase_flatten.backends.ase import import_factory
 
 from .result import RUN_FILE
 
@@ -87,20 +86,6 @@ class ModelSpec:
         function = import_factory(self.factory)
         kwargs = dict(self.kwargs)
         return lambda: function(**kwargs)
-
-
-def import_factory(spec: str):
-    """Import ``module:callable``; a bad spec raises one-line InputError."""
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise InputError(f"calculator factory {spec!r}: expected MODULE:CALLABLE")
-    try:
-        function = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"cannot import calculator factory {spec!r} ({exc})") from None
-    if not callable(function):
-        raise InputError(f"calculator factory {spec!r} is not callable")
-    return function
 
 
 @dataclass
