@@ -28,9 +28,11 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Dataset",
     "check_force_scale",
+    "frame_hashes",
     "frame_label",
     "read_dataset",
     "read_frames",
+    "same_frames",
     "split_selection",
 ]
 
@@ -44,6 +46,12 @@ DATABASE_FORMATS = ("db", "json", "postgresql", "mysql")
 #: times larger (RMS 28-33); 10 lies 7x above the eV data and still catches
 #: kcal/mol data of MD at 100 K (RMS about 0.55 eV/Å x 23 = 13).
 MAX_FORCE_RMS = 10.0
+
+#: Grid (Å) on which positions are compared when frames are identified by content
+#: (:func:`frame_hashes`). Text files keep positions to 1e-8 Å (extxyz) and float32
+#: to about 5e-7 Å, far below it; between two MD steps of 0.5 fs hydrogens move
+#: about 0.02 Å, far above it.
+HASH_GRID = 1e-3
 
 
 @dataclass(eq=False)
@@ -133,6 +141,12 @@ class Dataset:
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:16]
 
+    def frame_hashes(self, indices=None) -> np.ndarray:
+        """Content hashes of frames (atomic numbers and positions), see
+        :func:`frame_hashes`."""
+        positions = self.positions if indices is None else self.positions[indices]
+        return frame_hashes(self.numbers, positions)
+
     def write(self, path: str | os.PathLike, indices=None, **info_arrays) -> None:
         """Write frames as extended XYZ with energy and forces.
 
@@ -162,6 +176,46 @@ class Dataset:
             frames.append(atoms)
         with atomic_path(path) as tmp:
             ase.io.write(tmp, frames, format="extxyz")
+
+
+def frame_hashes(numbers, positions, grid: float = HASH_GRID) -> np.ndarray:
+    """Hashes identifying frames by content, whichever file they come from.
+
+    Each frame's atomic numbers and positions rounded to ``grid`` Å are hashed
+    twice, on two grids shifted by half a cell: the same frame read from another
+    file (extxyz text, a database, an npz, float32) can fall across a cell border
+    of one grid in some coordinate, but then lies inside the cells of the other.
+    Two frames are the same when either hash agrees (:func:`same_frames`).
+
+    Parameters
+    ----------
+    numbers : array-like, shape (N,)
+    positions : array-like, shape (M, N, 3)
+        Å.
+    grid : float
+        Rounding grid (Å), :data:`HASH_GRID` by default.
+
+    Returns
+    -------
+    ndarray of uint64, shape (M, 2)
+    """
+    atoms = np.ascontiguousarray(numbers, dtype="<i8").tobytes()
+    scaled = np.asarray(positions, dtype=float).reshape(len(positions), -1) / grid
+    hashes = np.empty((len(scaled), 2), dtype=np.uint64)
+    for column, shift in enumerate((0.5, 0.0)):
+        cells = np.floor(scaled + shift).astype("<i8")
+        for i, row in enumerate(cells):
+            digest = hashlib.blake2b(atoms + row.tobytes(), digest_size=8).digest()
+            hashes[i, column] = int.from_bytes(digest, "little")
+    return hashes
+
+
+def same_frames(hashes: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """True for each frame of ``hashes`` (M, 2) whose content is among ``known``."""
+    hashes, known = np.asarray(hashes), np.asarray(known)
+    if not len(known):
+        return np.zeros(len(hashes), dtype=bool)
+    return np.isin(hashes[:, 0], known[:, 0]) | np.isin(hashes[:, 1], known[:, 1])
 
 
 def _check_finite(array: np.ndarray, name: str, source: str) -> None:

@@ -6,6 +6,9 @@
                            data's hydrogen partners (atom-order check)
     DIR/train_indices.npy  the training frames (indices into the dataset)
     DIR/validation_indices.npy  the frames the backend validated on (may be empty)
+    DIR/frame_hashes.npz   content hashes of the training and validation frames
+                           (``data.frame_hashes``): which frames of any file the
+                           model has seen
     DIR/model/             the backend's files (sGDML npz, SchNet weights, GAP xml)
     DIR/clusters.npz       optional: the cluster model of the dataset
     DIR/cluster_errors.json  optional: the model's measured force RMSE per cluster
@@ -53,7 +56,26 @@ class SavedModel:
     overall_force_rmse: float | None = None  #: eV/Å, measured with the clusters
     domain_threshold: float | None = None  #: descriptor distance, Å
     domain: object | None = None  #: ApplicabilityDomain, when saved with one
+    #: content hashes (M, 2) of the training and validation frames; None for models
+    #: saved before they were recorded
+    seen_hashes: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+
+    def seen_frames(self, dataset) -> np.ndarray | None:
+        """Which frames of ``dataset`` the model trained or validated on.
+
+        Frames are matched by content (atomic numbers and positions, see
+        :func:`~ase_flatten.data.frame_hashes`), whichever file they were read
+        from. None when the model records no hashes (saved by an older
+        ase-flatten).
+        """
+        from .data import same_frames
+
+        if self.seen_hashes is None:
+            return None
+        if not np.array_equal(dataset.numbers, self.backend.numbers_):
+            return np.zeros(len(dataset), dtype=bool)
+        return same_frames(dataset.frame_hashes(), self.seen_hashes)
 
 
 def save_model(
@@ -165,10 +187,31 @@ def write_model_files(
     if validation is not None:
         with atomic_path(directory / "validation_indices.npy") as tmp:
             np.save(tmp, np.asarray(validation, dtype=int))
+    if dataset is not None:
+        from .data import HASH_GRID
+        from .outputs import save_npz
+
+        seen = np.concatenate(
+            [np.asarray(train_indices, dtype=int)]
+            + ([] if validation is None else [np.asarray(validation, dtype=int)])
+        )
+        save_npz(
+            directory / "frame_hashes.npz",
+            seen=dataset.frame_hashes(seen),
+            n_train=np.asarray(len(train_indices)),
+            grid=np.asarray(HASH_GRID),
+        )
     if clusters is not None:
         from .clustering import save_clusters
 
-        save_clusters(directory / "clusters.npz", clusters)
+        cluster_meta = {}
+        if dataset is not None:  # its labels_ are those of these frames
+            cluster_meta = {
+                "fingerprint": dataset.fingerprint(),
+                "numbers": dataset.numbers,
+                "source": dataset.source,
+            }
+        save_clusters(directory / "clusters.npz", clusters, **cluster_meta)
         if domain is None and dataset is not None:
             from .domain import ApplicabilityDomain
 
@@ -195,6 +238,7 @@ MODEL_FILES = (
     "model",
     "train_indices.npy",
     "validation_indices.npy",
+    "frame_hashes.npz",
     "clusters.npz",
     "cluster_errors.json",
     "domain.npz",
@@ -286,6 +330,8 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
         saved.validation_indices = load_indices(
             path / "validation_indices.npy", "the validation frames"
         )
+    if (path / "frame_hashes.npz").exists():
+        saved.seen_hashes = _read_hashes(path / "frame_hashes.npz")
     if (path / "clusters.npz").exists():
         from .clustering import load_clusters
 
@@ -373,6 +419,27 @@ def load_indices(path: str | os.PathLike, what: str = "frame indices") -> np.nda
     ):
         raise InputError(f"{path}: not a list of frame indices (the {what})")
     return indices
+
+
+def _read_hashes(path: Path) -> np.ndarray:
+    """The content hashes (M, 2) of ``frame_hashes.npz``, checked."""
+    from .data import HASH_GRID
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            hashes, grid = npz["seen"], float(npz["grid"])
+    except Exception as exc:  # truncated, not an npz, a key missing
+        raise InputError(
+            f"{path}: damaged, cannot read the training frames' hashes "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if hashes.ndim != 2 or hashes.shape[1] != 2 or hashes.dtype != np.uint64:
+        raise InputError(f"{path}: not a table of frame hashes (shape {hashes.shape})")
+    if grid != HASH_GRID:
+        raise InputError(
+            f"{path}: hashes on a {grid} Å grid; this ase-flatten uses {HASH_GRID} Å"
+        )
+    return hashes
 
 
 def _read_cluster_errors(path: Path) -> tuple[np.ndarray, float | None]:

@@ -199,3 +199,92 @@ def test_train_on_a_selection_records_it(tmp_path, capsys, xtb_files):
         capsys, "cluster", selected, "--index", "0:50", "-o", tmp_path / "c.npz"
     )
     assert_one_line_error(status, err, "frames selected twice, by @0:100 and by index")
+
+
+def test_frame_hashes_survive_file_formats_and_tell_frames_apart(xtb_dataset):
+    from ase_flatten.data import frame_hashes, same_frames
+
+    known = xtb_dataset.frame_hashes()
+    assert known.shape == (150, 2) and known.dtype == np.uint64
+    rng = np.random.default_rng(0)
+    for noise in (5e-9, 5e-7):  # extxyz text, float32
+        moved = xtb_dataset.positions + rng.uniform(-noise, noise, (150, 9, 3))
+        assert same_frames(frame_hashes(xtb_dataset.numbers, moved), known).all()
+    as_float32 = xtb_dataset.positions.astype(np.float32)
+    assert same_frames(frame_hashes(xtb_dataset.numbers, as_float32), known).all()
+    # other frames, atoms or atom order are not the same content
+    assert len(np.unique(known[:, 0])) == len(np.unique(known[:, 1])) == 150
+    moved = xtb_dataset.positions + 0.01
+    assert not same_frames(frame_hashes(xtb_dataset.numbers, moved), known).any()
+    other = xtb_dataset.numbers[::-1]
+    assert not same_frames(frame_hashes(other, xtb_dataset.positions), known).any()
+
+
+def _write_db_and_npz(directory, dataset):
+    import ase.io
+
+    from tests.test_data import sgdml_npz
+
+    db = directory / "same.db"
+    ase.io.write(db, [dataset.to_atoms(i) for i in range(len(dataset))])
+    npz = directory / "same.npz"
+    sgdml_npz(npz, dataset, e_unit="eV", e_scale=1.0)
+    return db, npz
+
+
+def test_errors_leaves_out_training_frames_from_any_file(
+    tmp_path, capsys, xtb_files, model_dir
+):
+    """A slice, a database or an npz of the training frames leaks none of them."""
+    reference, _ = xtb_files
+    whole = read_dataset(reference)
+    train = np.load(model_dir / "train_indices.npy")
+    half = whole.subset(range(75, 150))  # another file, frames renumbered
+    db, npz = _write_db_and_npz(tmp_path, half)
+    expected = train[train >= 75] - 75
+    assert 0 < len(expected) < 20
+    for k, data in enumerate((f"{reference}@75:150", db, npz)):
+        args = ("errors", data, "--model", model_dir, "--n-geometry", "2")
+        status, out, err = run_cli(capsys, *args, "-o", tmp_path / f"r{k}")
+        assert status == 0, err
+        summary = json.loads((tmp_path / f"r{k}" / "summary.json").read_text())
+        assert summary["excluded_training_frames"] == len(expected), data
+        assert summary["n_frames"] == 75 - len(expected)
+        assert summary["excluded_by"] == "matched by content"
+        assert f"left out {len(expected)} frames the model trained" in out
+        frames = np.loadtxt(
+            tmp_path / f"r{k}" / "frame_errors.csv", delimiter=",", skiprows=1
+        )
+        assert not np.isin(frames[:, 0].astype(int), expected).any()
+    # --include-train keeps them
+    args = ("errors", db, "--model", model_dir, "--n-geometry", "2")
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "all", "--include-train")
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert status == 0 and summary["n_frames"] == 75, err
+    # only training frames: one clear line
+    only = tmp_path / "only.extxyz"
+    whole.write(only, train)
+    args = ("errors", only, "--model", model_dir, "--n-geometry", "2")
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "none")
+    assert_one_line_error(status, err, "all 20 frames", "--include-train")
+
+
+def test_errors_with_a_model_without_frame_hashes(
+    tmp_path, capsys, caplog, xtb_files, model_dir
+):
+    """Models saved before the hashes: today's rule, and a log line says so."""
+    import shutil
+
+    reference, _ = xtb_files
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    (old / "frame_hashes.npz").unlink()
+    args = ("errors", reference, "--model", old, "--n-geometry", "2")
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "r")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert status == 0 and summary["excluded_training_frames"] == 20, err
+    assert "records no hashes of its training frames" in caplog.text
+    args = ("errors", f"{reference}@0:75", "--model", old, "--n-geometry", "2")
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "s")
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert status == 0 and summary["excluded_training_frames"] == 0, err

@@ -99,14 +99,15 @@ def run(args: argparse.Namespace) -> None:
         worker_pool(client, chunk_frames=args.dask_chunk) as workers,
     ):
         dataset = read_dataset_arg(args)
-        predict = _prediction_source(args, dataset, workers)  # a bad model fails now
+        # a bad model fails now
+        predict, left_out = _prediction_source(args, dataset, workers)
         labels = _load_labels(args.clusters, dataset) if args.clusters else None
         with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
-            errors = _write_report(args, dataset, predict, labels, tmp)
-    _print_report(errors, args.output)
+            errors = _write_report(args, dataset, predict, labels, left_out, tmp)
+    _print_report(errors, args.output, left_out)
 
 
-def _write_report(args, dataset, predict, labels, directory):
+def _write_report(args, dataset, predict, labels, left_out, directory):
     """Cluster (unless given ``labels``), predict, and write every report file."""
     from ..clustering import save_clusters
     from ..error_analysis import cluster_errors
@@ -137,6 +138,7 @@ def _write_report(args, dataset, predict, labels, directory):
         fingerprint=dataset.fingerprint(),
         clusters=args.clusters,
         excluded_training_frames=len(dataset) - len(frames),
+        excluded_by=left_out["rule"] if left_out else None,
     )
     plot_cluster_errors(errors, os.path.join(directory, "cluster_errors.png"))
     if args.write_worst:
@@ -155,9 +157,17 @@ def _prediction_source(args, dataset, workers=None):
 
     Predictions come from a file, a saved model or a calculator factory; files and
     models are opened here so that a bad one stops the command before any work.
-    A model's own training frames are left out when it was trained on this
-    dataset (a kernel model nearly reproduces them), unless --include-train.
-    With ``workers`` (--dask) a model predicts on the Dask workers.
+    Frames a model trained or validated on are left out (a kernel model nearly
+    reproduces them), unless --include-train: matched by content, whichever file
+    they come from (:meth:`SavedModel.seen_frames`). With ``workers`` (--dask) a
+    model predicts on the Dask workers.
+
+    Returns
+    -------
+    predict : callable
+        ``predict() -> (frames, energies, forces)``.
+    left_out : dict or None
+        With --model: ``count`` frames left out and the ``rule`` that found them.
     """
     import json
 
@@ -169,17 +179,36 @@ def _prediction_source(args, dataset, workers=None):
         energies, forces = read_predictions(
             args.predicted, dataset, args.pred_energy_key, args.pred_forces_key
         )
-        return lambda: (every, energies, forces)
+        return (lambda: (every, energies, forces)), None
     if args.model:
         from ..models import load_model
 
         saved = load_model(args.model)
+        seen, rule = _seen_frames(saved, dataset, args.model)
+        left_out = {"count": 0, "rule": rule}
         frames = every
-        same_data = saved.meta.get("dataset_fingerprint") == dataset.fingerprint()
-        if same_data and not args.include_train:
-            frames = np.setdiff1d(every, saved.train_indices)
+        if args.include_train:
             logger.info(
-                "leaving out the model's %d training frames", len(saved.train_indices)
+                "--include-train: evaluating all %d frames, %d of them frames the "
+                "model trained or validated on",
+                len(dataset),
+                int(seen.sum()),
+            )
+        elif seen.any():
+            frames = np.flatnonzero(~seen)
+            left_out["count"] = int(seen.sum())
+            if not len(frames):
+                raise InputError(
+                    f"{dataset.source}: all {len(dataset)} frames are frames the "
+                    f"model {args.model} trained or validated on; pass "
+                    "--include-train to evaluate them anyway"
+                )
+            logger.info(
+                "leaving out %d of %d frames: the model trained or validated on "
+                "them (%s)",
+                left_out["count"],
+                len(dataset),
+                rule,
             )
         backend = saved.backend if workers is None else workers.saved_predictor(saved)
     else:
@@ -204,8 +233,30 @@ def _prediction_source(args, dataset, workers=None):
                 f"--calculator {args.calculator} with --calc-kwargs "
                 f"{args.calc_kwargs}: {type(exc).__name__}: {exc}"
             ) from None
-        return lambda: (every, *_calculator_predictions(args, backend, dataset))
-    return lambda: (frames, *backend.predict(dataset, frames))
+        return (lambda: (every, *_calculator_predictions(args, backend, dataset))), None
+    return (lambda: (frames, *backend.predict(dataset, frames))), left_out
+
+
+def _seen_frames(saved, dataset, model_path):
+    """Frames of ``dataset`` the model trained or validated on, and the rule used.
+
+    By content when the model records its frames' hashes; for older models only
+    when ``dataset`` is the very data it was trained on (same fingerprint).
+    """
+    seen = saved.seen_frames(dataset)
+    if seen is not None:
+        return seen, "matched by content"
+    logger.warning(
+        "%s: records no hashes of its training frames (saved by an older "
+        "ase-flatten): its training frames are left out only when %s is the very "
+        "data it was trained on; save the model again to match frames by content",
+        model_path,
+        dataset.source,
+    )
+    seen = np.zeros(len(dataset), dtype=bool)
+    if saved.meta.get("dataset_fingerprint") == dataset.fingerprint():
+        seen[saved.train_indices] = True
+    return seen, "the model's training data file (no frame hashes)"
 
 
 def _calculator_predictions(args, backend, dataset):
@@ -243,10 +294,15 @@ def _load_labels(path, dataset):
     return labels
 
 
-def _print_report(errors, directory):
+def _print_report(errors, directory, left_out=None):
     from ..error_analysis import KCAL_MOL
 
     s = errors.summary()
+    if left_out and left_out["count"]:
+        print(
+            f"left out {left_out['count']} frames the model trained or validated on "
+            f"({left_out['rule']}; --include-train keeps them)"
+        )
     print(
         f"overall force RMSE {s['force_rmse']:.4f} eV/Å "
         f"({s['force_rmse'] / KCAL_MOL:.3f} kcal/(mol Å)), energy RMSE "
