@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .error_analysis import KCAL_MOL, model_errors
+from .error_analysis import BOOTSTRAP_RESAMPLES, KCAL_MOL, model_errors
 from .exceptions import InputError
 from .outputs import write_json, write_text
+
+logger = logging.getLogger(__name__)
 
 
 def compare_runs(runs, directory, data=None) -> list[dict]:
@@ -43,6 +46,7 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
             )
         if np.isin(model.train_indices, test).any():
             raise InputError(f"{run}: trained on frames of the test split")
+    test, left_out = _unseen(runs, models, dataset, test)
     if first.clusters is None or first.clusters.labels_ is None:
         raise InputError(f"{runs[0]}: holds no clusters (train it with ase-flatten)")
     labels = first.clusters.labels_
@@ -51,12 +55,20 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
         for run, model in zip(runs, models, strict=True)
     ]
     table = _table(results)
+    for row in table:
+        row["left_out_test_frames"] = left_out
     write_text(os.path.join(directory, "comparison.csv"), _csv(table))
     write_json(
         os.path.join(directory, "comparison.json"),
         {
             "dataset": dataset.source,
             "test_frames": len(test),
+            "left_out_test_frames": left_out,
+            "bootstrap": {
+                "resamples": BOOTSTRAP_RESAMPLES,
+                "seed": 0,
+                "interval": "95 %, percentile, test frames drawn with replacement",
+            },
             "runs": table,
             "cluster_frames": results[0][2].n_frames.tolist(),
             "cluster_force_rmse": {
@@ -78,6 +90,40 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
     return table
 
 
+def _unseen(runs, models, dataset, test) -> tuple[np.ndarray, int]:
+    """The test frames no run trained or validated on, matched by content.
+
+    A dataset may hold the same frame twice (concatenated files, a restarted
+    MD): a test frame equal to a training frame of any run is left out. Runs
+    saved before frame hashes were recorded are checked by index only.
+    """
+    seen = np.zeros(len(test), dtype=bool)
+    subset = dataset.subset(test)
+    for run, model in zip(runs, models, strict=True):
+        found = model.seen_frames(subset)
+        if found is None:
+            logger.warning(
+                "%s: records no hashes of its training frames (saved by an older "
+                "ase-flatten): test frames are checked against its training frames "
+                "by index only",
+                run,
+            )
+            continue
+        seen |= found
+    if seen.all():
+        raise InputError(
+            f"{runs[0]}: every test frame equals a frame some run trained on"
+        )
+    if seen.any():
+        logger.info(
+            "leaving out %d of %d test frames: equal to frames a run trained or "
+            "validated on",
+            int(seen.sum()),
+            len(test),
+        )
+    return test[~seen], int(seen.sum())
+
+
 def _test_indices(run: Path) -> np.ndarray:
     from .models import load_indices
 
@@ -93,27 +139,41 @@ def worst_mean(errors, k: int = 5) -> float:
 
 
 def _table(results) -> list[dict]:
+    """One row per run: overall and worst-cluster errors with 95 % intervals."""
     base = results[0][2]
     rows = []
     for run, model, errors in results:
+        worst = int(errors.worst(1)[0])
+        interval = errors.bootstrap(seed=0)
         row = {
             "run": Path(run).name or str(run),
             "strategy": model.meta.get("strategy", ""),
             "backend": model.meta.get("backend", ""),
             "n_train": int(len(model.train_indices)),
+            "test_frames": int(len(errors.labels)),
             "force_rmse": errors.overall["force_rmse"],
             "energy_rmse": errors.overall["energy_rmse"],
-            "max_cluster_force_rmse": float(np.nanmax(errors.force_rmse)),
+            "max_cluster": worst,
+            "max_cluster_frames": int(errors.n_frames[worst]),
+            "max_cluster_force_rmse": float(errors.force_rmse[worst]),
+            "worst5_frames": errors.worst_frames(5),
             "worst5_force_rmse": worst_mean(errors),
         }
+        for key, (low, high) in interval.items():
+            row[f"{key}_low"], row[f"{key}_high"] = low, high
         row["force_rmse_ratio"] = row["force_rmse"] / base.overall["force_rmse"]
+        row["energy_rmse_ratio"] = row["energy_rmse"] / base.overall["energy_rmse"]
         row["max_cluster_ratio"] = row["max_cluster_force_rmse"] / float(
             np.nanmax(base.force_rmse)
         )
         row["worst5_ratio"] = row["worst5_force_rmse"] / worst_mean(base)
-        for key in ("force_rmse", "energy_rmse", "max_cluster_force_rmse"):
+        for key in (
+            "force_rmse",
+            "energy_rmse",
+            "max_cluster_force_rmse",
+            "worst5_force_rmse",
+        ):
             row[f"{key}_kcal"] = row[key] / KCAL_MOL
-        row["worst5_force_rmse_kcal"] = row["worst5_force_rmse"] / KCAL_MOL
         rows.append(row)
     return rows
 

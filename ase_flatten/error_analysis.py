@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: eV per kcal/mol; divide an energy in eV by it to get kcal/mol.
 KCAL_MOL = units.kcal / units.mol
+#: Resamples of :meth:`ClusterErrors.bootstrap` (seeded).
+BOOTSTRAP_RESAMPLES = 1000
 
 __all__ = [
     "ClusterErrors",
@@ -146,6 +148,60 @@ class ClusterErrors:
             "energy_kcal": "kcal/mol",
         }
         return summary
+
+    def worst_frames(self, k: int = 1) -> int:
+        """Evaluated frames in the ``k`` worst clusters."""
+        return int(self.n_frames[self.worst(k)].sum())
+
+    def bootstrap(
+        self, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, k: int = 5
+    ) -> dict:
+        """Bootstrap 95 % intervals over the evaluated frames.
+
+        Frames are drawn with replacement (seeded), and each statistic is
+        recomputed on every resample as it is on the frames themselves: the
+        overall force and energy RMSE, the largest cluster force RMSE (whichever
+        cluster it falls in) and the mean force RMSE of the ``k`` worst clusters.
+
+        Returns
+        -------
+        dict
+            ``{name: (low, high)}`` for ``force_rmse``, ``energy_rmse``,
+            ``max_cluster_force_rmse`` and ``worst5_force_rmse`` (eV, eV/Å).
+        """
+        rng = np.random.default_rng(seed)
+        n = len(self.labels)
+        force_sq = self.frame_force_rmse**2
+        energy_sq = self.frame_energy_error**2
+        stats = np.empty((n_resamples, 4))
+        for b in range(n_resamples):
+            weight = np.bincount(rng.integers(0, n, n), minlength=n)
+            count = np.bincount(self.labels, weight, minlength=len(self.n_frames))
+            present = count > 0
+            per_cluster = np.sqrt(
+                np.bincount(self.labels, weight * force_sq, minlength=len(count))[
+                    present
+                ]
+                / count[present]
+            )
+            worst = np.sort(per_cluster)[::-1][:k]
+            stats[b] = (
+                np.sqrt(weight @ force_sq / n),
+                np.sqrt(weight @ energy_sq / n),
+                worst[0],
+                worst.mean(),
+            )
+        low, high = np.percentile(stats, [2.5, 97.5], axis=0)
+        names = (
+            "force_rmse",
+            "energy_rmse",
+            "max_cluster_force_rmse",
+            "worst5_force_rmse",
+        )
+        return {
+            name: (float(lo), float(hi))
+            for name, lo, hi in zip(names, low, high, strict=True)
+        }
 
     def write(self, directory: str | os.PathLike, **meta) -> None:
         """Write ``cluster_errors.csv``, ``frame_errors.csv`` and ``summary.json``.

@@ -32,6 +32,14 @@ def test_select_writes_the_run(runs, capsys, xtb_files, tmp_path):
     status, out, err = run_cli(capsys, "select", reference, *LOOP, "-o", tmp_path / "s")
     assert status == 0, err
     assert "36 frames selected" in out and "error_curves.png" in out
+    # the final line says against what it compares, with frames and intervals
+    assert "against the first iteration's model (20 random frames)" in out
+    assert "growing the training set from 20 to 36 frames" in out
+    final = json.loads((tmp_path / "s" / "history.json").read_text())[-1]["test"]
+    low, high = final["max_cluster_force_rmse_ci95"]
+    assert low <= final["max_cluster_force_rmse"] <= high
+    assert f"{final['max_cluster_frames']} test frames" in out
+    assert "energy RMSE" in out
     np.testing.assert_array_equal(
         np.load(tmp_path / "s" / "train_indices.npy"),
         np.load(runs / "flat" / "train_indices.npy"),
@@ -109,6 +117,38 @@ def test_compare_default_and_flattened(runs, capsys, tmp_path):
     assert (out_dir / "cluster_comparison.png").stat().st_size > 10_000
 
 
+def test_compare_shows_energy_frames_and_intervals(runs, capsys, tmp_path):
+    """Energy beside force; every worst-cluster number with its test frames and a
+    seeded bootstrap 95 % interval."""
+    argv = ("compare", runs / "random", runs / "flat")
+    status, out, err = run_cli(capsys, *argv, "-o", tmp_path / "a")
+    assert status == 0, err
+    assert "energy RMSE eV [95 % CI]" in out and "worst cluster (test frames)" in out
+    rows = list(csv.DictReader(open(tmp_path / "a" / "comparison.csv")))
+    data = json.loads((tmp_path / "a" / "comparison.json").read_text())
+    for row in rows:
+        values = {k: float(v) for k, v in row.items() if k not in ("run", "strategy",
+                  "backend")}  # fmt: skip
+        assert values["test_frames"] == data["test_frames"] == 15
+        for key in ("force_rmse", "energy_rmse", "max_cluster_force_rmse",
+                    "worst5_force_rmse"):  # fmt: skip
+            assert values[f"{key}_low"] <= values[key] <= values[f"{key}_high"]
+            assert values[f"{key}_low"] < values[f"{key}_high"]
+        worst = int(values["max_cluster"])
+        assert values["max_cluster_frames"] == data["cluster_frames"][worst]
+        assert f"{worst} ({int(values['max_cluster_frames'])})" in out
+        assert 0 < values["worst5_frames"] <= 15
+        assert f"{values['energy_rmse']:.4f} [" in out
+    assert float(rows[0]["energy_rmse_ratio"]) == 1.0
+    assert float(rows[1]["energy_rmse_ratio"]) == pytest.approx(
+        float(rows[1]["energy_rmse"]) / float(rows[0]["energy_rmse"]), rel=1e-5
+    )
+    status, again, err = run_cli(capsys, *argv, "-o", tmp_path / "b")
+    assert status == 0 and again == out.replace(
+        str(tmp_path / "a"), str(tmp_path / "b")
+    )
+
+
 def test_compare_refuses_mismatched_runs(runs, capsys, tmp_path, xtb_files):
     reference, _ = xtb_files
     other = tmp_path / "other_split"
@@ -161,3 +201,25 @@ def test_select_refuses_bad_numbers(capsys, tmp_path, xtb_files, option, message
     status, _, err = run_cli(capsys, "select", reference, *option, "-o", tmp_path / "x")
     assert_one_line_error(status, err, message)
     assert not (tmp_path / "x").exists()
+
+
+def test_compare_leaves_out_test_frames_equal_to_training_frames(
+    capsys, tmp_path, xtb_dataset
+):
+    """A file holding frames twice: a test frame equal to a training frame is not
+    a test frame."""
+    doubled = tmp_path / "doubled.extxyz"
+    xtb_dataset.write(doubled, np.r_[np.arange(75), np.arange(75)])
+    argv = ("train", doubled, "--backend", "sgdml", "-p", "sigma=20", *CLUSTERS)
+    status, _, err = run_cli(capsys, *argv, "--size", "60", "-o", tmp_path / "m")
+    assert status == 0, err
+    train = np.load(tmp_path / "m" / "train_indices.npy") % 75
+    test = np.load(tmp_path / "m" / "test_indices.npy")
+    duplicates = int(np.isin(test % 75, train).sum())
+    assert 0 < duplicates < len(test)
+    status, out, err = run_cli(capsys, "compare", tmp_path / "m", "-o", tmp_path / "c")
+    assert status == 0, err
+    data = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert data["left_out_test_frames"] == duplicates
+    assert data["test_frames"] == len(test) - duplicates
+    assert f"{duplicates} test frames equal to training frames left out" in out

@@ -4,7 +4,9 @@ Every RUN is a model directory from `ase-flatten train` or `ase-flatten select` 
 on the same dataset with the same test split. Each model predicts the test frames;
 errors are grouped by the first run's clusters. Writes DIR/comparison.csv (per run:
 overall force and energy RMSE, max and mean-of-worst-5 cluster force RMSE, their
-ratios to the first run, eV and kcal/mol), DIR/comparison.json and
+ratios to the first run, eV and kcal/mol; each with the number of test frames
+behind it and a bootstrap 95 % interval over the test frames, seeded),
+DIR/comparison.json and
 DIR/cluster_comparison.png (per-cluster energy and force RMSE, Fig. 6 and 7:
 clusters sorted by the first run's force error, one bar colour per run).
 Put the default model first.
@@ -41,14 +43,47 @@ def run(args: argparse.Namespace) -> None:
     check_output_directory(args.output, COMMAND, args.overwrite, inputs)
     with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
         table = compare_runs(args.runs, tmp, data=args.data)
-    print(f"{'run':24s} {'n_train':>7s} {'force RMSE':>10s} {'worst':>8s} "
-          f"{'worst-5':>8s} {'worst/1st':>9s}")  # fmt: skip
-    for row in table:
-        print(
-            f"{row['run'][:24]:24s} {row['n_train']:7d} {row['force_rmse']:10.4f} "
-            f"{row['max_cluster_force_rmse']:8.4f} {row['worst5_force_rmse']:8.4f} "
-            f"{row['max_cluster_ratio']:9.2f}"
-        )
-    print("(eV/Å on the test split)")
+    _print_table(table)
     for name in names:
         print(f"{name}: {os.path.join(args.output, name)}")
+
+
+def _print_table(table) -> None:
+    """Overall errors, then the worst clusters, each with frames and 95 % interval."""
+    from ..error_analysis import BOOTSTRAP_RESAMPLES
+
+    def ci(row, key, digits=4):
+        low, high = row[f"{key}_low"], row[f"{key}_high"]
+        return f"{row[key]:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    print(
+        f"{'run':20s} {'n_train':>7s} {'test':>5s}  {'force RMSE eV/Å [95 % CI]':27s} "
+        f"{'energy RMSE eV [95 % CI]':27s} {'energy/1st':>10s}"
+    )
+    for row in table:
+        print(
+            f"{row['run'][:20]:20s} {row['n_train']:7d} {row['test_frames']:5d}  "
+            f"{ci(row, 'force_rmse'):27s} {ci(row, 'energy_rmse'):27s} "
+            f"{row['energy_rmse_ratio']:9.2f}x"
+        )
+    print(
+        f"{'run':20s} {'worst cluster (test frames)':28s} "
+        f"{'its force RMSE [95 % CI]':27s} {'worst-5 clusters (test frames)':38s} "
+        f"{'worst/1st':>9s}"
+    )
+    for row in table:
+        worst = f"{row['max_cluster']} ({row['max_cluster_frames']})"
+        worst5 = f"{ci(row, 'worst5_force_rmse')} ({row['worst5_frames']})"
+        print(
+            f"{row['run'][:20]:20s} {worst:28s} "
+            f"{ci(row, 'max_cluster_force_rmse'):27s} {worst5:38s} "
+            f"{row['max_cluster_ratio']:8.2f}x"
+        )
+    left_out = table[0].get("left_out_test_frames", 0)
+    note = f"; {left_out} test frames equal to training frames left out" * bool(
+        left_out
+    )
+    print(
+        "(test split; clusters of the first run; intervals: bootstrap over the test "
+        f"frames, {BOOTSTRAP_RESAMPLES} resamples, seed 0{note})"
+    )

@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..distributed import dask_client, worker_pool
-    from ..error_analysis import KCAL_MOL
     from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
     from ..selection.presets import RULE_FIELDS
@@ -191,14 +190,7 @@ def run(args: argparse.Namespace) -> None:
             "same command with --resume to continue"
         )
         raise
-    first, final = result.history[0]["test"], result.history[-1]["test"]
-    print(
-        f"{len(result.train_indices)} frames selected -> {args.output}\n"
-        f"test force RMSE {first['force_rmse']:.4f} -> {final['force_rmse']:.4f} eV/Å "
-        f"({final['force_rmse'] / KCAL_MOL:.3f} kcal/(mol Å)); worst cluster "
-        f"{first['max_cluster_force_rmse']:.4f} -> "
-        f"{final['max_cluster_force_rmse']:.4f} eV/Å"
-    )
+    _print_result(result, args.output)
     print(f"history: {result.directory / 'history.json'}")
     print(f"plot:    {result.directory / 'error_curves.png'}")
     paid = result.history[-1].get("labels_paid")
@@ -241,3 +233,40 @@ def _read_data(args, oracle, config):
     pool.store = LabelStore(Path(args.output) / "labels.jsonl")
     pool.jobs = args.jobs
     return pool.dataset, pool
+
+
+def _print_result(result, output) -> None:
+    """The final model against the first iteration's, saying what differs."""
+    from ..error_analysis import KCAL_MOL
+
+    first, final = result.history[0], result.history[-1]
+    a, b = first["test"], final["test"]
+    n_test = len(result.test_indices)
+
+    def interval(entry, key):
+        ci = entry.get(f"{key}_ci95")
+        return f" [95 % CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+
+    def worst(entry):
+        if "max_cluster" not in entry:  # a history written by an older version
+            return f"{entry['max_cluster_force_rmse']:.4f}"
+        return (
+            f"{entry['max_cluster_force_rmse']:.4f}"
+            f"{interval(entry, 'max_cluster_force_rmse')} (cluster "
+            f"{entry['max_cluster']}, {entry['max_cluster_frames']} test frames)"
+        )
+
+    print(
+        f"{len(result.train_indices)} frames selected -> {output}\n"
+        f"final model ({final['n_train']} frames) against the first iteration's "
+        f"model ({first['n_train']} random frames), on {n_test} test frames:\n"
+        f"  force RMSE {a['force_rmse']:.4f}{interval(a, 'force_rmse')} -> "
+        f"{b['force_rmse']:.4f}{interval(b, 'force_rmse')} eV/Å "
+        f"({b['force_rmse'] / KCAL_MOL:.3f} kcal/(mol Å))\n"
+        f"  energy RMSE {a['energy_rmse']:.4f}{interval(a, 'energy_rmse')} -> "
+        f"{b['energy_rmse']:.4f}{interval(b, 'energy_rmse')} eV\n"
+        f"  worst cluster {worst(a)} -> {worst(b)} eV/Å\n"
+        f"  (this mixes the loop's picks with growing the training set from "
+        f"{first['n_train']} to {final['n_train']} frames: `ase-flatten compare` "
+        f"with a random model of {final['n_train']} frames separates them)"
+    )

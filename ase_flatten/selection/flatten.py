@@ -443,10 +443,17 @@ def _test_errors(backend, dataset, test, labels) -> dict:
 
 
 def _errors_entry(errors) -> dict:
+    """Test errors of one model, the worst cluster with its frames and intervals."""
+    worst = int(errors.worst(1)[0])
+    interval = errors.bootstrap(seed=0)
     return {
         "force_rmse": errors.overall["force_rmse"],
         "energy_rmse": errors.overall["energy_rmse"],
         "max_cluster_force_rmse": float(np.nanmax(errors.force_rmse)),
+        "max_cluster": worst,
+        "max_cluster_frames": int(errors.n_frames[worst]),
+        "test_frames": int(len(errors.labels)),
+        **{f"{key}_ci95": list(value) for key, value in interval.items()},
         "cluster_force_rmse": _nan_to_none(errors.force_rmse),
     }
 
