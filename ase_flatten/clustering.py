@@ -702,6 +702,67 @@ def load_clusters(path: str | os.PathLike) -> tuple[TwoStageClustering, dict]:
     return model, arrays
 
 
+def labels_for(model: TwoStageClustering, arrays: dict, dataset, path) -> tuple:
+    """Cluster labels of a dataset's frames from a saved clustering.
+
+    The clustering's own labels when it was made from these very frames (same
+    fingerprint); otherwise every frame is assigned with :meth:`TwoStageClustering.
+    predict` (the assignment rule on geometry, the nearest energy level to the
+    frame's reference energy), as ``ase-flatten predict`` and the calculator do.
+
+    Parameters
+    ----------
+    model, arrays
+        What :func:`load_clusters` returned for ``path``.
+    dataset : Dataset
+    path : path
+        The clusters file, for messages.
+
+    Returns
+    -------
+    labels : ndarray, shape (len(dataset),)
+    assigned : bool
+        Whether the frames were assigned (not the clustering's own frames).
+
+    Raises
+    ------
+    InputError
+        The clustering was made from another molecule or atom count.
+    """
+    from ase import Atoms
+
+    numbers = arrays.get("numbers")
+    if numbers is not None and not np.array_equal(numbers, dataset.numbers):
+        raise InputError(
+            f"{path}: a clustering of {Atoms(numbers=numbers).get_chemical_formula()}"
+            f" ({len(numbers)} atoms), but {dataset.source} holds {dataset.formula}"
+            " (or another atom order)"
+        )
+    n_pairs = dataset.n_atoms * (dataset.n_atoms - 1) // 2
+    if model.n_features_in_ - 1 != n_pairs:
+        raise InputError(
+            f"{path}: a clustering of another molecule ({model.n_features_in_ - 1} "
+            f"atom pairs), but {dataset.source} holds {dataset.formula} ({n_pairs})"
+        )
+    labels = arrays.get("labels")
+    fingerprint = str(arrays.get("fingerprint", ""))
+    if (
+        labels is not None
+        and len(labels) == len(dataset)
+        and fingerprint == dataset.fingerprint()
+    ):
+        return np.asarray(labels), False
+    logger.info(
+        "%s: made from other frames than %s; assigning its %d frames to the saved "
+        "clusters",
+        path,
+        dataset.source,
+        len(dataset),
+    )
+    X = cluster_features(model.describe(dataset.positions), dataset.energies)
+    return model.predict(X), True
+
+
 def cluster_dataset(dataset, descriptor: str = DESCRIPTOR, **params):
     """Describe a :class:`~ase_flatten.data.Dataset` and fit the two-stage clustering.
 

@@ -229,7 +229,7 @@ def test_mismatched_predictions_and_clusters(tmp_path, capsys, xtb_files):
         "-o",
         tmp_path / "r",
     )
-    assert_one_line_error(status, err, "o.npz: made from a different dataset")
+    assert_one_line_error(status, err, "o.npz: a clustering of", "holds C2H6O")
     assert not (tmp_path / "r" / "summary.json").exists()
 
 

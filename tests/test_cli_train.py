@@ -288,3 +288,72 @@ def test_errors_with_a_model_without_frame_hashes(
     status, _, err = run_cli(capsys, *args, "-o", tmp_path / "s")
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert status == 0 and summary["excluded_training_frames"] == 0, err
+
+
+def _frame_labels(report):
+    table = np.loadtxt(report / "frame_errors.csv", delimiter=",", skiprows=1)
+    return table[:, 0].astype(int), table[:, 1].astype(int)
+
+
+def test_errors_labels_new_frames_with_a_saved_clustering(
+    tmp_path, capsys, xtb_files, model_dir
+):
+    """A model's clustering labels any frames of its molecule, as predict does."""
+    from ase_flatten.clustering import cluster_features, load_clusters
+
+    reference, predicted = xtb_files
+    whole = read_dataset(reference)
+    clusters = model_dir / "clusters.npz"
+    model, arrays = load_clusters(clusters)
+    # the model's own data: the clustering's own labels
+    args = ("errors", reference, "--model", model_dir, "--clusters", clusters)
+    status, _, err = run_cli(capsys, *args, "-o", tmp_path / "own")
+    assert status == 0, err
+    frames, labels = _frame_labels(tmp_path / "own")
+    np.testing.assert_array_equal(labels, arrays["labels"][frames])
+    summary = json.loads((tmp_path / "own" / "summary.json").read_text())
+    assert summary["clusters_assigned"] is False
+    # 75 frames of it in another file: assigned, not refused
+    half = whole.subset(range(75, 150))
+    other = tmp_path / "half.extxyz"
+    half.write(other)
+    for k, source in enumerate(("--model", "--predicted")):
+        given = model_dir if source == "--model" else predicted
+        data = other if source == "--model" else f"{reference}@75:150"
+        if source == "--predicted":
+            read_dataset(predicted).subset(range(75, 150)).write(tmp_path / "p.xyz")
+            given = tmp_path / "p.xyz"
+        args = ("errors", data, source, given, "--clusters", clusters)
+        status, _, err = run_cli(capsys, *args, "-o", tmp_path / f"r{k}")
+        assert status == 0, err
+        frames, labels = _frame_labels(tmp_path / f"r{k}")
+        X = cluster_features(model.describe(half.positions), half.energies)
+        np.testing.assert_array_equal(labels, model.predict(X)[frames])
+        summary = json.loads((tmp_path / f"r{k}" / "summary.json").read_text())
+        assert summary["clusters_assigned"] is True
+        assert not (tmp_path / f"r{k}" / "clusters.npz").exists()
+
+
+def test_errors_refuses_a_clustering_of_another_molecule(tmp_path, capsys, xtb_files):
+    from ase_flatten.sample_data import make_md_dataset
+
+    reference, predicted = xtb_files
+    water = make_md_dataset("H2O", n_frames=30, equilibration_fs=20, progress=False)
+    water.write(tmp_path / "water.extxyz")
+    argv = ("cluster", tmp_path / "water.extxyz", "--n-geometry", "2")
+    status, _, err = run_cli(capsys, *argv, "--n-energy", "2", "-o", tmp_path / "w.npz")
+    assert status == 0, err
+    argv = ("errors", reference, "--predicted", predicted)
+    status, _, err = run_cli(
+        capsys, *argv, "--clusters", tmp_path / "w.npz", "-o", tmp_path / "r"
+    )
+    assert_one_line_error(status, err, "w.npz: a clustering of H2O", "holds C2H6O")
+    # a file saved before the atomic numbers were recorded: the atom count tells
+    with np.load(tmp_path / "w.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "numbers"}
+    np.savez(tmp_path / "old.npz", **arrays)
+    status, _, err = run_cli(
+        capsys, *argv, "--clusters", tmp_path / "old.npz", "-o", tmp_path / "r"
+    )
+    assert_one_line_error(status, err, "old.npz: a clustering of another molecule")
+    assert not (tmp_path / "r").exists()

@@ -164,6 +164,7 @@ def clusters_meta(dataset, args) -> dict:
     """What a clusters file records besides the model."""
     return {
         "fingerprint": dataset.fingerprint(),
+        "numbers": dataset.numbers,
         "source": dataset.source,
         "descriptor": args.descriptor,
         "seed": args.seed,

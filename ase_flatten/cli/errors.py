@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clusters",
         metavar="NPZ",
-        help="labels from `ase-flatten cluster` (default: cluster DATA here)",
+        help="a saved clustering: from `ase-flatten cluster`, or a model's "
+        "MODEL/clusters.npz; frames it was not made from are assigned to its "
+        "clusters, as `predict` does (default: cluster DATA here)",
     )
     add_output_arguments(parser, COMMAND)
     parser.add_argument(
@@ -101,13 +103,25 @@ def run(args: argparse.Namespace) -> None:
         dataset = read_dataset_arg(args)
         # a bad model fails now
         predict, left_out = _prediction_source(args, dataset, workers)
-        labels = _load_labels(args.clusters, dataset) if args.clusters else None
+        labels, assigned = None, False
+        if args.clusters:
+            labels, assigned = _load_labels(args.clusters, dataset)
+        elif args.model and os.path.exists(os.path.join(args.model, "clusters.npz")):
+            logger.info(
+                "clustering %s afresh; --clusters %s labels its frames with the "
+                "model's clusters instead (the numbers predict and the calculator "
+                "report)",
+                dataset.source,
+                os.path.join(args.model, "clusters.npz"),
+            )
         with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
-            errors = _write_report(args, dataset, predict, labels, left_out, tmp)
+            errors = _write_report(
+                args, dataset, predict, labels, left_out, tmp, assigned
+            )
     _print_report(errors, args.output, left_out)
 
 
-def _write_report(args, dataset, predict, labels, left_out, directory):
+def _write_report(args, dataset, predict, labels, left_out, directory, assigned):
     """Cluster (unless given ``labels``), predict, and write every report file."""
     from ..clustering import save_clusters
     from ..error_analysis import cluster_errors
@@ -137,6 +151,7 @@ def _write_report(args, dataset, predict, labels, left_out, directory):
         predicted=str(args.predicted or args.model or args.calculator),
         fingerprint=dataset.fingerprint(),
         clusters=args.clusters,
+        clusters_assigned=assigned,
         excluded_training_frames=len(dataset) - len(frames),
         excluded_by=left_out["rule"] if left_out else None,
     )
@@ -275,23 +290,11 @@ def _calculator_predictions(args, backend, dataset):
 
 
 def _load_labels(path, dataset):
-    from ..clustering import load_clusters
-    from ..exceptions import InputError
+    """Labels of DATA's frames from a clusters file: its own, or assigned."""
+    from ..clustering import labels_for, load_clusters
 
-    _, arrays = load_clusters(path)
-    labels = arrays["labels"]
-    if len(labels) != len(dataset):
-        raise InputError(
-            f"{path}: {len(labels)} labels, but {dataset.source} has {len(dataset)} "
-            "frames"
-        )
-    fingerprint = str(arrays.get("fingerprint", ""))
-    if fingerprint and fingerprint != dataset.fingerprint():
-        raise InputError(
-            f"{path}: made from a different dataset than {dataset.source} "
-            f"(fingerprint {fingerprint} vs {dataset.fingerprint()})"
-        )
-    return labels
+    model, arrays = load_clusters(path)
+    return labels_for(model, arrays, dataset, path)
 
 
 def _print_report(errors, directory, left_out=None):
