@@ -338,13 +338,20 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         if getattr(self, "reduction_", None) is not None:
             X = self.reduction_.transform(X)
         geometry, nearest = self._assign_geometry(X)
-        energy = np.empty(len(X), dtype=int)
-        for g, centers in enumerate(self.energy_centers_):
-            members = np.flatnonzero(geometry == g)
-            distance = np.abs(energies[members, None] - centers[None, :])
-            energy[members] = distance.argmin(axis=1)
+        # the nearest energy centre of each frame's geometry cluster (missing
+        # levels of a cluster with fewer distinct energies are infinitely far)
+        distance = np.abs(energies[:, None] - self._energy_table()[geometry])
+        energy = distance.argmin(axis=1)
         labels = self.cluster_offsets_[geometry] + energy
         return (labels, nearest) if return_distance else labels
+
+    def _energy_table(self) -> np.ndarray:
+        """``energy_centers_`` as one (n_geometry, n_energy) array, inf-padded."""
+        width = max(len(c) for c in self.energy_centers_)
+        table = np.full((len(self.energy_centers_), width), np.inf)
+        for g, centers in enumerate(self.energy_centers_):
+            table[g, : len(centers)] = centers
+        return table
 
     def describe(self, positions) -> np.ndarray:
         """The descriptor this model clusters, for positions (M, N, 3) in Å."""
