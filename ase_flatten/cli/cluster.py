@@ -1,8 +1,9 @@
 """Cluster a dataset by geometry (Ward) and energy (KMeans).
 
 Writes an npz with one integer label per frame (`labels`), the geometry and energy
-sub-labels (`geometry_labels`, `energy_labels`), the fitted model and the dataset's
-fingerprint. Pass it to `ase-flatten errors --clusters` to reuse the clustering.
+sub-labels (`geometry_labels`, `energy_labels`), the fitted model, the dataset's
+fingerprint and atomic numbers. Pass it to `ase-flatten errors --clusters` to reuse
+the clustering, on these frames or on any other frames of the molecule (assigned).
 
 example: ase-flatten cluster traj.xyz -o clusters.npz
 """
