@@ -105,7 +105,8 @@ def save_model(
     train_indices : sequence of int
         Frames it was trained on (indices into ``dataset``).
     dataset : Dataset, optional
-        The dataset, recorded by path and fingerprint.
+        The dataset, recorded by path and fingerprint, with the content hashes of
+        the training and validation frames (``frame_hashes.npz``).
     clusters : TwoStageClustering, optional
         Cluster model of the dataset (for per-structure cluster and domain reports).
     cluster_errors : ClusterErrors, optional

@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-train",
         action="store_true",
-        help="with --model: also evaluate the model's own training frames",
+        help="with --model: also evaluate the frames the model trained or validated "
+        "on (found by content in any file; left out by default)",
     )
     add_clustering_arguments(parser)
     add_dask_arguments(parser)
