@@ -200,7 +200,11 @@ def frame_hashes(numbers, positions, grid: float = HASH_GRID) -> np.ndarray:
     ndarray of uint64, shape (M, 2)
     """
     atoms = np.ascontiguousarray(numbers, dtype="<i8").tobytes()
-    scaled = np.asarray(positions, dtype=float).reshape(len(positions), -1) / grid
+    positions = np.asarray(positions, dtype=float)
+    scaled = (
+        positions.reshape(len(positions), positions[0].size if len(positions) else 0)
+        / grid
+    )
     hashes = np.empty((len(scaled), 2), dtype=np.uint64)
     for column, shift in enumerate((0.5, 0.0)):
         cells = np.floor(scaled + shift).astype("<i8")

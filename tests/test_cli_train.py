@@ -206,6 +206,7 @@ def test_frame_hashes_survive_file_formats_and_tell_frames_apart(xtb_dataset):
 
     known = xtb_dataset.frame_hashes()
     assert known.shape == (150, 2) and known.dtype == np.uint64
+    assert xtb_dataset.frame_hashes([]).shape == (0, 2)  # a model of no frames
     rng = np.random.default_rng(0)
     for noise in (5e-9, 5e-7):  # extxyz text, float32
         moved = xtb_dataset.positions + rng.uniform(-noise, noise, (150, 9, 3))
