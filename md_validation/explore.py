@@ -120,6 +120,9 @@ class ExploreSettings:
         }
         for name in ("replicas", "stride", "per_round", "label_budget", "max_rounds"):
             checks[name] = getattr(self, name) >= 1
+        from .engines import ENGINES
+
+        checks["engine"] = self.engine in ENGINES
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise InputError(
