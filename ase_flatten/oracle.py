@@ -73,6 +73,13 @@ def frame_keys(numbers: np.ndarray, positions: np.ndarray) -> list[str]:
     list of str
         One 32-character hex key per frame; equal frames (to 1e-8 Å) share a key,
         whichever file they come from.
+
+    Notes
+    -----
+    A label paid for belongs to exactly one geometry, so the key is exact (extxyz
+    writes 8 decimals: a frame read back keeps its key). Telling whether two files
+    hold the same frames despite float32 or text rounding is another question,
+    answered by :func:`ase_flatten.data.frame_hashes` on a 0.001 Å grid.
     """
     numbers = np.ascontiguousarray(np.asarray(numbers, dtype=np.int64))
     rounded = np.round(np.asarray(positions, dtype=float), KEY_DECIMALS) + 0.0
