@@ -230,9 +230,11 @@ class FlattenedCalculator(Calculator):
         limits = self.model.distance_range
         if limits is None:
             return
-        from .geometry import distance_extremes
-
-        shortest, longest = (float(v[0]) for v in distance_extremes(positions))
+        diff = positions[:, None, :] - positions[None, :, :]
+        squared = np.einsum("ijx,ijx->ij", diff, diff)
+        longest = float(np.sqrt(squared.max()))
+        np.fill_diagonal(squared, np.inf)
+        shortest = float(np.sqrt(squared.min()))
         if limits.inside(shortest, longest):
             return
         self._size_warned = True
