@@ -252,6 +252,12 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
     path = Path(path)
     if path.name == "model.json":
         path = path.parent
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if not path.exists():
         raise InputError(f"{path}: no such model directory")
     meta_file = path / "model.json"

@@ -638,13 +638,20 @@ def _refuse_own_folders(path: Path, inputs: Iterable) -> None:
                 "output outside it"
             )
     for folder in target.parents:
-        own = next((n for n in OWN_FOLDER_FILES if (folder / n).is_file()), None)
+        own = next((n for n in OWN_FOLDER_FILES if _is_file(folder / n)), None)
         if own is not None:
             made_by = read_marker(folder) or "an ase-flatten model"
             raise InputError(
                 f"{path}: lies inside {folder}, an output of `{made_by}` ({own}); "
                 "write outside it"
             )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a folder on the way that may not be searched: not ours
+        return False
 
 
 def _resolved(path: Path) -> Path:

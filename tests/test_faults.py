@@ -184,6 +184,14 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, xtb_files, model, monkeypatch
     )
     assert_one_line_error(status, err, str(out), "No space left on device")
     assert os.listdir(tmp_path) == []  # no temporary file left behind
+    # a model folder: the backend's own files go first
+    monkeypatch.setattr(np, "savez_compressed", _disk_full)
+    out = tmp_path / "m"
+    status, _, err = run_cli(
+        capsys, "train", xtb_files[0], *SGDML, "--size", "20", *SMALL, "-o", out
+    )
+    assert_one_line_error(status, err, "No space left on device")
+    assert os.listdir(tmp_path) == []
 
 
 def test_an_old_folder_that_cannot_be_moved_aside(
@@ -256,6 +264,35 @@ def test_a_working_directory_that_cannot_be_read(
     gone.rmdir()
     status, _, err = run_cli(capsys, "cluster", xtb_files[0], "-o", "c.npz", *SMALL)
     assert_one_line_error(status, err, "working directory")
+
+
+def test_a_working_directory_that_may_not_be_searched(tmp_path, xtb_files, monkeypatch):
+    """The red team's case: ``-o ro/sub/c.npz`` from a folder without search
+    permission. Root ignores permissions unless it drops the capabilities that
+    let it (``setpriv``), so the command runs in a subprocess."""
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root without setpriv: permissions cannot be tested")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    here = tmp_path / "here"
+    (here / "ro").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    here.chmod(0)
+    try:
+        argv = [sys.executable, "-m", "ase_flatten.cli.main", "cluster"]
+        done = subprocess.run(
+            [*prefix, *argv, str(xtb_files[0]), "-o", "ro/sub/c.npz", *SMALL],
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])),
+        )  # fmt: skip
+    finally:
+        here.chmod(0o755)
+    assert_one_line_error(
+        done.returncode, done.stderr, "ro/sub/c.npz", "Permission denied"
+    )
+    assert not (here / "ro" / "sub").exists()
 
 
 # -- silent ---------------------------------------------------------------------

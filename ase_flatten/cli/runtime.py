@@ -81,14 +81,14 @@ def add_output_arguments(
 
 
 def _check_working_directory() -> None:
-    """One line, before any work, when the working directory cannot be read.
+    """One line, before any work, when the working directory is gone.
 
-    Relative paths are resolved against it (``os.getcwd`` fails in a folder the
-    user may not search, or one that was removed).
+    Relative paths are resolved against it (``os.getcwd`` fails in a folder that
+    was removed). A folder the user may not search is met where a path is first
+    looked up (:func:`~ase_flatten.outputs.check_reachable`, the data readers).
     """
     try:
         os.getcwd()
-        os.stat(".")
     except OSError as exc:
         raise InputError(
             f"cannot read the working directory ({exc.strerror or exc}); change to "
