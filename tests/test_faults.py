@@ -25,6 +25,22 @@ LOOP = ["--init", "20", "--step", "8", "--iterations", "1", "--n-fine", "12",
         *SMALL, "-p", "sigma=20"]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _no_stale_log_handlers():
+    """Drop log handlers that an earlier test left on a stream it closed (a capsys
+    stream): they would print a logging error into this test's stderr."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if getattr(stream, "closed", False):
+                logger.removeHandler(handler)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, xtb_files):
     from ase_flatten.cli.main import main
