@@ -20,7 +20,12 @@ from __future__ import annotations
 import numpy as np
 from ase.data import chemical_symbols
 
-__all__ = ["AtomOrderCheck", "hydrogen_partners", "reference_partners"]
+__all__ = [
+    "AtomOrderCheck",
+    "check_reference",
+    "hydrogen_partners",
+    "reference_partners",
+]
 
 
 def hydrogen_partners(numbers, positions, chunk: int = 2000) -> np.ndarray:
@@ -71,6 +76,29 @@ def reference_partners(numbers, positions) -> dict[str, list[int]]:
     return {
         str(h): sorted(set(partners[:, k].tolist())) for k, h in enumerate(hydrogens)
     }
+
+
+def check_reference(numbers, reference) -> str | None:
+    """What is wrong with a :func:`reference_partners` dict read from a file, or None.
+
+    Keys must be indices of hydrogens, values non-empty lists of indices of heavy
+    atoms of the molecule ``numbers``.
+    """
+    numbers = np.asarray(numbers)
+    if not isinstance(reference, dict):
+        return f"is a {type(reference).__name__}, not a dict"
+    for key, partners in reference.items():
+        if not (isinstance(key, str) and key.isdigit()):
+            return f"has the key {key!r}, not an atom index"
+        h = int(key)
+        if h >= len(numbers) or numbers[h] != 1:
+            return f"names atom {key}, not a hydrogen of the molecule"
+        if not isinstance(partners, list) or not partners:
+            return f"gives hydrogen {key} {partners!r}, not a list of atom indices"
+        for a in partners:
+            if not (isinstance(a, int) and 0 <= a < len(numbers) and numbers[a] > 1):
+                return f"gives hydrogen {key} partner {a!r}, not a heavy atom index"
+    return None
 
 
 class AtomOrderCheck:

@@ -28,6 +28,11 @@ written to extxyz and databases with the structure):
     time-separated frames of the data: the structure lies outside every
     cluster seen in the data, where no error was measured.
 
+A structure whose shortest or longest interatomic distance lies far outside the
+training data's range (a molecule scaled, exploded or collapsed; see
+:mod:`ase_flatten.geometry`) logs a warning, once per calculator, in the default
+path too.
+
 A structure the model cannot describe raises instead of returning a number:
 periodic boundary conditions, another molecule or atom order (checked by the
 nearest heavy atom of every hydrogen, see :mod:`ase_flatten.atom_order`) raise
@@ -98,6 +103,7 @@ class FlattenedCalculator(Calculator):
 
     def __init__(self, model=None, domain: bool = False, **kwargs):
         self.model = self.backend = self._order = None
+        self._size_warned = False  # the distance-range warning, once per calculator
         # Calculator.__init__ takes its own keywords and passes the rest to set()
         super().__init__(model=model, domain=domain, **kwargs)
 
@@ -160,6 +166,8 @@ class FlattenedCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         self.check_structure(self.atoms)
         positions = np.asarray(self.atoms.positions, dtype=float)
+        if not self._size_warned:
+            self._check_size(positions)
         energies, forces = self.backend.predict_positions(positions[None])
         energy = float(energies[0])
         if not (np.isfinite(energy) and np.isfinite(forces).all()):
@@ -211,6 +219,32 @@ class FlattenedCalculator(Calculator):
         problem = self._order.problem(positions) if self._order else None
         if problem:
             raise CalculatorSetupError(problem)
+
+    def _check_size(self, positions: np.ndarray) -> None:
+        """Warn (once per calculator) for a structure far outside the data's size.
+
+        Its shortest or longest interatomic distance outside the training data's
+        range (:mod:`ase_flatten.geometry`): a scaled, exploded or collapsed
+        structure, whose energy is an extrapolation. Costs a distance matrix.
+        """
+        limits = self.model.distance_range
+        if limits is None:
+            return
+        diff = positions[:, None, :] - positions[None, :, :]
+        squared = np.einsum("ijx,ijx->ij", diff, diff)
+        longest = float(np.sqrt(squared.max()))
+        np.fill_diagonal(squared, np.inf)
+        shortest = float(np.sqrt(squared.min()))
+        if limits.inside(shortest, longest):
+            return
+        self._size_warned = True
+        logger.warning(
+            "%s: a structure far outside the model's training data: %s; its energy "
+            "and forces are an extrapolation (warned once per calculator; "
+            "domain=True reports every structure)",
+            self.parameters["model"],
+            limits.describe(shortest, longest),
+        )
 
     def _domain_report(self, positions: np.ndarray, energy: float) -> dict:
         report = model_domain_report(self.model, positions, [energy])

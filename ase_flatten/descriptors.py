@@ -96,7 +96,17 @@ class Reduction:
             raise InputError(
                 f"unknown reduction {method!r}; choose one of {', '.join(REDUCTIONS)}"
             )
-        n_components = min(n_components, X.shape[1], len(X))
+        most = min(X.shape[1], len(X)) if method == "pca" else min(fit_size, len(X))
+        if n_components > most:
+            what = (
+                f"PCA of {len(X)} frames of a {X.shape[1]}-dimensional descriptor"
+                if method == "pca"
+                else f"kernel PCA fitted on {min(fit_size, len(X))} frames"
+            )
+            raise InputError(
+                f"n_components={n_components} (--components): {what} has at most "
+                f"{most} components; choose {most} or fewer"
+            )
         if method == "pca":
             pca = PCA(n_components=n_components, random_state=random_state).fit(X)
             return cls(

@@ -167,15 +167,52 @@ def _require_distributed():
 
 
 def _connect(distributed, address: str, timeout_s: float):
-    """Connect to a scheduler; every way of failing is one InputError line."""
+    """Connect to a scheduler; every way of failing is one InputError line.
+
+    ``Client(address, timeout=...)`` bounds only the TCP connection: a server
+    that accepts it and never answers Dask's handshake (any other service on that
+    port, an HTTP server say) keeps it waiting forever. So the address is first
+    asked for its identity, as a scheduler answers it, within ``timeout_s``.
+    """
     try:
+        _probe(address, timeout_s)
         return distributed.Client(address, timeout=timeout_s)
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        reason = str(exc) or "no answer"
         raise InputError(
             f"--dask {address}: no Dask scheduler answers there within {timeout_s:g} "
-            f"s ({type(exc).__name__}: {exc}); start one with `dask scheduler` or "
+            f"s ({type(exc).__name__}: {reason}); start one with `dask scheduler` or "
             "use --dask local:N"
         ) from None
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """Ask ``address`` for its identity; raise unless a scheduler answers in time.
+
+    Runs in a thread of its own, with its own event loop, so that it works the
+    same when the caller already runs one (a notebook).
+    """
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import connect
+
+    async def identity():
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def ask():
+        return asyncio.run(asyncio.wait_for(identity(), timeout_s))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(ask).result()
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+        raise ValueError(f"the server there is not a Dask scheduler ({kind})")
 
 
 def _log_workers(client, address: str) -> None:

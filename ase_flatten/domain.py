@@ -433,7 +433,42 @@ class ApplicabilityDomain:
         domain.n_permutations_total = int(arrays["n_permutations_total"])
         domain.calibration_distances_ = np.asarray(arrays["calibration_distances"])
         domain.threshold_ = float(arrays["threshold"])
+        domain._check_state()
         return domain
+
+    def _check_state(self) -> None:
+        """Raise ValueError when the arrays do not fit together (a damaged file)."""
+        n_atoms = self.numbers_.size if self.numbers_.ndim == 1 else 0
+        n_pairs = n_atoms * (n_atoms - 1) // 2
+        X, perms = self.reference_descriptors_, self.permutations_
+        problems = []
+        if self.numbers_.ndim != 1 or n_atoms < 2:
+            problems.append(f"numbers of shape {self.numbers_.shape}")
+        if X.ndim != 2 or X.shape[1] != n_pairs or len(X) < 1:
+            problems.append(
+                f"reference_descriptors of shape {X.shape}, expected (R, {n_pairs})"
+            )
+        elif not np.isfinite(X).all():
+            problems.append("non-finite reference_descriptors")
+        if self.reference_indices_.shape != X.shape[:1]:
+            problems.append(
+                f"reference_indices of shape {self.reference_indices_.shape}"
+            )
+        if self.calibration_distances_.shape != X.shape[:1]:
+            problems.append(
+                f"calibration_distances of shape {self.calibration_distances_.shape}"
+            )
+        if (
+            perms.ndim != 2
+            or perms.shape[1] != n_atoms
+            or len(perms) < 1
+            or not all(np.array_equal(np.sort(p), np.arange(n_atoms)) for p in perms)
+        ):
+            problems.append(f"permutations of shape {perms.shape} (not of the atoms)")
+        if not np.isfinite(self.threshold_) or self.threshold_ < 0:
+            problems.append(f"threshold {self.threshold_}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted domain to an npz, atomically."""

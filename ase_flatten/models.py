@@ -60,6 +60,8 @@ class SavedModel:
     #: saved before they were recorded
     seen_hashes: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    #: DistanceRange of the training data, when known (geometry.py)
+    distance_range: object | None = None
 
     def seen_frames(self, dataset) -> np.ndarray | None:
         """Which frames of ``dataset`` the model trained or validated on.
@@ -181,6 +183,9 @@ def write_model_files(
         info["hydrogen_partners"] = reference_partners(
             dataset.numbers, dataset.positions
         )
+        from .geometry import DistanceRange
+
+        info["distance_range"] = DistanceRange.fit(dataset.positions).to_meta()
     backend.save(directory / "model")
     with atomic_path(directory / "train_indices.npy") as tmp:
         np.save(tmp, np.asarray(train_indices, dtype=int))
@@ -292,6 +297,12 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
     path = Path(path)
     if path.name == "model.json":
         path = path.parent
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if not path.exists():
         raise InputError(f"{path}: no such model directory")
     meta_file = path / "model.json"
@@ -320,6 +331,7 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
         raise InputError(
             f"{model_dir}: cannot load the {name} model ({type(exc).__name__}: {exc})"
         ) from None
+    _check_numbers(meta_file, numbers, backend.saved_numbers(), f"the {name} model")
     saved = SavedModel(
         backend=backend,
         meta=meta,
@@ -349,6 +361,8 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
 
         saved.domain = ApplicabilityDomain.load(path / "domain.npz")
         saved.domain_threshold = saved.domain.threshold_
+        _check_numbers(meta_file, numbers, saved.domain.numbers_, "domain.npz")
+    saved.distance_range = _distance_range(meta_file, meta, saved.domain)
     if (path / "cluster_errors.json").exists():
         rmse, overall = _read_cluster_errors(path / "cluster_errors.json")
         if saved.clusters is not None and len(rmse) > saved.clusters.n_clusters_:
@@ -359,6 +373,35 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
         saved.cluster_force_rmse = rmse
         saved.overall_force_rmse = overall
     return saved
+
+
+def _check_numbers(meta_file: Path, numbers, own, what: str) -> None:
+    """``model.json``'s atomic numbers must be those ``what`` saved itself."""
+    if own is None or np.array_equal(np.asarray(own, dtype=int), numbers):
+        return
+    from ase import Atoms
+
+    raise InputError(
+        f"{meta_file}: numbers describe {Atoms(numbers=numbers).get_chemical_formula()}"
+        f", but {what} was trained on "
+        f"{Atoms(numbers=np.asarray(own, dtype=int)).get_chemical_formula()} "
+        f"({np.asarray(own).tolist()}); the file was edited or mixed with another "
+        "model's"
+    )
+
+
+def _distance_range(meta_file: Path, meta: dict, domain):
+    """The training data's :class:`~ase_flatten.geometry.DistanceRange`, or None."""
+    from .geometry import DistanceRange
+
+    if "distance_range" in meta:
+        try:
+            return DistanceRange.from_meta(meta["distance_range"])
+        except ValueError as exc:
+            raise InputError(f"{meta_file}: damaged ({exc})") from None
+    if domain is not None:  # models saved before model.json recorded it
+        return DistanceRange.from_descriptors(domain.reference_descriptors_)
+    return None
 
 
 def _read_meta(meta_file: Path) -> dict:
@@ -384,6 +427,12 @@ def _read_meta(meta_file: Path) -> dict:
             raise ValueError("numbers are not atomic numbers")
         if not isinstance(meta.get("random_state", 0), int):
             raise ValueError("random_state is not an integer")
+        if "hydrogen_partners" in meta:
+            from .atom_order import check_reference
+
+            problem = check_reference(meta["numbers"], meta["hydrogen_partners"])
+            if problem:
+                raise ValueError(f"hydrogen_partners {problem}")
     except InputError:
         raise
     except (OSError, ValueError, KeyError) as exc:

@@ -37,6 +37,7 @@ naming the path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -59,6 +60,16 @@ MARKER = ".ase-flatten-output"
 LOCK = ".ase-flatten.lock"
 #: The marker md-validate wrote before it shared :data:`MARKER` (still read).
 LEGACY_MARKERS = (".md-validate",)
+#: Files that make a folder one of ours (a run or model folder): no single output
+#: file is written into such a folder, whatever ``--overwrite`` says.
+OWN_FOLDER_FILES = (MARKER, *LEGACY_MARKERS, "model.json")
+#: Write failures that are the place's fault, not the program's: a full disk or
+#: quota, a read-only file system. They end as one line naming the file.
+DISK_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG")
+    if hasattr(errno, name)
+)
 
 
 @contextlib.contextmanager
@@ -89,6 +100,10 @@ def atomic_path(path: str | os.PathLike):
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is not what users expect
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise InputError(f"{path}: cannot write it ({_reason(exc)})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -174,9 +189,12 @@ def check_output_file(
         or its folder cannot be written.
     """
     path = Path(path)
+    check_reachable(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; name an output file")
+    inputs = list(inputs)
     _refuse_inputs(path, inputs)
+    _refuse_own_folders(path, inputs)
     if path.exists() and not overwrite:
         raise InputError(
             f"{path}: exists; pass --overwrite to replace it or choose another output"
@@ -238,10 +256,36 @@ def check_output_place(path: str | os.PathLike, inputs: Iterable = ()) -> None:
     caller's business.
     """
     path = Path(path)
+    check_reachable(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: is a file, not a folder; choose another output")
     _refuse_inputs(path, inputs)
     _check_parent_writable(path)  # the parent gets the temporary folder
+
+
+def check_reachable(path: str | os.PathLike) -> None:
+    """One line when ``path`` cannot even be looked up (a folder on the way that
+    the user may not search, a working directory that cannot be read).
+
+    Raises
+    ------
+    InputError
+    """
+    try:
+        os.getcwd()
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot read the working directory ({_reason(exc)}); change to "
+            "a folder you can read"
+        ) from None
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot look it up ({_reason(exc)}); choose a place you can search"
+        ) from None
 
 
 def read_marker(path: str | os.PathLike) -> str | None:
@@ -534,7 +578,16 @@ def _swap_in(new: Path, path: Path) -> None:
         os.replace(new, path)
         return
     old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-    os.replace(path, old)
+    try:
+        os.replace(path, old)
+    except OSError as exc:
+        # a hidden staging folder goes when this fails: keep it where it is seen
+        kept = _keep_beside(new, path) if new.name.startswith(".") else new
+        where = f"the new result is in {kept}" if kept else "the new result is lost"
+        raise InputError(
+            f"{path}: cannot move the old folder aside to replace it "
+            f"({_reason(exc)}); it is left as it was, {where}"
+        ) from None
     try:
         os.replace(new, path)
     except BaseException:
@@ -544,6 +597,18 @@ def _swap_in(new: Path, path: Path) -> None:
         old.unlink()  # the folder it pointed to is not ours to delete
     else:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep_beside(new: Path, path: Path) -> Path | None:
+    """Rename the finished folder ``new`` to a visible ``path.new``; None if not."""
+    kept = path.with_name(path.name + ".new")
+    if kept.exists():
+        return None
+    try:
+        os.replace(new, kept)
+    except OSError:
+        return None
+    return kept
 
 
 def _refuse_inputs(path: Path, inputs: Iterable) -> None:
@@ -556,6 +621,37 @@ def _refuse_inputs(path: Path, inputs: Iterable) -> None:
             raise InputError(
                 f"{path}: is an input of this run ({item}); choose another output"
             )
+
+
+def _refuse_own_folders(path: Path, inputs: Iterable) -> None:
+    """Refuse a file inside an input folder or a run/model folder of ase-flatten.
+
+    Such a folder is replaced as a whole by its own command; a file written into it
+    by another (``predict -o MODEL/train.xyz --overwrite``) would replace one of
+    its files.
+    """
+    target = _resolved(path)
+    for item in inputs:
+        if item is not None and _resolved(Path(item)) in target.parents:
+            raise InputError(
+                f"{path}: lies inside {item}, an input of this run; choose an "
+                "output outside it"
+            )
+    for folder in target.parents:
+        own = next((n for n in OWN_FOLDER_FILES if _is_file(folder / n)), None)
+        if own is not None:
+            made_by = read_marker(folder) or "an ase-flatten model"
+            raise InputError(
+                f"{path}: lies inside {folder}, an output of `{made_by}` ({own}); "
+                "write outside it"
+            )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a folder on the way that may not be searched: not ours
+        return False
 
 
 def _resolved(path: Path) -> Path:

@@ -179,6 +179,14 @@ class Backend(ABC):
         backend._load(Path(directory))
         return backend
 
+    def saved_numbers(self) -> np.ndarray | None:
+        """Atomic numbers (N,) that the loaded model files record themselves.
+
+        ``load_model`` checks them against ``model.json``'s. None (the default)
+        when the library's files do not record the molecule's atom order.
+        """
+        return None
+
     @abstractmethod
     def _save(self, directory: Path) -> None: ...
 

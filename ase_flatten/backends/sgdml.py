@@ -301,6 +301,11 @@ class SGDMLBackend(Backend):
         self.model_ = read_model(directory / MODEL_FILE)
         self._predictor = None
 
+    def saved_numbers(self) -> np.ndarray | None:
+        """The atomic numbers sGDML stored in its model file (``z``)."""
+        z = self.model_.get("z") if isinstance(self.model_, dict) else None
+        return None if z is None else np.asarray(z, dtype=int).reshape(-1)
+
     def bare_calculator(self, directory: str | Path):
         """sGDML's own ASE calculator for the saved model, in eV and Å."""
         path = Path(directory) / MODEL_FILE

@@ -98,7 +98,32 @@ def _read_frames(args, saved):
             calc.check_structure(atoms)
         except (CalculatorSetupError, CalculationFailed) as exc:
             raise InputError(f"{source}: frame {i}: {exc}") from None
+    _warn_size(saved, frames, source)
     return frames, source
+
+
+def _warn_size(saved, frames, source) -> None:
+    """One warning for frames far outside the training data's distance range."""
+    import numpy as np
+
+    from ..geometry import distance_extremes
+
+    limits = saved.distance_range
+    if limits is None:
+        return
+    shortest, longest = distance_extremes(np.stack([a.positions for a in frames]))
+    outside = np.flatnonzero(~limits.inside(shortest, longest))
+    if len(outside):
+        i = int(outside[0])
+        logger.warning(
+            "%s: %d of %d frames lie far outside the model's training data (frame "
+            "%d: %s); their predictions are extrapolations",
+            source,
+            len(outside),
+            len(frames),
+            i,
+            limits.describe(shortest[i], longest[i]),
+        )
 
 
 def _predict(saved, positions, source, batch_size):

@@ -80,6 +80,22 @@ def add_output_arguments(
         parser.add_argument("--resume", action="store_true", help=resume)
 
 
+def _check_working_directory() -> None:
+    """One line, before any work, when the working directory is gone.
+
+    Relative paths are resolved against it (``os.getcwd`` fails in a folder that
+    was removed). A folder the user may not search is met where a path is first
+    looked up (:func:`~ase_flatten.outputs.check_reachable`, the data readers).
+    """
+    try:
+        os.getcwd()
+    except OSError as exc:
+        raise InputError(
+            f"cannot read the working directory ({exc.strerror or exc}); change to "
+            "a folder you can read"
+        ) from None
+
+
 def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:
     """Set up logging from ``-v``/``-q``, call ``run(args)``, map errors to status.
 
@@ -99,10 +115,23 @@ def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:
     )
     os.environ.setdefault("MPLBACKEND", "Agg")  # read when matplotlib is imported
     try:
+        _check_working_directory()
         with sigterm_as_interrupt():
             run(args)
     except InputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except OSError as exc:
+        from ..outputs import DISK_ERRNOS
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"{prog}: error: {where}cannot write ({exc.strerror or exc}); free "
+            "space or choose another output",
+            file=sys.stderr,
+        )
         return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

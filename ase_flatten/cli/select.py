@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..distributed import dask_client, worker_pool
+    from ..exceptions import InputError
     from ..outputs import check_output_place
     from ..selection.flatten import SelectionConfig, run_selection
     from ..selection.presets import RULE_FIELDS
@@ -151,6 +152,13 @@ def run(args: argparse.Namespace) -> None:
         for name in RULE_FIELDS
         if getattr(args, name) is not None
     }
+    threshold = rules.get("threshold", PRESETS[args.preset].get("threshold"))
+    if threshold == "mass" and args.factor is not None:
+        raise InputError(
+            f"--factor {args.factor:g} has no effect with --threshold mass (the worst "
+            "clusters that carry half the squared error join, whatever the factor); "
+            "give one of them"
+        )
     config = SelectionConfig(
         **{**PRESETS[args.preset], **rules},
         backend=args.backend,

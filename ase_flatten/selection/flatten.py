@@ -511,6 +511,7 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
                 f"checkpoint has {done}"
             )
         history = history[:done]
+        _check_history(directory / "history.json", history)
         clusters = load_clusters(directory / "clusters.npz")[0]
         logger.info("resuming %s after iteration %d", directory, done - 1)
         train = np.asarray(checkpoint["train_indices"], dtype=int)
@@ -646,6 +647,35 @@ def _read_json(path: Path, what: str, kind: type = dict):
     if not isinstance(data, kind):
         raise InputError(f"{path}: damaged (a JSON {type(data).__name__})")
     return data
+
+
+def _check_history(path: Path, history: list) -> None:
+    """Refuse a damaged ``history.json``: what the loop, the plot and the summary
+    read from every finished iteration must be there."""
+
+    def number(value, none=False) -> bool:
+        if value is None:
+            return none
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    for k, entry in enumerate(history):
+        test = entry.get("test") if isinstance(entry, dict) else None
+        ok = (
+            isinstance(test, dict)
+            and isinstance(entry.get("n_train"), int)
+            and "iteration" in entry
+            and all(
+                number(test.get(key))
+                for key in ("force_rmse", "energy_rmse", "max_cluster_force_rmse")
+            )
+            and isinstance(test.get("cluster_force_rmse"), list)
+            and all(number(v, none=True) for v in test["cluster_force_rmse"])
+        )
+        if not ok:
+            raise InputError(
+                f"{path}: damaged (iteration {k} lacks its test errors); start the "
+                "run again in another folder"
+            )
 
 
 def _read_checkpoint(path: Path, n_frames: int) -> dict:
