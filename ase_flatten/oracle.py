@@ -427,46 +427,36 @@ def _check_failure_share(oracle: Oracle, stats: LabelStats, error: str) -> None:
         )
 
 
-#: Worker processes start only when the frames left would take longer than this
-#: in this process (a spawned worker needs seconds to import and build its
-#: calculator: a handful of cheap labels is faster here).
-SERIAL_SECONDS = 5.0
-
-
 def _oracle_results(numbers, positions, todo, oracle, jobs):
     """(frame, record) pairs as the oracle finishes them.
 
-    The first frame is labelled here; the rest go to ``jobs`` worker processes
-    when they would take longer than :data:`SERIAL_SECONDS` at its pace.
+    ``jobs`` 1 labels here; more label every frame in worker processes. Where a
+    label is computed is fixed by ``jobs`` alone: the same frame labelled here and
+    in a worker differed in the 13th digit (tblite), so a choice made by timing
+    would let a resumed run differ from an uninterrupted one.
     """
     from threadpoolctl import threadpool_limits
 
-    # one BLAS/OpenMP thread, as in the workers: two threads on a busy 2-core
-    # machine made tblite calls 10-30x slower (an in-process library oracle)
-    with threadpool_limits(limits=1):
-        first = _label_one(
-            oracle.build(), numbers, positions[todo[0]], oracle.timeout_s
-        )
-    yield todo[0], first
-    rest = todo[1:]
-    parallel = jobs > 1 and oracle.importable and len(rest) > 1
-    if not parallel or first["seconds"] * len(rest) < SERIAL_SECONDS:
-        for i in rest:
+    if jobs <= 1 or not oracle.importable or len(todo) == 1:
+        for i in todo:
+            # one BLAS/OpenMP thread, as in the workers: two threads on a busy
+            # 2-core machine made tblite calls 10-30x slower
             with threadpool_limits(limits=1):
                 record = _label_one(
                     oracle.build(), numbers, positions[i], oracle.timeout_s
                 )
             yield i, record
         return
+    oracle.build()  # a spec that fails does so here, before any worker starts
     with ProcessPoolExecutor(
-        max_workers=min(jobs, len(rest)),
+        max_workers=min(jobs, len(todo)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
         initargs=(oracle.factory, oracle.kwargs),
     ) as pool:
         futures = {
             pool.submit(_worker_label, numbers, positions[i], oracle.timeout_s): i
-            for i in rest
+            for i in todo
         }
         try:
             for future in as_completed(futures):
