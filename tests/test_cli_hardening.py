@@ -248,7 +248,7 @@ def test_a_calculator_that_refuses_its_arguments(tmp_path, capsys, xtb_files):
     out = ["-o", tmp_path / "r", *SMALL]
     cases = [
         (("--calc-kwargs", "[1]"), "--calc-kwargs must be a JSON object"),
-        (("--calculator", "math:pi"), "TypeError: 'float' object is not callable"),
+        (("--calculator", "math:pi"), "calculator factory 'math:pi' is not callable"),
         (("--calc-kwargs", '{"method": "GFN9-xTB"}'),
          "failed: TBLiteValueError: Method 'GFN9-xTB' is not available"),
     ]  # fmt: skip
