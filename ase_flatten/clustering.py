@@ -124,7 +124,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
     n_features_in_ : int
         Columns of ``X`` seen in :meth:`fit`: descriptor width + 1.
     labels_ : ndarray, shape (M,)
-        Cluster of each frame, 0 .. n_clusters_ - 1.
+        Cluster of each frame, ``0 .. n_clusters_ - 1``.
     geometry_labels_ : ndarray, shape (M,)
         Stage-1 (Ward) cluster of each frame.
     energy_labels_ : ndarray, shape (M,)

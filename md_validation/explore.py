@@ -21,7 +21,7 @@ It stops when a round's replicas show no failure and at most
 ``stop_outside_share`` of their frames lie outside the domain ("survived"), when
 the label budget is spent, or after ``max_rounds``. The folder then holds the
 last model as a normal model directory (FlattenedCalculator loads it,
-``md-validate`` compares it), with
+``md-validate`` compares it), with::
 
     dataset.extxyz    the start model's dataset followed by the labelled MD frames
     explored.extxyz   the labelled MD frames alone (``config_type`` explore_<T>K,
