@@ -4,7 +4,12 @@ A test split (--test-fraction, seeded by --split-seed, the same for every strate
 and for `ase-flatten select`) is held out; N frames are chosen from the rest by
 --strategy: random (the paper's "default model"), energy (energy-stratified, as
 sGDML samples by default), fps or cur (scikit-matter, in descriptor space), direct
-(maml's DIRECT sampling: PCA, BIRCH, one frame per cluster; extra 'direct'). The
+(maml's DIRECT sampling: PCA, BIRCH, one frame per cluster; extra 'direct'),
+ggfps (farthest-point sampling weighted by the force norm), quests (QUESTS'
+minimum set cover of atomic environments; extra 'quests'; --quests-bandwidth) or
+committee (query by committee: --committee models of --backend trained on the
+frames chosen so far pick, in --committee-steps rounds, the frames where their
+forces disagree most). The
 model's force errors on the test split are measured per cluster. The directory
 holds the model, its training indices (DIR/train_indices.npy), the test split, the
 clusters and their errors, the backend's validation frames (never test frames,
@@ -22,8 +27,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..selection.baselines import STRATEGIES
+from ..selection.baselines import STRATEGIES, PeerSettings
 from .common import (
+    _int,
     add_backend_arguments,
     add_clustering_arguments,
     add_dataset_arguments,
@@ -48,6 +54,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="random",
         help="how the frames are chosen (default: random)",
     )
+    peers = parser.add_argument_group(
+        "settings of the ggfps, quests and committee strategies"
+    )
+    peers.add_argument(
+        "--committee",
+        type=_int,
+        default=PeerSettings.committee,
+        metavar="M",
+        help=f"committee models (>= 2; default {PeerSettings.committee})",
+    )
+    peers.add_argument(
+        "--committee-steps",
+        type=_int,
+        default=PeerSettings.committee_steps,
+        metavar="K",
+        help="rounds after the random start of half the frames (default "
+        f"{PeerSettings.committee_steps})",
+    )
+    peers.add_argument(
+        "--quests-bandwidth",
+        type=float,
+        metavar="H",
+        help="QUESTS kernel width in 1/Å (default: the median distance of an atomic "
+        "environment to the nearest one of another frame)",
+    )
+    peers.add_argument(
+        "--ggfps-beta",
+        type=float,
+        default=PeerSettings.ggfps_beta,
+        metavar="B",
+        help="exponent of the force norm in GGFPS (default "
+        f"{PeerSettings.ggfps_beta:g}; 0: plain FPS)",
+    )
     add_split_arguments(parser)
     add_output_arguments(parser, COMMAND)
     add_clustering_arguments(parser)
@@ -57,6 +96,7 @@ COMMAND = "ase-flatten train"
 
 
 def run(args: argparse.Namespace) -> None:
+    import dataclasses
     import time
 
     import numpy as np
@@ -68,11 +108,30 @@ def run(args: argparse.Namespace) -> None:
     from ..selection.split import holdout_split
     from .common import build_backend, fit_clusters, read_dataset_arg
 
+    settings = PeerSettings(
+        committee=args.committee,
+        committee_steps=args.committee_steps,
+        bandwidth=args.quests_bandwidth,
+        ggfps_beta=args.ggfps_beta,
+    )
     check_output_directory(args.output, COMMAND, args.overwrite, [args.data])
     backend = build_backend(args.backend, args.param, args.seed)
     dataset = read_dataset_arg(args)
     test, pool = holdout_split(len(dataset), args.test_fraction, args.split_seed)
-    train_idx = select_frames(args.strategy, dataset, pool, args.size, args.seed)
+    start = time.perf_counter()
+    train_idx = select_frames(
+        args.strategy,
+        dataset,
+        pool,
+        args.size,
+        args.seed,
+        settings=settings,
+        make_backend=lambda seed: build_backend(args.backend, args.param, seed),
+    )
+    select_seconds = time.perf_counter() - start
+    peer = {}
+    if args.strategy in ("ggfps", "quests", "committee"):
+        peer = {"strategy_settings": dataclasses.asdict(settings)}
     # the folder is made before training: an unwritable place fails now
     with atomic_directory(args.output, COMMAND, args.overwrite, [args.data]) as tmp:
         start = time.perf_counter()
@@ -90,6 +149,8 @@ def run(args: argparse.Namespace) -> None:
             clusters=clusters,
             cluster_errors=errors,
             strategy=args.strategy,
+            **peer,
+            select_seconds=round(select_seconds, 2),
             seed=args.seed,
             test_fraction=args.test_fraction,
             split_seed=args.split_seed,

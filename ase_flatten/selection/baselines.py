@@ -12,13 +12,31 @@
 ``direct``
     DIRECT sampling (maml's ``DIRECTSampler``: standard scaling, PCA with the
     Kaiser rule and weighted components, BIRCH into ``n`` clusters, the frame
-    nearest each cluster's centre) on the pairwise-distance descriptor.
+    nearest each cluster's centre) on the pairwise-distance descriptor;
+``ggfps``
+    gradient-guided farthest-point sampling (Trestman, Gugler, Faber and von
+    Lilienfeld, 2025): farthest-point sampling on the pairwise-distance
+    descriptor where each candidate's distance to the chosen frames is weighted
+    by its force norm (:func:`gradient_guided_fps`);
+``quests``
+    QUESTS' minimum set cover (MSC) compression of the atomic environments
+    (Schwalbe-Koda et al., 2025), run by the ``quests`` library with k and the
+    bandwidth set for single molecules (:mod:`ase_flatten.quests`);
+``committee``
+    query by committee: train a committee of models on the frames chosen so far,
+    add the frames where their forces disagree most, with diversity among the
+    picks (:mod:`ase_flatten.selection.committee`); needs a backend.
+
+:class:`PeerSettings` holds the settings of the last three, checked before any
+work starts.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,16 +44,126 @@ import numpy as np
 from ..exceptions import InputError
 
 if TYPE_CHECKING:  # the CLI imports STRATEGIES while it builds its parser
+    from ..backends.base import Backend
     from ..data import Dataset
 
-STRATEGIES = ("random", "energy", "fps", "cur", "direct")
+STRATEGIES = (
+    "random",
+    "energy",
+    "fps",
+    "cur",
+    "direct",
+    "ggfps",
+    "quests",
+    "committee",
+)
+#: strategies that train models while they choose (need ``make_backend``)
+MODEL_STRATEGIES = ("committee",)
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PeerSettings:
+    """Settings of the ``ggfps``, ``quests`` and ``committee`` strategies.
+
+    Parameters
+    ----------
+    committee : int
+        Models in the committee (at least 2: one model has no disagreement).
+    committee_steps : int
+        Rounds of the committee loop after the random start.
+    committee_init : float
+        Share of the ``n`` frames drawn at random before the first round
+        (default 0.5: the suite's flattening loop starts from 50 of 100 frames).
+    committee_subsample : float
+        Share of the chosen frames each member trains on (drawn without
+        replacement, seeded per member). Sub-sampling rather than a bootstrap with
+        repeats: a kernel model (sGDML, GAP) has a singular kernel matrix on a
+        repeated frame, and trained on the same frames with a fixed width it is
+        the same model whatever its seed.
+    committee_candidates : int
+        The picks of a round are made by farthest-point sampling among this many
+        times as many frames of the highest disagreement.
+    bandwidth : float or None
+        QUESTS' kernel bandwidth in 1/Å; None: set from the pool for single
+        molecules (:func:`ase_flatten.quests.molecule_bandwidth`).
+    ggfps_beta : float
+        Exponent of the force norm in GGFPS' weighted distance (0: plain FPS).
+    """
+
+    committee: int = 4
+    committee_steps: int = 2
+    committee_init: float = 0.5
+    committee_subsample: float = 0.8
+    committee_candidates: int = 3
+    bandwidth: float | None = None
+    ggfps_beta: float = 1.0
+
+    def __post_init__(self):
+        if self.committee < 2:
+            raise InputError(
+                f"a committee of {self.committee} model has no disagreement to pick "
+                "by: query by committee needs --committee 2 or more"
+            )
+        if self.committee_steps < 1:
+            raise InputError(
+                f"--committee-steps must be at least 1, got {self.committee_steps}"
+            )
+        if not 0 < self.committee_init < 1:
+            raise InputError(
+                "the committee's random start must be a share between 0 and 1, "
+                f"got {self.committee_init}"
+            )
+        if not 0 < self.committee_subsample <= 1:
+            raise InputError(
+                "the committee members' share of the chosen frames must be in "
+                f"(0, 1], got {self.committee_subsample}"
+            )
+        if self.committee_candidates < 1:
+            raise InputError(
+                "committee_candidates must be at least 1, got "
+                f"{self.committee_candidates}"
+            )
+        if self.bandwidth is not None and not self.bandwidth > 0:
+            raise InputError(
+                f"the QUESTS bandwidth must be positive, got --bandwidth "
+                f"{self.bandwidth}"
+            )
+        if not self.ggfps_beta >= 0:
+            raise InputError(f"the GGFPS exponent must be >= 0, got {self.ggfps_beta}")
+
+
 def select_frames(
-    strategy: str, dataset: Dataset, pool: np.ndarray, n: int, seed: int = 0
+    strategy: str,
+    dataset: Dataset,
+    pool: np.ndarray,
+    n: int,
+    seed: int = 0,
+    *,
+    settings: PeerSettings | None = None,
+    make_backend: Callable[[int], Backend] | None = None,
 ) -> np.ndarray:
-    """Choose ``n`` frames of ``pool`` with ``strategy``; sorted dataset indices."""
+    """Choose ``n`` frames of ``pool`` with ``strategy``; sorted dataset indices.
+
+    Parameters
+    ----------
+    strategy : str
+        One of :data:`STRATEGIES`.
+    dataset : Dataset
+    pool : array of int
+        The frames to choose from; every other frame of ``dataset`` is treated as
+        held out (the test split): no model trained here sees it.
+    n : int
+        Frames wanted.
+    seed : int
+        Seeds every random choice.
+    settings : PeerSettings, optional
+        Settings of ``ggfps``, ``quests`` and ``committee`` (defaults otherwise).
+    make_backend : callable, optional
+        ``make_backend(seed)`` returns a new, unfitted backend; needed by the
+        strategies of :data:`MODEL_STRATEGIES`.
+    """
+    settings = settings or PeerSettings()
     pool = np.asarray(pool, dtype=int)
     if n > len(pool):
         raise InputError(
@@ -52,6 +180,32 @@ def select_frames(
         chosen = pool[_skmatter(strategy, dataset.positions[pool], n, seed)]
     elif strategy == "direct":
         chosen = pool[_direct(dataset.positions[pool], n, seed)]
+    elif strategy == "ggfps":
+        from ..descriptors import pairwise_distances
+
+        X = pairwise_distances(dataset.positions[pool])
+        chosen = pool[
+            gradient_guided_fps(X, dataset.forces[pool], n, seed, settings.ggfps_beta)
+        ]
+    elif strategy == "quests":
+        from ..quests import msc_select
+
+        chosen = pool[
+            msc_select(
+                dataset.numbers,
+                dataset.positions[pool],
+                n,
+                bandwidth=settings.bandwidth,
+                seed=seed,
+                source=dataset.source,
+            )
+        ]
+    elif strategy == "committee":
+        if make_backend is None:
+            raise InputError("the committee strategy needs a backend to train")
+        from .committee import committee_select
+
+        chosen = committee_select(dataset, pool, n, make_backend, seed, settings)
     else:
         raise InputError(
             f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
@@ -82,6 +236,58 @@ def farthest_point_frames(positions: np.ndarray, n: int, seed: int = 0) -> np.nd
     if n >= len(positions):
         return np.arange(len(positions))
     return _skmatter("fps", np.asarray(positions), n, seed)
+
+
+def gradient_guided_fps(
+    X: np.ndarray, forces: np.ndarray, n: int, seed: int = 0, beta: float = 1.0
+) -> np.ndarray:
+    """Gradient-guided farthest-point sampling (GGFPS).
+
+    After Trestman, Gugler, Faber and von Lilienfeld (2025): with ``g_j`` the norm
+    of frame ``j``'s forces (all atoms, eV/Å) and ``d_j`` its descriptor distance
+    to the nearest frame chosen so far, the next frame maximises
+    ``s_j = g_j**beta * d_j``; the first frame is drawn with probability
+    ``g_j / sum(g)``. The paper varies the exponent over the picks by a schedule
+    ``beta_k`` whose values are not reproduced here: this variant keeps one
+    exponent (``beta=1`` by default; ``beta=0`` is plain FPS from a force-drawn
+    start). Distances are Euclidean on the descriptor ``X`` (pairwise atomic
+    distances for the ``ggfps`` strategy, where the paper used FCHL19).
+
+    Parameters
+    ----------
+    X : ndarray, shape (M, D)
+        Descriptor of each frame.
+    forces : ndarray, shape (M, N, 3)
+        Reference forces in eV/Å.
+    n : int
+        Frames wanted (``n <= M``).
+    seed : int
+        Draws the first frame.
+    beta : float
+        Exponent of the force norm (>= 0).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Distinct indices into ``X`` in the order chosen.
+    """
+    X = np.asarray(X, dtype=float)
+    g = np.linalg.norm(np.asarray(forces, dtype=float).reshape(len(X), -1), axis=1)
+    rng = np.random.default_rng(seed)
+    p = g / g.sum() if g.sum() > 0 else None
+    first = int(rng.choice(len(X), p=p))
+    weight = g**beta
+    nearest = np.linalg.norm(X - X[first], axis=1)
+    chosen = [first]
+    taken = np.zeros(len(X), dtype=bool)
+    taken[first] = True
+    for _ in range(1, n):
+        score = np.where(taken, -np.inf, weight * nearest)
+        j = int(np.argmax(score))
+        chosen.append(j)
+        taken[j] = True
+        nearest = np.minimum(nearest, np.linalg.norm(X - X[j], axis=1))
+    return np.asarray(chosen, dtype=int)
 
 
 def _skmatter(strategy: str, positions: np.ndarray, n: int, seed: int) -> np.ndarray:
