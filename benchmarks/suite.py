@@ -6,7 +6,9 @@ One command over every dataset in a folder, through the project's own commands
 * outlier detection (Fig. 4): default (random) models of each backend; the worst
   cluster's test force RMSE against the overall RMSE;
 * improvement (Table I, Fig. 5): default vs flattened sets of equal size, plus the
-  energy, FPS and CUR strategies (and DIRECT where maml is installed);
+  energy, FPS, CUR, GGFPS and query-by-committee strategies (and DIRECT and QUESTS
+  where maml and quests are installed; the committee follows the flattening loop's
+  schedule of random start and rounds);
 * data efficiency (Fig. 7): default models at 1x, 1.5x and 2x the flattened size
   against the flattened model, on the worst-cluster error.
 
@@ -55,11 +57,29 @@ SIZES = {
 
 
 def default_strategies() -> list[str]:
-    """The peers of the flattened set: DIRECT only with its optional extra."""
+    """The peers of the flattened set: DIRECT and QUESTS only with their extras."""
     import importlib.util
 
-    peers = ["energy", "fps", "cur"]
-    return peers + ["direct"] if importlib.util.find_spec("maml") else peers
+    peers = ["energy", "fps", "cur", "ggfps", "committee"]
+    if importlib.util.find_spec("maml"):
+        peers.append("direct")
+    if importlib.util.find_spec("quests"):
+        peers.append("quests")
+    return peers
+
+
+def strategy_params(strategy: str, sizes: dict) -> list[str]:
+    """The committee follows the flattening loop's schedule: the same random start
+    and the same number of rounds (4 models each)."""
+    if strategy != "committee":
+        return []
+    n = sizes["init"] + sizes["step"] * sizes["iterations"]
+    return [
+        "--committee-steps",
+        str(sizes["iterations"]),
+        "--committee-init",
+        f"{sizes['init'] / n:.6g}",
+    ]
 
 
 def backend_params(backend: str, sizes: dict) -> list[str]:
@@ -179,9 +199,11 @@ def test_errors(run: Path) -> dict:
     }
 
 
-def train(data, out, backend, params, size, strategy, seed, collect=False) -> dict:
+def train(
+    data, out, backend, params, size, strategy, seed, collect=False, extra=()
+) -> dict:
     wall = cli(out, "train", data, "--backend", backend, *params,
-               "--size", size, "--strategy", strategy, "--seed", seed,
+               "--size", size, "--strategy", strategy, "--seed", seed, *extra,
                collect=collect)  # fmt: skip
     return {**test_errors(out), "wall_s": wall}
 
@@ -227,7 +249,10 @@ def run_block(args, data, backend, seed) -> dict:
     results["improvement"].append({**row, "strategy": "random", **default})
     results["improvement"].append({**row, "strategy": "flatten", **flat})
     for strategy in args.strategies:
-        r = train(data, base / strategy, backend, params, n, strategy, seed, **kw)
+        extra = strategy_params(strategy, sizes)
+        r = train(
+            data, base / strategy, backend, params, n, strategy, seed, extra=extra, **kw
+        )
         results["improvement"].append({**row, "strategy": strategy, **r})
     for name in args.rules:
         out = base / f"flatten_{name}"

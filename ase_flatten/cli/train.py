@@ -69,8 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_int,
         default=PeerSettings.committee_steps,
         metavar="K",
-        help="rounds after the random start of half the frames (default "
-        f"{PeerSettings.committee_steps})",
+        help=f"rounds after the random start (default {PeerSettings.committee_steps})",
+    )
+    peers.add_argument(
+        "--committee-init",
+        type=float,
+        default=PeerSettings.committee_init,
+        metavar="SHARE",
+        help="share of the frames drawn at random before the first round (default "
+        f"{PeerSettings.committee_init:g})",
     )
     peers.add_argument(
         "--quests-bandwidth",
@@ -111,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
     settings = PeerSettings(
         committee=args.committee,
         committee_steps=args.committee_steps,
+        committee_init=args.committee_init,
         bandwidth=args.quests_bandwidth,
         ggfps_beta=args.ggfps_beta,
     )
