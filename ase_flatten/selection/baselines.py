@@ -164,6 +164,8 @@ def select_frames(
         strategies of :data:`MODEL_STRATEGIES`.
     """
     settings = settings or PeerSettings()
+    if strategy in MODEL_STRATEGIES and make_backend is None:
+        raise InputError(f"the {strategy} strategy needs a backend to train")
     pool = np.asarray(pool, dtype=int)
     if n > len(pool):
         raise InputError(
@@ -201,8 +203,6 @@ def select_frames(
             )
         ]
     elif strategy == "committee":
-        if make_backend is None:
-            raise InputError("the committee strategy needs a backend to train")
         from .committee import committee_select
 
         chosen = committee_select(dataset, pool, n, make_backend, seed, settings)
