@@ -200,9 +200,7 @@ def probe_oracle(oracle: Oracle, dataset, frame: int = 0) -> dict:
     InputError
         The oracle cannot be built or fails on the frame.
     """
-    record = _label_one(
-        oracle.build(), dataset.numbers, dataset.positions[frame], oracle.timeout_s
-    )
+    record = _label_one(oracle, dataset.numbers, dataset.positions[frame])
     if "error" in record:
         raise InputError(
             f"oracle {oracle.name} with {json.dumps(oracle.kwargs)} failed on frame "
@@ -438,26 +436,21 @@ def _oracle_results(numbers, positions, todo, oracle, jobs):
     from threadpoolctl import threadpool_limits
 
     if jobs <= 1 or not oracle.importable or len(todo) == 1:
-        for i in todo:
-            # one BLAS/OpenMP thread, as in the workers: two threads on a busy
-            # 2-core machine made tblite calls 10-30x slower
-            with threadpool_limits(limits=1):
-                record = _label_one(
-                    oracle.build(), numbers, positions[i], oracle.timeout_s
-                )
-            yield i, record
+        # one BLAS/OpenMP thread, as in the workers: two threads on a busy 2-core
+        # machine made tblite calls 10-30x slower (set once: threadpoolctl scans
+        # the loaded libraries, 3 ms, each time it is asked)
+        with threadpool_limits(limits=1):
+            for i in todo:
+                yield i, _label_one(oracle, numbers, positions[i])
         return
     oracle.build()  # a spec that fails does so here, before any worker starts
     with ProcessPoolExecutor(
         max_workers=min(jobs, len(todo)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(oracle.factory, oracle.kwargs),
+        initargs=(oracle.factory, oracle.kwargs, oracle.timeout_s),
     ) as pool:
-        futures = {
-            pool.submit(_worker_label, numbers, positions[i], oracle.timeout_s): i
-            for i in todo
-        }
+        futures = {pool.submit(_worker_label, numbers, positions[i]): i for i in todo}
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
@@ -470,7 +463,7 @@ def _oracle_results(numbers, positions, todo, oracle, jobs):
 _WORKER_ORACLE = None
 
 
-def _init_worker(factory: str, kwargs: dict) -> None:
+def _init_worker(factory: str, kwargs: dict, timeout_s) -> None:
     global _WORKER_ORACLE
     from threadpoolctl import threadpool_limits
 
@@ -479,11 +472,11 @@ def _init_worker(factory: str, kwargs: dict) -> None:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
     threadpool_limits(1)
-    _WORKER_ORACLE = Oracle(import_factory(factory), kwargs)
+    _WORKER_ORACLE = Oracle(import_factory(factory), kwargs, timeout_s=timeout_s)
 
 
-def _worker_label(numbers, positions, timeout_s):
-    return _label_one(_WORKER_ORACLE.build(), numbers, positions, timeout_s)
+def _worker_label(numbers, positions):
+    return _label_one(_WORKER_ORACLE, numbers, positions)
 
 
 class _Timeout(Exception):
@@ -494,13 +487,18 @@ def _alarm(signum, frame):
     raise _Timeout
 
 
-def _label_one(calc, numbers, positions, timeout_s) -> dict:
-    """One oracle call: a label record, or a failure record with its reason."""
+def _label_one(oracle: Oracle, numbers, positions) -> dict:
+    """One oracle call: a label record, or a failure record with its reason.
+
+    Its ``seconds`` include building the frame's calculator (the oracle's cost).
+    A factory that fails raises (not the frame's fault).
+    """
     from ase import Atoms
 
-    atoms = Atoms(numbers=numbers, positions=positions)
-    atoms.calc = calc
+    timeout_s = oracle.timeout_s
     start = time.perf_counter()
+    atoms = Atoms(numbers=numbers, positions=positions)
+    atoms.calc = oracle.build()
     previous = None
     if timeout_s is not None:
         previous = signal.signal(signal.SIGALRM, _alarm)
