@@ -17,17 +17,27 @@ from .outputs import write_json, write_text
 logger = logging.getLogger(__name__)
 
 
-def compare_runs(runs, directory, data=None) -> list[dict]:
+def compare_runs(
+    runs, directory, data=None, energy_key=None, forces_key=None
+) -> list[dict]:
     """Evaluate every run's model on the shared test split; write the reports.
 
-    Returns the table rows (one per run, first run first).
+    The dataset is ``data``, else the one the first run recorded (its absolute
+    path, then the path as given), read with the label keys given here, else the
+    ones the first run recorded. Returns the table rows (one per run, first run
+    first).
     """
     from .data import read_dataset
-    from .models import load_model
+    from .models import load_model, recorded_dataset, recorded_label_keys
 
     models = [load_model(run) for run in runs]
     first = models[0]
-    dataset = read_dataset(data or first.meta.get("dataset", ""))
+    keys = recorded_label_keys(first.meta)
+    dataset = read_dataset(
+        recorded_dataset(first, data),
+        energy_key=energy_key or keys[0],
+        forces_key=forces_key or keys[1],
+    )
     fingerprint = dataset.fingerprint()
     test = _test_indices(Path(runs[0]))
     if len(test) and test.max() >= len(dataset):

@@ -26,7 +26,10 @@ from .exceptions import InputError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "REF_ENERGY_KEY",
+    "REF_FORCES_KEY",
     "Dataset",
+    "absolute_source",
     "check_force_scale",
     "frame_hashes",
     "frame_label",
@@ -53,6 +56,12 @@ MAX_FORCE_RMS = 10.0
 #: about 0.02 Å, far above it.
 HASH_GRID = 1e-3
 
+#: Where files written for other codes keep the reference labels: MACE's convention
+#: (``mace_run_train --energy_key REF_energy --forces_key REF_forces``), which no
+#: calculator overwrites.
+REF_ENERGY_KEY = "REF_energy"
+REF_FORCES_KEY = "REF_forces"
+
 
 @dataclass(eq=False)
 class Dataset:
@@ -70,6 +79,10 @@ class Dataset:
         Forces in eV/Å.
     source : str
         Where the frames came from (a path), used in messages.
+    energy_key, forces_key : str or None
+        The ``info`` / ``arrays`` keys the labels were read from (None: the
+        calculator's ``energy`` / ``forces``); models record them, so that later
+        commands read their dataset the same way.
     """
 
     numbers: np.ndarray
@@ -77,6 +90,8 @@ class Dataset:
     energies: np.ndarray
     forces: np.ndarray
     source: str = "<memory>"
+    energy_key: str | None = None
+    forces_key: str | None = None
 
     def __post_init__(self):
         self.numbers = np.asarray(self.numbers, dtype=int).reshape(-1)
@@ -117,6 +132,8 @@ class Dataset:
             self.energies[idx],
             self.forces[idx],
             source=self.source,
+            energy_key=self.energy_key,
+            forces_key=self.forces_key,
         )
 
     def to_atoms(self, i: int) -> Atoms:
@@ -147,7 +164,15 @@ class Dataset:
         positions = self.positions if indices is None else self.positions[indices]
         return frame_hashes(self.numbers, positions)
 
-    def write(self, path: str | os.PathLike, indices=None, **info_arrays) -> None:
+    def write(
+        self,
+        path: str | os.PathLike,
+        indices=None,
+        *,
+        energy_key: str | None = None,
+        forces_key: str | None = None,
+        **info_arrays,
+    ) -> None:
         """Write frames as extended XYZ with energy and forces.
 
         Parameters
@@ -156,8 +181,13 @@ class Dataset:
             Output file (written atomically).
         indices : sequence of int, optional
             Frames to write (default: all).
+        energy_key, forces_key : str, optional
+            Store the labels in ``info[energy_key]`` / ``arrays[forces_key]``
+            (e.g. :data:`REF_ENERGY_KEY`, MACE's ``REF_energy``) instead of as the
+            frames' calculator results (``energy=`` / ``forces`` in extxyz).
         **info_arrays
-            Extra per-frame values of length ``len(indices)`` stored in ``info``.
+            Extra per-frame values of length ``len(indices)`` stored in ``info``
+            (strings too, such as MACE's ``config_type``).
         """
         import ase.io
 
@@ -170,9 +200,12 @@ class Dataset:
             atoms.info["frame"] = int(i)
             for key, values in info_arrays.items():
                 atoms.info[key] = np.asarray(values)[k].item()
-            atoms.calc = SinglePointCalculator(
-                atoms, energy=float(self.energies[i]), forces=self.forces[i]
-            )
+            energy, forces = float(self.energies[i]), self.forces[i].copy()
+            if energy_key is None and forces_key is None:
+                atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+            else:
+                atoms.info[energy_key or "energy"] = energy
+                atoms.arrays[forces_key or "forces"] = forces
             frames.append(atoms)
         with atomic_path(path) as tmp:
             ase.io.write(tmp, frames, format="extxyz")
@@ -286,6 +319,21 @@ def _index_text(index) -> str:
         return str(index)
     start, stop = ("" if v is None else str(v) for v in (index.start, index.stop))
     return f"{start}:{stop}" + ("" if index.step is None else f":{index.step}")
+
+
+def absolute_source(source: str) -> str | None:
+    """A dataset's ``source`` with the file as an absolute path (None: in memory).
+
+    ``data.extxyz@0:300`` run in ``/home/me`` gives ``/home/me/data.extxyz@0:300``:
+    what a model records so that it finds its data from another folder.
+    """
+    if not source or source.startswith("<"):
+        return None
+    text, selection = source, ""
+    if "@" in os.path.basename(text) and not os.path.exists(text):
+        text, selection = text.rsplit("@", 1)
+        selection = "@" + selection
+    return str(Path(text).resolve()) + selection
 
 
 def read_frames(path: str | os.PathLike, index=None, format: str | None = None):
@@ -503,16 +551,40 @@ def dataset_from_frames(
             )
         energy = frame_label(atoms, energy_key, "energy")
         if energy is None:
-            where = f" (key {energy_key!r})" if energy_key else ""
-            raise InputError(f"{source}: frame {i} has no energy{where}")
+            raise InputError(_missing_label(source, i, atoms, "energy", energy_key))
         frame_forces = frame_label(atoms, forces_key, "forces")
         if frame_forces is None:
-            where = f" (key {forces_key!r})" if forces_key else ""
-            raise InputError(f"{source}: frame {i} has no forces{where}")
+            raise InputError(_missing_label(source, i, atoms, "forces", forces_key))
         positions[i] = atoms.positions
         energies[i] = _energy_value(energy, source, i, energy_key)
         forces[i] = _forces_value(frame_forces, source, i, forces_key, n_atoms)
-    return Dataset(numbers, positions, energies, forces, source=source)
+    return Dataset(
+        numbers,
+        positions,
+        energies,
+        forces,
+        source=source,
+        energy_key=energy_key,
+        forces_key=forces_key,
+    )
+
+
+def _missing_label(source: str, i: int, atoms: Atoms, kind: str, key) -> str:
+    """One line: which label is missing, which keys the frame has, which flag."""
+    store = "info" if kind == "energy" else "arrays"
+    where = (
+        f"no {store} key {key!r}"
+        if key
+        else f"no calculator {kind} and no {store} key {kind!r}"
+    )
+    info = sorted(atoms.info)
+    arrays = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
+    return (
+        f"{source}: frame {i} has no {kind} ({where}); its info keys: "
+        f"{', '.join(info) or 'none'}; its arrays keys: {', '.join(arrays) or 'none'}; "
+        f"name the reference labels with --energy-key KEY --forces-key KEY "
+        f"(MACE files: --energy-key REF_energy --forces-key REF_forces)"
+    )
 
 
 def _key_text(key: str | None, kind: str) -> str:

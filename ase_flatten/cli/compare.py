@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_label_key_arguments
 from .runtime import add_output_arguments
 
 description = __doc__
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", help="the dataset (default: the path recorded in the first run)"
     )
+    add_label_key_arguments(parser, recorded=True)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -42,7 +44,13 @@ def run(args: argparse.Namespace) -> None:
     inputs = [*args.runs, args.data]
     check_output_directory(args.output, COMMAND, args.overwrite, inputs)
     with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
-        table = compare_runs(args.runs, tmp, data=args.data)
+        table = compare_runs(
+            args.runs,
+            tmp,
+            data=args.data,
+            energy_key=args.energy_key,
+            forces_key=args.forces_key,
+        )
     _print_table(table)
     for name in names:
         print(f"{name}: {os.path.join(args.output, name)}")

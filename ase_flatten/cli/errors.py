@@ -91,9 +91,11 @@ def run(args: argparse.Namespace) -> None:
     from ..distributed import dask_client, worker_pool
     from ..exceptions import InputError
     from ..outputs import atomic_directory, check_output_directory
-    from .common import read_dataset_arg
+    from .common import default_label_keys, read_dataset_arg
 
     inputs = [args.data, args.predicted, args.model, args.clusters]
+    if args.model:  # read DATA as the model's dataset was read, unless told
+        default_label_keys(args, args.model)
     check_output_directory(args.output, COMMAND, args.overwrite, inputs)
     if args.dask and not args.model:
         raise InputError("--dask predicts with a saved model: give --model DIR")

@@ -1,0 +1,121 @@
+"""The conventions users bring: MACE-style label keys, moved folders, model hashes.
+
+Real sGDML models on 20 of the 150 GFN2-xTB ethanol frames, read from an extxyz
+file that keeps its labels as MACE does (``REF_energy`` / ``REF_forces``).
+"""
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+
+from ase_flatten.data import REF_ENERGY_KEY, REF_FORCES_KEY, read_dataset
+from ase_flatten.exceptions import InputError
+from tests.test_cli import assert_one_line_error, run_cli
+
+SGDML = ["--backend", "sgdml", "-p", "sigma=20", "--size", "20"]
+CLUSTERS = ["--n-geometry", "3", "--n-energy", "2"]
+KEYS = ["--energy-key", "REF_energy", "--forces-key", "REF_forces"]
+
+
+@pytest.fixture(scope="module")
+def mace_file(tmp_path_factory, xtb_dataset):
+    """The ethanol frames with MACE's keys and no calculator labels."""
+    path = tmp_path_factory.mktemp("mace") / "ethanol_ref.extxyz"
+    xtb_dataset.write(path, energy_key=REF_ENERGY_KEY, forces_key=REF_FORCES_KEY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mace_models(mace_file):
+    """Two models trained on ``mace_file`` with its keys, given relative paths."""
+    import os
+
+    from ase_flatten.cli.main import main
+
+    folder = mace_file.parent
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        for name, strategy in (("random", "random"), ("energy", "energy")):
+            argv = ["train", mace_file.name, *SGDML, *KEYS, *CLUSTERS]
+            assert main([*argv, "--strategy", strategy, "-o", name]) == 0
+    finally:
+        os.chdir(before)
+    return folder / "random", folder / "energy"
+
+
+def test_the_file_has_mace_keys_and_no_calculator(mace_file, xtb_dataset):
+    frame = ase.io.read(mace_file, 3)
+    assert frame.calc is None
+    assert frame.info["REF_energy"] == pytest.approx(xtb_dataset.energies[3])
+    np.testing.assert_allclose(frame.arrays["REF_forces"], xtb_dataset.forces[3])
+
+
+def test_missing_energy_names_the_flags_and_the_keys_the_file_has(mace_file):
+    with pytest.raises(InputError) as caught:
+        read_dataset(mace_file)
+    message = str(caught.value)
+    assert "frame 0 has no energy" in message
+    assert "--energy-key" in message and "--forces-key" in message
+    assert "info keys: REF_energy, frame;" in message
+    assert "arrays keys: REF_forces" in message
+    with pytest.raises(InputError, match="no arrays key 'forces'.*REF_forces"):
+        read_dataset(mace_file, energy_key="REF_energy", forces_key="forces")
+
+
+def test_cluster_refuses_in_one_line_naming_the_flags(capsys, tmp_path, mace_file):
+    status, _, err = run_cli(capsys, "cluster", mace_file, "-o", tmp_path / "c.npz")
+    assert_one_line_error(status, err, "frame 0 has no energy", "--energy-key KEY")
+
+
+def test_model_records_the_keys_and_the_absolute_dataset(mace_models, mace_file):
+    meta = json.loads((mace_models[0] / "model.json").read_text())
+    assert meta["energy_key"] == "REF_energy"
+    assert meta["forces_key"] == "REF_forces"
+    assert meta["dataset"] == "ethanol_ref.extxyz"  # as given, relative
+    assert meta["dataset_path"] == str(mace_file.resolve())
+
+
+def test_errors_with_the_model_reuses_its_keys(capsys, tmp_path, mace_models):
+    model = mace_models[0]
+    data = model.parent / "ethanol_ref.extxyz"
+    status, _, err = run_cli(
+        capsys, "errors", data, "--model", model, *CLUSTERS, "-o", tmp_path / "r"
+    )
+    assert status == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["n_frames"] == 130
+
+
+def test_compare_from_another_folder_with_the_recorded_keys(
+    capsys, tmp_path, monkeypatch, mace_models
+):
+    """The runs recorded a relative path from their own folder; compare runs
+    elsewhere and finds the data by the absolute path, read with the keys."""
+    monkeypatch.chdir(tmp_path)
+    random, energy = mace_models
+    status, out, err = run_cli(capsys, "compare", random, energy, "-o", "cmp")
+    assert status == 0, err
+    assert (tmp_path / "cmp" / "comparison.csv").exists()
+    # keys given on the command line win over the recorded ones
+    status, _, err = run_cli(
+        capsys, "compare", random, energy, "-o", "cmp2", "--energy-key", "nope"
+    )
+    assert_one_line_error(status, err, "no info key 'nope'", "REF_energy")
+
+
+def test_compare_says_when_the_data_moved(capsys, tmp_path, mace_models):
+    import shutil
+
+    copies = []
+    for model in mace_models:
+        copy = tmp_path / model.name
+        shutil.copytree(model, copy)
+        meta = json.loads((copy / "model.json").read_text())
+        meta["dataset_path"] = str(tmp_path / "gone.extxyz")
+        (copy / "model.json").write_text(json.dumps(meta))
+        copies.append(copy)
+    status, _, err = run_cli(capsys, "compare", *copies, "-o", tmp_path / "c")
+    assert_one_line_error(status, err, "gone.extxyz", "is not there", "--data")
