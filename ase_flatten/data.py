@@ -37,6 +37,7 @@ __all__ = [
     "read_frames",
     "same_frames",
     "split_selection",
+    "write_reference_frames",
 ]
 
 #: ASE formats whose frames can be selected by a query (``data.db@id<100``)
@@ -253,6 +254,36 @@ def same_frames(hashes: np.ndarray, known: np.ndarray) -> np.ndarray:
     if not len(known):
         return np.zeros(len(hashes), dtype=bool)
     return np.isin(hashes[:, 0], known[:, 0]) | np.isin(hashes[:, 1], known[:, 1])
+
+
+def write_reference_frames(
+    dataset: Dataset, path, indices, config_type, **info_arrays
+) -> None:
+    """Frames as extxyz for other codes (``mace_run_train``): the labels under
+    ``REF_energy`` / ``REF_forces``, why each frame is there as ``config_type``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    path : path
+        Output file (written atomically).
+    indices : sequence of int
+        Frames to write.
+    config_type : str or sequence of str
+        One for all frames or one per frame (``initial``, ``flatten_iter3``, ...).
+    **info_arrays
+        Further per-frame ``info`` values, as for :meth:`Dataset.write`.
+    """
+    indices = np.asarray(indices, dtype=int)
+    config_type = np.broadcast_to(np.asarray(config_type, dtype=str), len(indices))
+    dataset.write(
+        path,
+        indices,
+        energy_key=REF_ENERGY_KEY,
+        forces_key=REF_FORCES_KEY,
+        config_type=config_type,
+        **info_arrays,
+    )
 
 
 def _check_finite(array: np.ndarray, name: str, source: str) -> None:

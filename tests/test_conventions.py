@@ -172,3 +172,22 @@ def test_predict_keeps_mace_labels_and_prefixes_the_predictions(
     assert "flattened_energy" in back.info and "REF_energy" in back.info
     status, _, err = run_cli(capsys, *argv, "-o", twice, "--prefix", "a b")
     assert_one_line_error(status, err, "--prefix", "letters, digits or _")
+
+
+def test_train_xyz_keeps_ref_keys_and_the_strategy(mace_models, xtb_dataset):
+    for model in mace_models:
+        frames = ase.io.read(model / "train.xyz", ":")
+        train = np.load(model / "train_indices.npy")
+        assert [a.info["frame"] for a in frames] == train.tolist()
+        assert {a.info["config_type"] for a in frames} == {model.name}
+        for atoms in frames[:3]:
+            assert atoms.calc is None
+            i = atoms.info["frame"]
+            assert atoms.info["REF_energy"] == pytest.approx(xtb_dataset.energies[i])
+            np.testing.assert_allclose(
+                atoms.arrays["REF_forces"], xtb_dataset.forces[i], atol=1e-7
+            )
+        # what mace_run_train --energy_key REF_energy --forces_key REF_forces reads
+        back = read_dataset(model / "train.xyz", energy_key="REF_energy",
+                            forces_key="REF_forces")  # fmt: skip
+        np.testing.assert_allclose(back.energies, xtb_dataset.energies[train])

@@ -160,10 +160,14 @@ def _write_report(args, dataset, predict, labels, left_out, directory, assigned)
     )
     plot_cluster_errors(errors, os.path.join(directory, "cluster_errors.png"))
     if args.write_worst:
+        from ..data import write_reference_frames
+
         worst = np.isin(errors.labels, errors.worst(args.write_worst))
-        dataset.write(
+        write_reference_frames(
+            dataset,
             os.path.join(directory, "worst_clusters.extxyz"),
             errors.frames[worst],
+            [f"worst_cluster{c}" for c in errors.labels[worst]],
             cluster=errors.labels[worst],
             force_rmse=errors.frame_force_rmse[worst],
         )
