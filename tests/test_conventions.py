@@ -14,7 +14,7 @@ from ase_flatten.data import REF_ENERGY_KEY, REF_FORCES_KEY, read_dataset
 from ase_flatten.exceptions import InputError
 from tests.test_cli import assert_one_line_error, run_cli
 
-SGDML = ["--backend", "sgdml", "-p", "sigma=20", "--size", "20"]
+SGDML = ["--backend", "sgdml", "--size", "20"]
 CLUSTERS = ["--n-geometry", "3", "--n-energy", "2"]
 KEYS = ["--energy-key", "REF_energy", "--forces-key", "REF_forces"]
 
@@ -29,7 +29,9 @@ def mace_file(tmp_path_factory, xtb_dataset):
 
 @pytest.fixture(scope="module")
 def mace_models(mace_file):
-    """Two models trained on ``mace_file`` with its keys, given relative paths."""
+    """Two models trained on ``mace_file`` with its keys, given relative paths: 20
+    random frames with sigma 20, and 20 energy-stratified frames with sigma chosen
+    on validation frames."""
     import os
 
     from ase_flatten.cli.main import main
@@ -38,9 +40,9 @@ def mace_models(mace_file):
     before = os.getcwd()
     os.chdir(folder)
     try:
-        for name, strategy in (("random", "random"), ("energy", "energy")):
-            argv = ["train", mace_file.name, *SGDML, *KEYS, *CLUSTERS]
-            assert main([*argv, "--strategy", strategy, "-o", name]) == 0
+        for name, sigma in (("random", "sigma=20"), ("energy", "sigma_grid=[10,20]")):
+            argv = ["train", mace_file.name, *SGDML, *KEYS, *CLUSTERS, "-p", sigma]
+            assert main([*argv, "--strategy", name, "-o", name]) == 0
     finally:
         os.chdir(before)
     return folder / "random", folder / "energy"
@@ -191,3 +193,71 @@ def test_train_xyz_keeps_ref_keys_and_the_strategy(mace_models, xtb_dataset):
         back = read_dataset(model / "train.xyz", energy_key="REF_energy",
                             forces_key="REF_forces")  # fmt: skip
         np.testing.assert_allclose(back.energies, xtb_dataset.energies[train])
+
+
+# -- export: files ready for mace_run_train -------------------------------------------
+LOOP = ["--init", "20", "--step", "6", "--iterations", "2", "--n-fine", "8",
+        "-p", "sigma=20", *CLUSTERS]  # fmt: skip
+
+
+def test_export_a_select_run_for_mace(capsys, tmp_path, mace_file, xtb_dataset):
+    run = tmp_path / "flat"
+    status, _, err = run_cli(capsys, "select", mace_file, *KEYS, *LOOP, "-o", run)
+    assert status == 0, err
+    out = tmp_path / "mace_data"
+    status, stdout, err = run_cli(capsys, "export", run, "-o", out)
+    assert status == 0, err
+    assert "--energy_key REF_energy --forces_key REF_forces" in stdout
+    assert (out / ".ase-flatten-output").exists()
+    # a fixed sigma: sGDML validated on no frames, mace_run_train splits its own
+    assert len(np.load(run / "validation_indices.npy")) == 0
+    assert not (out / "valid.xyz").exists() and "--valid_fraction" in stdout
+    train = np.load(run / "train_indices.npy")
+    test = np.load(run / "test_indices.npy")
+    history = json.loads((run / "history.json").read_text())
+    expected = {}
+    for name, indices in (("train", train), ("test", test)):
+        frames = ase.io.read(out / f"{name}.xyz", ":")
+        assert [a.info["frame"] for a in frames] == indices.tolist(), name
+        for atoms in frames:
+            assert atoms.calc is None
+            i = atoms.info["frame"]
+            assert atoms.info["REF_energy"] == pytest.approx(xtb_dataset.energies[i])
+            np.testing.assert_allclose(
+                atoms.arrays["REF_forces"], xtb_dataset.forces[i], atol=1e-7
+            )
+        expected[name] = [a.info["config_type"] for a in frames]
+    assert set(expected["test"]) == {"test"} and len(test) == 15
+    assert expected["train"].count("initial") == 20
+    assert expected["train"].count("flatten_iter0") == 6
+    assert expected["train"].count("flatten_iter1") == 6
+    assert not set(train) & set(test) and len(history) == 3
+    # the same as train.xyz in the run, which select writes itself
+    inside = ase.io.read(run / "train.xyz", ":")
+    assert [a.info["config_type"] for a in inside] == expected["train"]
+
+
+def test_export_a_train_model_and_bad_input(capsys, tmp_path, mace_models):
+    model = mace_models[1]  # --strategy energy
+    out = tmp_path / "e"
+    status, _, err = run_cli(capsys, "export", model, "-o", out)
+    assert status == 0, err
+    frames = ase.io.read(out / "train.xyz", ":")
+    assert {a.info["config_type"] for a in frames} == {"energy"} and len(frames) == 20
+    valid = ase.io.read(out / "valid.xyz", ":")  # the frames sigma was chosen on
+    indices = np.load(model / "validation_indices.npy")
+    assert [a.info["frame"] for a in valid] == indices.tolist() and len(valid) > 0
+    assert {a.info["config_type"] for a in valid} == {"validation"}
+    test = set(np.load(model / "test_indices.npy").tolist())
+    assert not test & set(indices.tolist())
+    assert {a.info["frame"] for a in ase.io.read(out / "test.xyz", ":")} == test
+    status, _, err = run_cli(capsys, "export", model, "-o", out)
+    assert_one_line_error(status, err, "exists", "--overwrite")
+    status, _, err = run_cli(capsys, "export", model, "-o", model)
+    assert_one_line_error(status, err, "input")
+    status, _, err = run_cli(
+        capsys, "export", model, "-o", tmp_path / "x", "--data",
+        f"{model.parent / 'ethanol_ref.extxyz'}@0:100",
+    )  # fmt: skip
+    assert_one_line_error(status, err, "not the frames", "fingerprint")
+    assert not (tmp_path / "x").exists()
