@@ -261,3 +261,27 @@ def test_export_a_train_model_and_bad_input(capsys, tmp_path, mace_models):
     )  # fmt: skip
     assert_one_line_error(status, err, "not the frames", "fingerprint")
     assert not (tmp_path / "x").exists()
+
+
+def test_mace_reads_the_export(capsys, tmp_path, mace_models, xtb_dataset):
+    """mace-torch's own reader, with mace_run_train's --energy_key/--forces_key."""
+    pytest.importorskip("mace")
+    from mace.data.utils import KeySpecification, load_from_xyz
+
+    model = mace_models[1]
+    status, _, err = run_cli(capsys, "export", model, "-o", tmp_path / "m")
+    assert status == 0, err
+    keys = KeySpecification.from_defaults()
+    keys.update(
+        info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"}
+    )
+    for name, indices in (("train", "train"), ("valid", "validation")):
+        _, configs = load_from_xyz(str(tmp_path / "m" / f"{name}.xyz"), keys)
+        frames = np.load(model / f"{indices}_indices.npy")
+        assert len(configs) == len(frames)
+        energies = [c.properties["energy"] for c in configs]
+        np.testing.assert_allclose(energies, xtb_dataset.energies[frames])
+        np.testing.assert_allclose(
+            configs[0].properties["forces"], xtb_dataset.forces[frames[0]], atol=1e-7
+        )
+    assert {c.config_type for c in configs} == {"validation"}
