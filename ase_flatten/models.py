@@ -81,6 +81,17 @@ class SavedModel:
             return np.zeros(len(dataset), dtype=bool)
         return same_frames(dataset.frame_hashes(), self.seen_hashes)
 
+    _sha256: str | None = field(default=None, repr=False, compare=False)
+
+    def content_hash(self) -> str | None:
+        """SHA-256 of the model directory's files (:func:`model_content_hash`),
+        computed once; None for a model that was never saved."""
+        if self.path is None:
+            return None
+        if self._sha256 is None:
+            self._sha256 = model_content_hash(self.path)
+        return self._sha256
+
 
 def save_model(
     directory: str | os.PathLike,

@@ -285,3 +285,31 @@ def test_mace_reads_the_export(capsys, tmp_path, mace_models, xtb_dataset):
             configs[0].properties["forces"], xtb_dataset.forces[frames[0]], atol=1e-7
         )
     assert {c.config_type for c in configs} == {"validation"}
+
+
+# -- which model gave a result: its content hash --------------------------------------
+def test_calculator_records_a_content_hash_that_follows_the_files(
+    tmp_path, mace_models, xtb_dataset
+):
+    import shutil
+
+    from ase.calculators.calculator import CalculatorSetupError
+
+    from ase_flatten import FlattenedCalculator
+    from ase_flatten.models import model_content_hash
+
+    model = mace_models[0]
+    copy = tmp_path / "moved" / "copy"
+    shutil.copytree(model, copy)
+    digest = FlattenedCalculator(model).todict()["model_sha256"]
+    assert len(digest) == 64 and digest == model_content_hash(model)
+    # the same files in another folder: the same model
+    assert FlattenedCalculator(copy).todict()["model_sha256"] == digest
+    assert FlattenedCalculator(copy, model_sha256=digest).name == "flattened"
+    other = FlattenedCalculator(mace_models[1]).todict()["model_sha256"]
+    assert other != digest
+    # a changed model file is another model; asking for the old one is refused
+    (copy / "cluster_errors.json").write_text('{"force_rmse": [0.1]}')
+    assert model_content_hash(copy) != digest
+    with pytest.raises(CalculatorSetupError, match="not the model_sha256 asked for"):
+        FlattenedCalculator(copy, model_sha256=digest)
