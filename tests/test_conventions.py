@@ -313,3 +313,37 @@ def test_calculator_records_a_content_hash_that_follows_the_files(
     assert model_content_hash(copy) != digest
     with pytest.raises(CalculatorSetupError, match="not the model_sha256 asked for"):
         FlattenedCalculator(copy, model_sha256=digest)
+
+
+# -- installing into an existing MACE or SchNet environment --------------------------
+def test_extras_leave_torch_to_the_environment():
+    """No extra pins torch (an existing MACE/SchNet environment keeps its own); the
+    measured pin lives in constraints.txt, and the Makefile installs that CPU wheel
+    first and passes the constraints to every pip call."""
+    import configparser
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[1]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    extras = config["options.extras_require"]
+    for name in ("sgdml", "schnet", "mace"):
+        for line in extras[name].split("\n"):
+            if not line.strip() or line.startswith("%"):
+                continue
+            requirement = Requirement(line.strip())
+            if requirement.name == "torch":
+                assert not any(s.operator == "==" for s in requirement.specifier), (
+                    name,
+                    line,
+                )
+    assert "torch==2.13.0" in (root / "constraints.txt").read_text().split()
+    makefile = (root / "Makefile").read_text()
+    torch_first = makefile.index("install --quiet -c constraints.txt torch==2.13.0")
+    package = makefile.index("install --quiet -c constraints.txt -e '.[test,all]'")
+    assert torch_first < package
+    for line in makefile.splitlines():
+        if "$(PIP) install" in line and "--upgrade pip" not in line:
+            assert "-c constraints.txt" in line, line
