@@ -158,7 +158,12 @@ def _write_report(args, dataset, predict, labels, left_out, directory, assigned)
         excluded_training_frames=len(dataset) - len(frames),
         excluded_by=left_out["rule"] if left_out else None,
     )
-    plot_cluster_errors(errors, os.path.join(directory, "cluster_errors.png"))
+    plot_cluster_errors(
+        errors,
+        os.path.join(directory, "cluster_errors.png"),
+        model=_model_name(args),
+        dataset=os.path.basename(dataset.source),
+    )
     if args.write_worst:
         from ..data import write_reference_frames
 
@@ -172,6 +177,16 @@ def _write_report(args, dataset, predict, labels, left_out, directory, assigned)
             force_rmse=errors.frame_force_rmse[worst],
         )
     return errors
+
+
+def _model_name(args) -> str:
+    """What made the predictions, for titles: a model folder, a file, a factory."""
+    if args.model:
+        return f"model {os.path.basename(os.path.normpath(args.model))}"
+    if args.predicted:
+        return f"predictions {os.path.basename(args.predicted)}"
+    kwargs = "" if args.calc_kwargs.strip() in ("", "{}") else f" {args.calc_kwargs}"
+    return f"{args.calculator}{kwargs}"
 
 
 def _prediction_source(args, dataset, workers=None):
