@@ -8,7 +8,9 @@ ratios to the first run, eV and kcal/mol; each with the number of test frames
 behind it and a bootstrap 95 % interval over the test frames, seeded),
 DIR/comparison.json and
 DIR/cluster_comparison.png (per-cluster energy and force RMSE, Fig. 6 and 7:
-clusters sorted by the first run's force error, one bar colour per run).
+clusters sorted by the first run's force error, one bar colour per run, the test
+frames of each cluster under them). The dataset is the one the first run
+recorded (its absolute path), read with the label keys it recorded.
 Put the default model first.
 
 example: ase-flatten compare models/random models/flattened -o comparison/
