@@ -57,6 +57,13 @@ MAX_FORCE_RMS = 10.0
 #: about 0.02 Å, far above it.
 HASH_GRID = 1e-3
 
+#: The flags that name label keys, and an example, for "has no energy" messages
+LABEL_FLAGS = (
+    "--energy-key",
+    "--forces-key",
+    "MACE files: --energy-key REF_energy --forces-key REF_forces",
+)
+
 #: Where files written for other codes keep the reference labels: MACE's convention
 #: (``mace_run_train --energy_key REF_energy --forces_key REF_forces``), which no
 #: calculator overwrites.
@@ -550,6 +557,7 @@ def dataset_from_frames(
     source: str = "<memory>",
     energy_key: str | None = None,
     forces_key: str | None = None,
+    label_flags: tuple[str, str, str] = LABEL_FLAGS,
 ) -> Dataset:
     """Copy positions and reference labels out of ASE frames into a Dataset.
 
@@ -564,6 +572,9 @@ def dataset_from_frames(
         (for example MACE's ``REF_energy``). By default they come from the attached
         calculator (extxyz ``energy``/``forces``), then from ``info['energy']`` /
         ``arrays['forces']``.
+    label_flags : (str, str, str)
+        The command-line flags that set the two keys and an example of them,
+        named when a frame has no label (:data:`LABEL_FLAGS`).
     """
     if len(frames) == 0:
         raise InputError(f"{source}: no frames")
@@ -582,10 +593,14 @@ def dataset_from_frames(
             )
         energy = frame_label(atoms, energy_key, "energy")
         if energy is None:
-            raise InputError(_missing_label(source, i, atoms, "energy", energy_key))
+            raise InputError(
+                _missing_label(source, i, atoms, "energy", energy_key, label_flags)
+            )
         frame_forces = frame_label(atoms, forces_key, "forces")
         if frame_forces is None:
-            raise InputError(_missing_label(source, i, atoms, "forces", forces_key))
+            raise InputError(
+                _missing_label(source, i, atoms, "forces", forces_key, label_flags)
+            )
         positions[i] = atoms.positions
         energies[i] = _energy_value(energy, source, i, energy_key)
         forces[i] = _forces_value(frame_forces, source, i, forces_key, n_atoms)
@@ -600,7 +615,9 @@ def dataset_from_frames(
     )
 
 
-def _missing_label(source: str, i: int, atoms: Atoms, kind: str, key) -> str:
+def _missing_label(
+    source: str, i: int, atoms: Atoms, kind: str, key, flags=LABEL_FLAGS
+) -> str:
     """One line: which label is missing, which keys the frame has, which flag."""
     store = "info" if kind == "energy" else "arrays"
     where = (
@@ -613,8 +630,7 @@ def _missing_label(source: str, i: int, atoms: Atoms, kind: str, key) -> str:
     return (
         f"{source}: frame {i} has no {kind} ({where}); its info keys: "
         f"{', '.join(info) or 'none'}; its arrays keys: {', '.join(arrays) or 'none'}; "
-        f"name the reference labels with --energy-key KEY --forces-key KEY "
-        f"(MACE files: --energy-key REF_energy --forces-key REF_forces)"
+        f"name the labels with {flags[0]} KEY {flags[1]} KEY ({flags[2]})"
     )
 
 
@@ -712,6 +728,7 @@ def read_dataset(
     format: str | None = None,
     energy_key: str | None = None,
     forces_key: str | None = None,
+    label_flags: tuple[str, str, str] = LABEL_FLAGS,
 ) -> Dataset:
     """Read a labelled trajectory into a :class:`Dataset` (eV, Å).
 
@@ -730,6 +747,9 @@ def read_dataset(
         ASE format name, when the suffix does not tell.
     energy_key, forces_key : str, optional
         Names of the labels in ``atoms.info`` / ``atoms.arrays``.
+    label_flags : (str, str, str)
+        The flags that set those keys and an example, for the message when a
+        frame has no label (default: ``--energy-key`` / ``--forces-key``).
 
     Raises
     ------
@@ -743,7 +763,9 @@ def read_dataset(
     else:
         frames = read_frames(path, index, format=format)
         check_isolated(frames, source)
-        dataset = dataset_from_frames(frames, source, energy_key, forces_key)
+        dataset = dataset_from_frames(
+            frames, source, energy_key, forces_key, label_flags
+        )
     check_atom_order(dataset)
     check_force_scale(dataset)
     logger.info(

@@ -347,3 +347,19 @@ def test_extras_leave_torch_to_the_environment():
     for line in makefile.splitlines():
         if "$(PIP) install" in line and "--upgrade pip" not in line:
             assert "-c constraints.txt" in line, line
+
+
+def test_predictions_without_energy_name_the_pred_flags(
+    capsys, tmp_path, mace_file, mace_models
+):
+    out = tmp_path / "out.extxyz"
+    argv = ("predict", f"{mace_file}@0:6", "--model", mace_models[0], "-o", out)
+    assert run_cli(capsys, *argv)[0] == 0
+    status, _, err = run_cli(
+        capsys, "errors", f"{mace_file}@0:6", *KEYS, "--predicted", out,
+        *CLUSTERS, "-o", tmp_path / "r",
+    )  # fmt: skip
+    assert_one_line_error(
+        status, err, "out.extxyz: frame 0 has no energy", "flattened_energy",
+        "--pred-energy-key KEY --pred-forces-key KEY",
+    )  # fmt: skip
