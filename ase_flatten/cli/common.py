@@ -58,7 +58,7 @@ def add_label_key_arguments(parser, recorded: bool = False) -> None:
     ``recorded``: the command reads a model's dataset, whose keys the model
     recorded; those are the default.
     """
-    default = "the model's, else " if recorded else ""
+    default = "the model's recorded key, else " if recorded else ""
     parser.add_argument(
         "--energy-key",
         metavar="KEY",
@@ -90,7 +90,11 @@ def default_label_keys(args, model_dir) -> None:
     args.forces_key = args.forces_key or forces_key
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+def add_dataset_arguments(
+    parser: argparse.ArgumentParser, recorded: bool = False
+) -> None:
+    """DATA, ``--index``, ``--format`` and the label keys (``recorded``: a model's
+    recorded keys are the default, see :func:`add_label_key_arguments`)."""
     parser.add_argument("data", metavar="DATA", help=DATA_HELP)
     parser.add_argument(
         "--index",
@@ -100,7 +104,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", help="ASE format of DATA when its suffix is unusual"
     )
-    add_label_key_arguments(parser)
+    add_label_key_arguments(parser, recorded)
 
 
 def add_clustering_arguments(

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataset_arguments(parser)
+    add_dataset_arguments(parser, recorded=True)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--predicted",
