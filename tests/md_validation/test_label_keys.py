@@ -12,7 +12,8 @@ def test_start_with_label_keys(tmp_path, capsys, sgdml_model, xtb_dataset):
     start = tmp_path / "ethanol_ref.extxyz"
     xtb_dataset.write(start, energy_key=REF_ENERGY_KEY, forces_key=REF_FORCES_KEY)
     args = ["--model", f"m={sgdml_model}", "--start", start, "--temperatures", "300",
-            "--steps", "10", "--stride", "5", "--jobs", "1"]  # fmt: skip
+            "--steps", "10", "--stride", "5", "--jobs", "1",
+            "--replicas", "1"]  # fmt: skip
     status, _, err = run_cli_with(capsys, *args, "-o", tmp_path / "no", entry=main)
     assert_one_line_error(status, err, "frame 0 has no energy", "--energy-key KEY")
     assert not (tmp_path / "no").exists()
