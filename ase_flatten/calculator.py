@@ -7,8 +7,12 @@
     atoms.get_potential_energy(), atoms.get_forces()
 
 Its parameters, ASE's way, are ``model`` (the model directory, stored as an
-absolute path) and ``domain``: ``calc.todict()`` and ``ase db`` record which model
-gave a result, and an unknown keyword (``domian=True``) raises
+absolute path), ``domain`` and ``model_sha256`` (the SHA-256 of the model's files,
+filled in when the model loads; given, it must match): ``calc.todict()`` and
+``ase db`` record which model gave a result, under the calculator name
+``flattened`` (the registered plugin name), and
+``FlattenedCalculator(**calc.todict())`` refuses a model whose files changed since.
+An unknown keyword (``domian=True``) raises
 :class:`ase.calculators.calculator.InputError`.
 
 When the model was saved with its dataset's cluster model (the selection loop does
@@ -99,13 +103,19 @@ class FlattenedCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
-    default_parameters = {"model": None, "domain": False}
+    default_parameters = {"model": None, "domain": False, "model_sha256": None}
 
-    def __init__(self, model=None, domain: bool = False, **kwargs):
+    def __init__(self, model=None, domain: bool = False, model_sha256=None, **kwargs):
         self.model = self.backend = self._order = None
         self._size_warned = False  # the distance-range warning, once per calculator
         # Calculator.__init__ takes its own keywords and passes the rest to set()
-        super().__init__(model=model, domain=domain, **kwargs)
+        super().__init__(
+            model=model, domain=domain, model_sha256=model_sha256, **kwargs
+        )
+
+    def _get_name(self) -> str:
+        """``flattened``, as registered with ASE (``calc.name``, ``ase db``)."""
+        return "flattened"
 
     @property
     def domain(self) -> bool:
@@ -122,6 +132,8 @@ class FlattenedCalculator(Calculator):
             )
         if "model" in kwargs:
             kwargs["model"] = self._load(kwargs["model"])
+        if "model" in kwargs or "model_sha256" in kwargs:
+            kwargs["model_sha256"] = self._check_hash(kwargs.get("model_sha256"))
         domain = bool(kwargs.get("domain", self.domain))
         if domain and self.model.clusters is None:
             raise CalculatorSetupError(
@@ -161,6 +173,18 @@ class FlattenedCalculator(Calculator):
         if model.path is None:
             return f"<{self.backend.name} model in memory>"
         return str(Path(model.path).resolve())
+
+    def _check_hash(self, expected) -> str | None:
+        """The loaded model's content hash; raise when ``expected`` differs."""
+        digest = self.model.content_hash()
+        if expected is not None and expected != digest:
+            where = self.model.path or f"the {self.backend.name} model in memory"
+            raise CalculatorSetupError(
+                f"{where}: its files are not the model_sha256 asked for "
+                f"(sha256 {str(digest)[:16]}..., asked {str(expected)[:16]}...): "
+                "the model changed since that result"
+            )
+        return digest
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

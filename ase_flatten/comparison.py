@@ -17,17 +17,27 @@ from .outputs import write_json, write_text
 logger = logging.getLogger(__name__)
 
 
-def compare_runs(runs, directory, data=None) -> list[dict]:
+def compare_runs(
+    runs, directory, data=None, energy_key=None, forces_key=None
+) -> list[dict]:
     """Evaluate every run's model on the shared test split; write the reports.
 
-    Returns the table rows (one per run, first run first).
+    The dataset is ``data``, else the one the first run recorded (its absolute
+    path, then the path as given), read with the label keys given here, else the
+    ones the first run recorded. Returns the table rows (one per run, first run
+    first).
     """
     from .data import read_dataset
-    from .models import load_model
+    from .models import load_model, recorded_dataset, recorded_label_keys
 
     models = [load_model(run) for run in runs]
     first = models[0]
-    dataset = read_dataset(data or first.meta.get("dataset", ""))
+    keys = recorded_label_keys(first.meta)
+    dataset = read_dataset(
+        recorded_dataset(first, data),
+        energy_key=energy_key or keys[0],
+        forces_key=forces_key or keys[1],
+    )
     fingerprint = dataset.fingerprint()
     test = _test_indices(Path(runs[0]))
     if len(test) and test.max() >= len(dataset):
@@ -86,6 +96,8 @@ def compare_runs(runs, directory, data=None) -> list[dict]:
         [row["run"] for row in table],
         [errors for _, _, errors in results],
         os.path.join(directory, "cluster_comparison.png"),
+        title=f"per-cluster test error on {os.path.basename(dataset.source)}: "
+        f"{len(test)} test frames in {results[0][2].n_clusters} clusters",
     )
     return table
 
@@ -189,32 +201,55 @@ def _csv(rows) -> str:
     return out.getvalue()
 
 
-def plot_comparison(names, errors_list, path) -> None:
+def plot_comparison(names, errors_list, path, title=None) -> None:
     """Fig. 6 and 7: per-cluster test energy (left) and force (right) RMSE.
 
-    Clusters are sorted by the first run's force RMSE, one bar colour per run.
+    Clusters are sorted by the first run's force RMSE and labelled by id, one bar
+    colour per run, one legend for both panels; under each panel the test frames
+    of every cluster (the same for all runs). ``title`` goes on top.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .outputs import atomic_path
 
     order = errors_list[0].order()
+    counts = errors_list[0].n_frames[order]
     width = 0.8 / len(names)
     x = np.arange(len(order))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4), constrained_layout=True)
+    step = max(1, int(np.ceil(len(x) / 25)))
+    fig, axes = plt.subplots(
+        2,
+        2,
+        figsize=(13, 5.5),
+        sharex="col",
+        gridspec_kw={"height_ratios": [3, 1]},
+        layout="constrained",
+    )
     panels = (("energy_rmse", "energy", "eV", "kcal/mol"),
               ("force_rmse", "force", "eV/Å", "kcal/(mol Å)"))  # fmt: skip
-    for ax, (key, label, unit, kcal_unit) in zip(axes, panels, strict=True):
+    for column, (key, label, unit, kcal_unit) in enumerate(panels):
+        ax, pop = axes[:, column]
         for k, (name, errors) in enumerate(zip(names, errors_list, strict=True)):
             ax.bar(x + (k - (len(names) - 1) / 2) * width,
                    getattr(errors, key)[order], width=width, label=name)  # fmt: skip
-        ax.set_xlabel(f"cluster (sorted by {names[0]}'s force RMSE)")
         ax.set_ylabel(f"test {label} RMSE [{unit}]")
         kcal = ax.secondary_yaxis(
             "right", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
         )
         kcal.set_ylabel(f"[{kcal_unit}]")
-    axes[1].legend(fontsize=8)
+        bars = pop.bar(x, counts, color="0.55", width=0.6)
+        if len(x) <= 30:
+            pop.bar_label(bars, fontsize=7)
+        pop.set_ylabel("test frames")
+        pop.set_ylim(0, counts.max() * 1.3)
+        pop.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+        pop.set_xticks(x[::step])
+        pop.set_xticklabels(order[::step], rotation=90 if len(x) > 12 else 0)
+        pop.set_xlabel(f"cluster (sorted by {names[0]}'s force RMSE)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(names))
+    fig.suptitle(title or "per-cluster test error")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)

@@ -26,7 +26,10 @@ from .exceptions import InputError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "REF_ENERGY_KEY",
+    "REF_FORCES_KEY",
     "Dataset",
+    "absolute_source",
     "check_force_scale",
     "frame_hashes",
     "frame_label",
@@ -34,6 +37,7 @@ __all__ = [
     "read_frames",
     "same_frames",
     "split_selection",
+    "write_reference_frames",
 ]
 
 #: ASE formats whose frames can be selected by a query (``data.db@id<100``)
@@ -53,6 +57,19 @@ MAX_FORCE_RMS = 10.0
 #: about 0.02 Å, far above it.
 HASH_GRID = 1e-3
 
+#: The flags that name label keys, and an example, for "has no energy" messages
+LABEL_FLAGS = (
+    "--energy-key",
+    "--forces-key",
+    "MACE files: --energy-key REF_energy --forces-key REF_forces",
+)
+
+#: Where files written for other codes keep the reference labels: MACE's convention
+#: (``mace_run_train --energy_key REF_energy --forces_key REF_forces``), which no
+#: calculator overwrites.
+REF_ENERGY_KEY = "REF_energy"
+REF_FORCES_KEY = "REF_forces"
+
 
 @dataclass(eq=False)
 class Dataset:
@@ -70,6 +87,10 @@ class Dataset:
         Forces in eV/Å.
     source : str
         Where the frames came from (a path), used in messages.
+    energy_key, forces_key : str or None
+        The ``info`` / ``arrays`` keys the labels were read from (None: the
+        calculator's ``energy`` / ``forces``); models record them, so that later
+        commands read their dataset the same way.
     """
 
     numbers: np.ndarray
@@ -77,6 +98,8 @@ class Dataset:
     energies: np.ndarray
     forces: np.ndarray
     source: str = "<memory>"
+    energy_key: str | None = None
+    forces_key: str | None = None
 
     def __post_init__(self):
         self.numbers = np.asarray(self.numbers, dtype=int).reshape(-1)
@@ -117,6 +140,8 @@ class Dataset:
             self.energies[idx],
             self.forces[idx],
             source=self.source,
+            energy_key=self.energy_key,
+            forces_key=self.forces_key,
         )
 
     def to_atoms(self, i: int) -> Atoms:
@@ -147,7 +172,15 @@ class Dataset:
         positions = self.positions if indices is None else self.positions[indices]
         return frame_hashes(self.numbers, positions)
 
-    def write(self, path: str | os.PathLike, indices=None, **info_arrays) -> None:
+    def write(
+        self,
+        path: str | os.PathLike,
+        indices=None,
+        *,
+        energy_key: str | None = None,
+        forces_key: str | None = None,
+        **info_arrays,
+    ) -> None:
         """Write frames as extended XYZ with energy and forces.
 
         Parameters
@@ -156,8 +189,13 @@ class Dataset:
             Output file (written atomically).
         indices : sequence of int, optional
             Frames to write (default: all).
+        energy_key, forces_key : str, optional
+            Store the labels in ``info[energy_key]`` / ``arrays[forces_key]``
+            (e.g. :data:`REF_ENERGY_KEY`, MACE's ``REF_energy``) instead of as the
+            frames' calculator results (``energy=`` / ``forces`` in extxyz).
         **info_arrays
-            Extra per-frame values of length ``len(indices)`` stored in ``info``.
+            Extra per-frame values of length ``len(indices)`` stored in ``info``
+            (strings too, such as MACE's ``config_type``).
         """
         import ase.io
 
@@ -170,9 +208,12 @@ class Dataset:
             atoms.info["frame"] = int(i)
             for key, values in info_arrays.items():
                 atoms.info[key] = np.asarray(values)[k].item()
-            atoms.calc = SinglePointCalculator(
-                atoms, energy=float(self.energies[i]), forces=self.forces[i]
-            )
+            energy, forces = float(self.energies[i]), self.forces[i].copy()
+            if energy_key is None and forces_key is None:
+                atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+            else:
+                atoms.info[energy_key or "energy"] = energy
+                atoms.arrays[forces_key or "forces"] = forces
             frames.append(atoms)
         with atomic_path(path) as tmp:
             ase.io.write(tmp, frames, format="extxyz")
@@ -220,6 +261,36 @@ def same_frames(hashes: np.ndarray, known: np.ndarray) -> np.ndarray:
     if not len(known):
         return np.zeros(len(hashes), dtype=bool)
     return np.isin(hashes[:, 0], known[:, 0]) | np.isin(hashes[:, 1], known[:, 1])
+
+
+def write_reference_frames(
+    dataset: Dataset, path, indices, config_type, **info_arrays
+) -> None:
+    """Frames as extxyz for other codes (``mace_run_train``): the labels under
+    ``REF_energy`` / ``REF_forces``, why each frame is there as ``config_type``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    path : path
+        Output file (written atomically).
+    indices : sequence of int
+        Frames to write.
+    config_type : str or sequence of str
+        One for all frames or one per frame (``initial``, ``flatten_iter3``, ...).
+    **info_arrays
+        Further per-frame ``info`` values, as for :meth:`Dataset.write`.
+    """
+    indices = np.asarray(indices, dtype=int)
+    config_type = np.broadcast_to(np.asarray(config_type, dtype=str), len(indices))
+    dataset.write(
+        path,
+        indices,
+        energy_key=REF_ENERGY_KEY,
+        forces_key=REF_FORCES_KEY,
+        config_type=config_type,
+        **info_arrays,
+    )
 
 
 def _check_finite(array: np.ndarray, name: str, source: str) -> None:
@@ -286,6 +357,21 @@ def _index_text(index) -> str:
         return str(index)
     start, stop = ("" if v is None else str(v) for v in (index.start, index.stop))
     return f"{start}:{stop}" + ("" if index.step is None else f":{index.step}")
+
+
+def absolute_source(source: str) -> str | None:
+    """A dataset's ``source`` with the file as an absolute path (None: in memory).
+
+    ``data.extxyz@0:300`` run in ``/home/me`` gives ``/home/me/data.extxyz@0:300``:
+    what a model records so that it finds its data from another folder.
+    """
+    if not source or source.startswith("<"):
+        return None
+    text, selection = source, ""
+    if "@" in os.path.basename(text) and not os.path.exists(text):
+        text, selection = text.rsplit("@", 1)
+        selection = "@" + selection
+    return str(Path(text).resolve()) + selection
 
 
 def read_frames(path: str | os.PathLike, index=None, format: str | None = None):
@@ -471,6 +557,7 @@ def dataset_from_frames(
     source: str = "<memory>",
     energy_key: str | None = None,
     forces_key: str | None = None,
+    label_flags: tuple[str, str, str] = LABEL_FLAGS,
 ) -> Dataset:
     """Copy positions and reference labels out of ASE frames into a Dataset.
 
@@ -485,6 +572,9 @@ def dataset_from_frames(
         (for example MACE's ``REF_energy``). By default they come from the attached
         calculator (extxyz ``energy``/``forces``), then from ``info['energy']`` /
         ``arrays['forces']``.
+    label_flags : (str, str, str)
+        The command-line flags that set the two keys and an example of them,
+        named when a frame has no label (:data:`LABEL_FLAGS`).
     """
     if len(frames) == 0:
         raise InputError(f"{source}: no frames")
@@ -503,16 +593,45 @@ def dataset_from_frames(
             )
         energy = frame_label(atoms, energy_key, "energy")
         if energy is None:
-            where = f" (key {energy_key!r})" if energy_key else ""
-            raise InputError(f"{source}: frame {i} has no energy{where}")
+            raise InputError(
+                _missing_label(source, i, atoms, "energy", energy_key, label_flags)
+            )
         frame_forces = frame_label(atoms, forces_key, "forces")
         if frame_forces is None:
-            where = f" (key {forces_key!r})" if forces_key else ""
-            raise InputError(f"{source}: frame {i} has no forces{where}")
+            raise InputError(
+                _missing_label(source, i, atoms, "forces", forces_key, label_flags)
+            )
         positions[i] = atoms.positions
         energies[i] = _energy_value(energy, source, i, energy_key)
         forces[i] = _forces_value(frame_forces, source, i, forces_key, n_atoms)
-    return Dataset(numbers, positions, energies, forces, source=source)
+    return Dataset(
+        numbers,
+        positions,
+        energies,
+        forces,
+        source=source,
+        energy_key=energy_key,
+        forces_key=forces_key,
+    )
+
+
+def _missing_label(
+    source: str, i: int, atoms: Atoms, kind: str, key, flags=LABEL_FLAGS
+) -> str:
+    """One line: which label is missing, which keys the frame has, which flag."""
+    store = "info" if kind == "energy" else "arrays"
+    where = (
+        f"no {store} key {key!r}"
+        if key
+        else f"no calculator {kind} and no {store} key {kind!r}"
+    )
+    info = sorted(atoms.info)
+    arrays = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
+    return (
+        f"{source}: frame {i} has no {kind} ({where}); its info keys: "
+        f"{', '.join(info) or 'none'}; its arrays keys: {', '.join(arrays) or 'none'}; "
+        f"name the labels with {flags[0]} KEY {flags[1]} KEY ({flags[2]})"
+    )
 
 
 def _key_text(key: str | None, kind: str) -> str:
@@ -609,6 +728,7 @@ def read_dataset(
     format: str | None = None,
     energy_key: str | None = None,
     forces_key: str | None = None,
+    label_flags: tuple[str, str, str] = LABEL_FLAGS,
 ) -> Dataset:
     """Read a labelled trajectory into a :class:`Dataset` (eV, Å).
 
@@ -627,6 +747,9 @@ def read_dataset(
         ASE format name, when the suffix does not tell.
     energy_key, forces_key : str, optional
         Names of the labels in ``atoms.info`` / ``atoms.arrays``.
+    label_flags : (str, str, str)
+        The flags that set those keys and an example, for the message when a
+        frame has no label (default: ``--energy-key`` / ``--forces-key``).
 
     Raises
     ------
@@ -640,7 +763,9 @@ def read_dataset(
     else:
         frames = read_frames(path, index, format=format)
         check_isolated(frames, source)
-        dataset = dataset_from_frames(frames, source, energy_key, forces_key)
+        dataset = dataset_from_frames(
+            frames, source, energy_key, forces_key, label_flags
+        )
     check_atom_order(dataset)
     check_force_scale(dataset)
     logger.info(

@@ -379,7 +379,15 @@ def read_predictions(
     ``energy``/``forces``, or under ``energy_key``/``forces_key`` (e.g. MACE's
     ``MACE_energy``/``MACE_forces``).
     """
-    predicted = read_dataset(path, energy_key=energy_key, forces_key=forces_key)
+    flags = (
+        "--pred-energy-key",
+        "--pred-forces-key",
+        "MACE's output: --pred-energy-key MACE_energy --pred-forces-key MACE_forces, "
+        "ase-flatten predict's: flattened_energy, flattened_forces",
+    )
+    predicted = read_dataset(
+        path, energy_key=energy_key, forces_key=forces_key, label_flags=flags
+    )
     if len(predicted) != len(reference):
         raise InputError(
             f"{path}: {len(predicted)} frames, but {reference.source} has "

@@ -2,8 +2,10 @@
 
 ::
 
-    DIR/model.json         backend, hyperparameters, molecule, provenance, the
-                           data's hydrogen partners (atom-order check)
+    DIR/model.json         backend, hyperparameters, molecule, provenance (the
+                           dataset as given and as an absolute path, the label
+                           keys it was read with), the data's hydrogen
+                           partners (atom-order check)
     DIR/train_indices.npy  the training frames (indices into the dataset)
     DIR/validation_indices.npy  the frames the backend validated on (may be empty)
     DIR/frame_hashes.npz   content hashes of the training and validation frames
@@ -78,6 +80,17 @@ class SavedModel:
         if not np.array_equal(dataset.numbers, self.backend.numbers_):
             return np.zeros(len(dataset), dtype=bool)
         return same_frames(dataset.frame_hashes(), self.seen_hashes)
+
+    _sha256: str | None = field(default=None, repr=False, compare=False)
+
+    def content_hash(self) -> str | None:
+        """SHA-256 of the model directory's files (:func:`model_content_hash`),
+        computed once; None for a model that was never saved."""
+        if self.path is None:
+            return None
+        if self._sha256 is None:
+            self._sha256 = model_content_hash(self.path)
+        return self._sha256
 
 
 def save_model(
@@ -177,8 +190,15 @@ def write_model_files(
     }
     if dataset is not None:
         from .atom_order import reference_partners
+        from .data import absolute_source
 
-        info.update(dataset=dataset.source, dataset_fingerprint=dataset.fingerprint())
+        info.update(
+            dataset=dataset.source,
+            dataset_path=absolute_source(dataset.source),
+            dataset_fingerprint=dataset.fingerprint(),
+            energy_key=dataset.energy_key,
+            forces_key=dataset.forces_key,
+        )
         # what FlattenedCalculator checks a structure's atom order against
         info["hydrogen_partners"] = reference_partners(
             dataset.numbers, dataset.positions
@@ -402,6 +422,68 @@ def _distance_range(meta_file: Path, meta: dict, domain):
     if domain is not None:  # models saved before model.json recorded it
         return DistanceRange.from_descriptors(domain.reference_descriptors_)
     return None
+
+
+def recorded_dataset(model: SavedModel, data: str | None = None) -> str:
+    """The dataset a model was trained on, as a path to read from here.
+
+    ``data`` (the user's ``--data``) wins; else the absolute path recorded in
+    ``model.json``, else the path as it was given (models saved before the
+    absolute path was recorded).
+
+    Raises
+    ------
+    InputError
+        When the model records no dataset, or none of its paths exists.
+    """
+    if data is not None:
+        return str(data)
+    from .data import split_selection
+
+    meta_file = Path(model.path or ".") / "model.json"
+    given, absolute = model.meta.get("dataset"), model.meta.get("dataset_path")
+    candidates = [p for p in (absolute, given) if isinstance(p, str) and p]
+    if not candidates:
+        raise InputError(f"{meta_file}: records no dataset; pass --data FILE")
+    for candidate in candidates:
+        if split_selection(candidate)[0].exists():
+            return candidate
+    raise InputError(
+        f"{meta_file}: its dataset {' or '.join(candidates)} is not there (moved?); "
+        "pass --data FILE"
+    )
+
+
+def recorded_label_keys(meta: dict) -> tuple[str | None, str | None]:
+    """The ``info`` / ``arrays`` keys a model's dataset was read with (model.json)."""
+    keys = tuple(meta.get(name) for name in ("energy_key", "forces_key"))
+    return tuple(key if isinstance(key, str) and key else None for key in keys)
+
+
+def model_content_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of a model directory's files (names and bytes, sorted by name).
+
+    Covers every file of :data:`MODEL_FILES` (the backend's folder file by file):
+    equal hashes mean the same model, wherever the folder lies.
+    """
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = []
+    for name in MODEL_FILES:
+        entry = path / name
+        if entry.is_dir():
+            files += sorted(p for p in entry.rglob("*") if p.is_file())
+        elif entry.is_file():
+            files.append(entry)
+    for file in files:
+        name = file.relative_to(path).as_posix()
+        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _read_meta(meta_file: Path) -> dict:

@@ -11,43 +11,65 @@ from .outputs import atomic_path
 
 
 def plot_cluster_errors(
-    errors: ClusterErrors, path: str | os.PathLike, title: str | None = None
+    errors: ClusterErrors,
+    path: str | os.PathLike,
+    title: str | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
 ) -> None:
-    """Fig. 2: per-cluster force RMSE, sorted, with population and overall RMSE.
+    """Fig. 2: per-cluster force RMSE, sorted, with the overall RMSE and populations.
 
-    Bars are the force RMSE of each cluster (eV/Å, kcal/(mol Å) on the right-hand
-    label), ordered from lowest to highest; the line is the cluster's share of the
-    frames on a second axis; the dashed line is the RMSE over all frames.
+    Top: bars of each cluster's force RMSE (eV/Å on the left, kcal/(mol Å) on the
+    right), lowest to highest, and the RMSE over all frames as a dashed line.
+    Bottom, on the same clusters: the frames each cluster holds. The title names
+    ``model`` and ``dataset`` (when given) and the frame and cluster counts.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     order = errors.order()
     rmse = errors.force_rmse[order]
-    share = errors.n_frames[order] / errors.n_frames.sum()
+    counts = errors.n_frames[order]
     x = np.arange(len(order))
     overall = errors.overall["force_rmse"]
 
-    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    fig, (ax, pop) = plt.subplots(
+        2,
+        1,
+        figsize=(8, 5),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1]},
+        constrained_layout=True,
+    )
     ax.bar(x, rmse, color="tab:orange", label="cluster force RMSE")
-    ax.axhline(overall, color="black", ls="--", lw=1.2, label="overall force RMSE")
-    ax.set_xlabel("cluster (sorted by force RMSE)")
+    ax.axhline(
+        overall, color="black", ls="--", lw=1.2, label=f"overall {overall:.3f} eV/Å"
+    )
     ax.set_ylabel("force RMSE [eV/Å]")
-    ax.set_xticks(x[:: max(1, len(x) // 25)])
-    ax.set_xticklabels(order[:: max(1, len(x) // 25)], rotation=90, fontsize=7)
-    ax.set_xlim(-0.6, len(x) - 0.4)
     kcal = ax.secondary_yaxis(
-        "left", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
+        "right", functions=(lambda v: v / KCAL_MOL, lambda v: v * KCAL_MOL)
     )
     kcal.set_ylabel("[kcal/(mol Å)]")
-    kcal.spines["left"].set_position(("outward", 45))
-    pop = ax.twinx()
-    pop.plot(x, share, color="tab:blue", lw=1.5, label="population")
-    pop.set_ylabel("fraction of frames", color="tab:blue")
-    pop.set_ylim(0, share.max() * 1.15)
-    handles = ax.get_legend_handles_labels()[0] + pop.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    bars = pop.bar(x, counts, color="tab:blue", width=0.6)
+    if len(x) <= 30:
+        pop.bar_label(bars, fontsize=7)
+    pop.set_ylabel("frames")
+    pop.set_ylim(0, counts.max() * 1.3)
+    pop.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+    pop.set_xlabel("cluster (sorted by force RMSE)")
+    step = max(1, int(np.ceil(len(x) / 25)))
+    pop.set_xticks(x[::step])
+    pop.set_xticklabels(order[::step], rotation=90, fontsize=7)
+    pop.set_xlim(-0.6, len(x) - 0.4)
     ratio = rmse[-1] / overall
-    ax.set_title(title or f"worst cluster {ratio:.2f}x the overall force RMSE")
+    what = " on ".join(part for part in (model, dataset) if part)
+    summary = (
+        f"worst cluster {ratio:.2f}x the overall force RMSE; "
+        f"{int(counts.sum())} frames in {len(order)} clusters"
+    )
+    heading = title or summary
+    fig.suptitle(f"{what}\n{heading}" if what else heading, fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)

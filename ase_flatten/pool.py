@@ -168,6 +168,8 @@ def read_pool(
         np.where(labelled, energies, 0.0),
         np.where(labelled[:, None, None], forces, 0.0),
         source=source,
+        energy_key=energy_key,  # recorded by the model, as read_dataset's
+        forces_key=forces_key,
     )
     dataset.energies[~labelled] = np.nan
     dataset.forces[~labelled] = np.nan

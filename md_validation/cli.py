@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 
 from ase_flatten import __version__
+from ase_flatten.cli.common import add_label_key_arguments
 from ase_flatten.cli.runtime import (
     ArgumentParser,
     add_output_arguments,
@@ -138,6 +139,7 @@ def build_parser() -> ArgumentParser:
         help="frame of --start to run from (default: %(default)s; negative counts "
         "from the end)",
     )
+    add_label_key_arguments(parser)
     parser.add_argument(
         "--temperatures",
         type=_positive(float, MAX_TEMPERATURE_K),
@@ -391,7 +393,9 @@ def run(args) -> None:
         _check_apart(Path(args.export_risky), output)
         check_export_available(args.export_risky, args.overwrite, inputs)
     models = {name: load_model(path) for name, path in args.model}
-    data = read_dataset(args.start)
+    data = read_dataset(
+        args.start, energy_key=args.energy_key, forces_key=args.forces_key
+    )
     if not -len(data) <= args.start_frame < len(data):
         raise InputError(
             f"{args.start}: --start-frame {args.start_frame} out of range "

@@ -22,7 +22,7 @@ from ase_flatten.calculator import DOMAIN_PROPERTIES
 from ase_flatten.clustering import cluster_dataset, cluster_features
 from ase_flatten.descriptors import pairwise_distances
 from ase_flatten.error_analysis import cluster_errors
-from ase_flatten.models import save_model
+from ase_flatten.models import model_content_hash, save_model
 
 TRAIN = np.arange(0, 150, 5)
 
@@ -167,8 +167,13 @@ def test_domain_uses_the_clusters_descriptor(tmp_path, xtb_dataset, sgdml_dir):
 # -- parameters, ASE's way ------------------------------------------------------
 def test_parameters_record_the_model_and_unknown_ones_raise(sgdml_dir, xtb_dataset):
     calc = FlattenedCalculator(sgdml_dir)
-    assert calc.parameters == {"model": str(sgdml_dir.resolve()), "domain": False}
-    assert calc.todict() == {"model": str(sgdml_dir.resolve())}
+    digest = model_content_hash(sgdml_dir)
+    assert calc.parameters == {
+        "model": str(sgdml_dir.resolve()),
+        "domain": False,
+        "model_sha256": digest,
+    }
+    assert calc.todict() == {"model": str(sgdml_dir.resolve()), "model_sha256": digest}
     same = FlattenedCalculator(**calc.todict())
     atoms = xtb_dataset.to_atoms(5)
     assert same.get_potential_energy(atoms) == calc.get_potential_energy(atoms)
@@ -191,8 +196,17 @@ def test_ase_db_records_which_model(tmp_path, domain_dir, xtb_dataset):
     with ase.db.connect(tmp_path / "results.db") as db:
         db.write(atoms, key_value_pairs=atoms.info)
     row = ase.db.connect(tmp_path / "results.db").get(1)
-    assert row.calculator == "flattenedcalculator"
-    assert row.calculator_parameters == {"model": str(path.resolve()), "domain": True}
+    assert row.calculator == "flattened"  # the name ASE's plugin registry knows
+    assert get_calculator_class(row.calculator) is FlattenedCalculator
+    assert row.calculator_parameters == {
+        "model": str(path.resolve()),
+        "domain": True,
+        "model_sha256": model_content_hash(path),
+    }
+    again = get_calculator_class(row.calculator)(**row.calculator_parameters)
+    assert again.get_potential_energy(xtb_dataset.to_atoms(9)) == pytest.approx(
+        row.energy
+    )
     assert row.cluster == atoms.calc.results["cluster"]
     assert row.outside_domain is False
 

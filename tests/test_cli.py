@@ -103,9 +103,12 @@ def test_errors_report(tmp_path, capsys, xtb_files, xtb_dataset, gfn1_dataset):
         int(rows[-2]["cluster"]),
     }
     frame = worst[0].info["frame"]
+    assert worst[0].calc is None  # the labels under MACE's keys, and why
     np.testing.assert_allclose(
-        worst[0].get_forces(), xtb_dataset.forces[frame], atol=1e-7
+        worst[0].arrays["REF_forces"], xtb_dataset.forces[frame], atol=1e-7
     )
+    assert worst[0].info["REF_energy"] == pytest.approx(xtb_dataset.energies[frame])
+    assert worst[0].info["config_type"] == f"worst_cluster{worst[0].info['cluster']}"
 
 
 def test_errors_on_selections(tmp_path, capsys, xtb_files, xtb_dataset, gfn1_dataset):

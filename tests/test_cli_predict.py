@@ -50,10 +50,12 @@ def test_output_agrees_with_the_calculator(predicted, xtb_files, model_dir):
         atoms = reference.to_atoms(i)
         atoms.calc = calc
         # extxyz keeps 8 decimals of positions and forces
-        assert frame.get_potential_energy() == pytest.approx(
+        assert frame.info["flattened_energy"] == pytest.approx(
             atoms.get_potential_energy(), abs=1e-8
         )
-        np.testing.assert_allclose(frame.get_forces(), atoms.get_forces(), atol=2e-8)
+        np.testing.assert_allclose(
+            frame.arrays["flattened_forces"], atoms.get_forces(), atol=2e-8
+        )
         assert frame.info["cluster"] == atoms.info["cluster"]
         assert frame.info["outside_domain"] == atoms.info["outside_domain"]
         for key in ("cluster_force_rmse", "domain_distance"):
@@ -62,11 +64,10 @@ def test_output_agrees_with_the_calculator(predicted, xtb_files, model_dir):
             )
         assert frame.info["model"] == calc.parameters["model"]
         assert frame.info["frame"] == i
-        # the reference labels of DATA are kept beside the model's
-        assert frame.info["ref_energy"] == pytest.approx(reference.energies[i])
-        np.testing.assert_allclose(
-            frame.arrays["ref_forces"], reference.forces[i], atol=1e-7
-        )
+        # the reference labels of DATA stay under their own names (here the
+        # calculator's energy and forces), beside the model's
+        assert frame.get_potential_energy() == pytest.approx(reference.energies[i])
+        np.testing.assert_allclose(frame.get_forces(), reference.forces[i], atol=1e-7)
 
 
 def test_output_reports_the_measured_cluster_errors(predicted, model_dir):
@@ -103,7 +104,9 @@ def test_selection_batches_and_unlabelled_frames(
     assert calls == [8, 8, 8, 6]  # batches, not one call per frame
     part = ase.io.read(out, ":")
     for frame, whole in zip(part, predicted[100:130], strict=True):
-        np.testing.assert_allclose(frame.get_forces(), whole.get_forces(), atol=2e-8)
+        np.testing.assert_allclose(
+            frame.arrays["flattened_forces"], whole.arrays["flattened_forces"]
+        )
         assert frame.info["cluster"] == whole.info["cluster"]
 
     # frames without any labels
@@ -115,8 +118,10 @@ def test_selection_batches_and_unlabelled_frames(
     )  # fmt: skip
     assert status == 0, err
     back = ase.io.read(out, ":")
-    assert len(back) == 5 and "ref_energy" not in back[0].info
-    np.testing.assert_allclose(back[4].get_forces(), predicted[4].get_forces())
+    assert len(back) == 5 and back[0].calc is None
+    np.testing.assert_allclose(
+        back[4].arrays["flattened_forces"], predicted[4].arrays["flattened_forces"]
+    )
 
 
 def test_overwrite_and_bad_input(tmp_path, capsys, xtb_files, model_dir):

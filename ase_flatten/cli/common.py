@@ -52,7 +52,49 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+def add_label_key_arguments(parser, recorded: bool = False) -> None:
+    """``--energy-key`` / ``--forces-key``: where the reference labels are.
+
+    ``recorded``: the command reads a model's dataset, whose keys the model
+    recorded; those are the default.
+    """
+    default = "the model's recorded key, else " if recorded else ""
+    parser.add_argument(
+        "--energy-key",
+        metavar="KEY",
+        help="info key of the reference energy, e.g. REF_energy (MACE) "
+        f"(default: {default}the calculator's energy)",
+    )
+    parser.add_argument(
+        "--forces-key",
+        metavar="KEY",
+        help="arrays key of the reference forces, e.g. REF_forces (MACE) "
+        f"(default: {default}the calculator's forces)",
+    )
+
+
+def default_label_keys(args, model_dir) -> None:
+    """Fill ``--energy-key`` / ``--forces-key`` not given from a model's record."""
+    from pathlib import Path
+
+    from ..models import recorded_label_keys
+
+    try:
+        meta = json.loads((Path(model_dir) / "model.json").read_text())
+    except (OSError, ValueError):
+        return  # load_model says what is wrong, in its own words
+    if not isinstance(meta, dict):
+        return
+    energy_key, forces_key = recorded_label_keys(meta)
+    args.energy_key = args.energy_key or energy_key
+    args.forces_key = args.forces_key or forces_key
+
+
+def add_dataset_arguments(
+    parser: argparse.ArgumentParser, recorded: bool = False
+) -> None:
+    """DATA, ``--index``, ``--format`` and the label keys (``recorded``: a model's
+    recorded keys are the default, see :func:`add_label_key_arguments`)."""
     parser.add_argument("data", metavar="DATA", help=DATA_HELP)
     parser.add_argument(
         "--index",
@@ -62,12 +104,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", help="ASE format of DATA when its suffix is unusual"
     )
-    parser.add_argument(
-        "--energy-key", help="info key of the reference energy (default: calculator)"
-    )
-    parser.add_argument(
-        "--forces-key", help="arrays key of the reference forces (default: calculator)"
-    )
+    add_label_key_arguments(parser, recorded)
 
 
 def add_clustering_arguments(

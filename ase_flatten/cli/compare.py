@@ -8,7 +8,9 @@ ratios to the first run, eV and kcal/mol; each with the number of test frames
 behind it and a bootstrap 95 % interval over the test frames, seeded),
 DIR/comparison.json and
 DIR/cluster_comparison.png (per-cluster energy and force RMSE, Fig. 6 and 7:
-clusters sorted by the first run's force error, one bar colour per run).
+clusters sorted by the first run's force error, one bar colour per run, the test
+frames of each cluster under them). The dataset is the one the first run
+recorded (its absolute path), read with the label keys it recorded.
 Put the default model first.
 
 example: ase-flatten compare models/random models/flattened -o comparison/
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_label_key_arguments
 from .runtime import add_output_arguments
 
 description = __doc__
@@ -30,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", help="the dataset (default: the path recorded in the first run)"
     )
+    add_label_key_arguments(parser, recorded=True)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -42,7 +46,13 @@ def run(args: argparse.Namespace) -> None:
     inputs = [*args.runs, args.data]
     check_output_directory(args.output, COMMAND, args.overwrite, inputs)
     with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
-        table = compare_runs(args.runs, tmp, data=args.data)
+        table = compare_runs(
+            args.runs,
+            tmp,
+            data=args.data,
+            energy_key=args.energy_key,
+            forces_key=args.forces_key,
+        )
     _print_table(table)
     for name in names:
         print(f"{name}: {os.path.join(args.output, name)}")

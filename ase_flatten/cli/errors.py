@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataset_arguments(parser)
+    add_dataset_arguments(parser, recorded=True)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--predicted",
@@ -91,9 +91,11 @@ def run(args: argparse.Namespace) -> None:
     from ..distributed import dask_client, worker_pool
     from ..exceptions import InputError
     from ..outputs import atomic_directory, check_output_directory
-    from .common import read_dataset_arg
+    from .common import default_label_keys, read_dataset_arg
 
     inputs = [args.data, args.predicted, args.model, args.clusters]
+    if args.model:  # read DATA as the model's dataset was read, unless told
+        default_label_keys(args, args.model)
     check_output_directory(args.output, COMMAND, args.overwrite, inputs)
     if args.dask and not args.model:
         raise InputError("--dask predicts with a saved model: give --model DIR")
@@ -156,16 +158,35 @@ def _write_report(args, dataset, predict, labels, left_out, directory, assigned)
         excluded_training_frames=len(dataset) - len(frames),
         excluded_by=left_out["rule"] if left_out else None,
     )
-    plot_cluster_errors(errors, os.path.join(directory, "cluster_errors.png"))
+    plot_cluster_errors(
+        errors,
+        os.path.join(directory, "cluster_errors.png"),
+        model=_model_name(args),
+        dataset=os.path.basename(dataset.source),
+    )
     if args.write_worst:
+        from ..data import write_reference_frames
+
         worst = np.isin(errors.labels, errors.worst(args.write_worst))
-        dataset.write(
+        write_reference_frames(
+            dataset,
             os.path.join(directory, "worst_clusters.extxyz"),
             errors.frames[worst],
+            [f"worst_cluster{c}" for c in errors.labels[worst]],
             cluster=errors.labels[worst],
             force_rmse=errors.frame_force_rmse[worst],
         )
     return errors
+
+
+def _model_name(args) -> str:
+    """What made the predictions, for titles: a model folder, a file, a factory."""
+    if args.model:
+        return f"model {os.path.basename(os.path.normpath(args.model))}"
+    if args.predicted:
+        return f"predictions {os.path.basename(args.predicted)}"
+    kwargs = "" if args.calc_kwargs.strip() in ("", "{}") else f" {args.calc_kwargs}"
+    return f"{args.calculator}{kwargs}"
 
 
 def _prediction_source(args, dataset, workers=None):

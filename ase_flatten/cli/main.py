@@ -25,6 +25,7 @@ COMMANDS = {
     "compare": "ase_flatten.cli.compare",
     "predict": "ase_flatten.cli.predict",
     "explore": "ase_flatten.cli.explore",
+    "export": "ase_flatten.cli.export",
 }
 
 

@@ -1,17 +1,21 @@
 """Predict energies and forces of frames with a saved model, with its error estimate.
 
-Writes FILE (extended XYZ): every frame of DATA with the model's energy and forces
-as ASE writes them (`ase.io.read` gives them back as the frame's energy and
-forces), and in its info the model's path (`model`) and the frame's position in
-DATA (`frame`). For a model saved with its data's clusters (`ase-flatten train`
+Writes FILE (extended XYZ): every frame of DATA as it was, with the model's energy
+in info[`flattened_energy`] and forces in arrays[`flattened_forces`] (--prefix
+changes `flattened_`; MACE's mace_eval_configs writes `MACE_energy` the same way),
+and in its info the model's path (`model`) and the frame's position in DATA
+(`frame`). For a model saved with its data's clusters (`ase-flatten train`
 and `select` save them) the info also holds what FlattenedCalculator(DIR,
 domain=True) reports: the frame's `cluster`, the model's measured force RMSE on
 that cluster (`cluster_force_rmse`, eV/Å; NaN where none was measured), the
 distance to the nearest frame of the data (`domain_distance`, Å) and whether
 that lies beyond the model's threshold (`outside_domain`).
 
-DATA needs no labels; reference energies and forces it holds are kept as
-`ref_energy` (info) and `ref_forces` (arrays). Frames are predicted in batches.
+DATA needs no labels; reference energies and forces it holds stay under their own
+names (a calculator's `energy=`/`forces`, or keys such as `REF_energy`). Frames
+are predicted in batches. `ase-flatten errors DATA --predicted FILE
+--pred-energy-key flattened_energy --pred-forces-key flattened_forces` reads the
+predictions back.
 
 example: ase-flatten predict md_frames.extxyz --model models/default -o out.extxyz
 """
@@ -20,11 +24,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 
 from .common import positive_int
 
 description = __doc__
 logger = logging.getLogger(__name__)
+
+#: the default --prefix of the predicted energy and forces' keys
+PREFIX = "flattened_"
+
+
+def prefix_arg(text: str) -> str:
+    """argparse type: a prefix that makes plain extxyz keys (``MACE_``)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise argparse.ArgumentTypeError(
+            f"must be letters, digits or _ (a key prefix such as MACE_), got {text!r}"
+        )
+    return text
+
 
 #: frames per block of the cluster and domain look-up (bounds its memory)
 DOMAIN_CHUNK = 1000
@@ -48,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="output .extxyz / .xyz"
+    )
+    parser.add_argument(
+        "--prefix",
+        type=prefix_arg,
+        default=PREFIX,
+        help="the predictions go to info[PREFIX + 'energy'] and "
+        f"arrays[PREFIX + 'forces'] (default: {PREFIX})",
     )
     parser.add_argument(
         "--batch-size",
@@ -78,8 +103,8 @@ def run(args: argparse.Namespace) -> None:
     positions = np.stack([atoms.positions for atoms in frames])
     energies, forces = _predict(saved, positions, source, args.batch_size)
     extras = _domain_extras(saved, positions, energies)
-    _write(args.output, frames, energies, forces, extras, saved)
-    _print_summary(len(frames), saved, extras, args.output)
+    _write(args.output, frames, energies, forces, extras, saved, args.prefix)
+    _print_summary(len(frames), saved, extras, args.output, args.prefix)
 
 
 def _read_frames(args, saved):
@@ -93,11 +118,19 @@ def _read_frames(args, saved):
     source = split_selection(args.data, args.index)[2]
     frames = read_frames(args.data, args.index, format=args.format)
     calc = FlattenedCalculator(saved)
+    energy_key, forces_key = f"{args.prefix}energy", f"{args.prefix}forces"
     for i, atoms in enumerate(frames):
         try:
             calc.check_structure(atoms)
         except (CalculatorSetupError, CalculationFailed) as exc:
             raise InputError(f"{source}: frame {i}: {exc}") from None
+        taken = energy_key if energy_key in atoms.info else None
+        taken = taken or (forces_key if forces_key in atoms.arrays else None)
+        if taken:
+            raise InputError(
+                f"{source}: frame {i} already has {taken!r} (predicted before?); "
+                "give another --prefix so that both stay"
+            )
     _warn_size(saved, frames, source)
     return frames, source
 
@@ -168,47 +201,41 @@ def _domain_extras(saved, positions, energies) -> dict | None:
     return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
 
 
-def _write(path, frames, energies, forces, extras, saved) -> None:
-    """The frames with the model's energy and forces, atomically."""
+def _write(path, frames, energies, forces, extras, saved, prefix=PREFIX) -> None:
+    """The frames as they were plus the model's energy and forces, atomically."""
     from pathlib import Path
 
     import ase.io
+    from ase.calculators.calculator import all_properties
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from ..data import frame_label
     from ..outputs import atomic_path
 
     model = str(Path(saved.path).resolve())
     out = []
     for i, atoms in enumerate(frames):
         frame = atoms.copy()  # keeps the input's info and arrays, not its calculator
-        reference = (
-            frame_label(atoms, None, "energy"),
-            frame_label(atoms, None, "forces"),
-        )
-        frame.info.pop("energy", None)
-        frame.arrays.pop("forces", None)
-        if reference[0] is not None:
-            frame.info["ref_energy"] = float(reference[0])
-        if reference[1] is not None:
-            frame.arrays["ref_forces"] = reference[1].reshape(-1, 3).copy()
+        if atoms.calc is not None and atoms.calc.results:  # reference labels stay
+            results = {
+                k: v for k, v in atoms.calc.results.items() if k in all_properties
+            }
+            frame.calc = SinglePointCalculator(frame, **results)
+        frame.info[f"{prefix}energy"] = float(energies[i])
+        frame.arrays[f"{prefix}forces"] = forces[i].copy()
         frame.info.update(model=model, frame=i)
         if extras is not None:
             frame.info.update({key: values[i].item() for key, values in extras.items()})
-        frame.calc = SinglePointCalculator(
-            frame, energy=float(energies[i]), forces=forces[i].copy()
-        )
         out.append(frame)
     with atomic_path(path) as tmp:
         ase.io.write(tmp, out, format="extxyz")
 
 
-def _print_summary(n_frames, saved, extras, output) -> None:
+def _print_summary(n_frames, saved, extras, output, prefix=PREFIX) -> None:
     import numpy as np
 
     print(
         f"predicted {n_frames} frames with the {saved.backend.name} model "
-        f"{saved.path} -> {output}"
+        f"{saved.path} -> {output} ({prefix}energy, {prefix}forces)"
     )
     if extras is None:
         return

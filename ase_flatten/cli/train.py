@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    from ..data import write_reference_frames
     from ..error_analysis import KCAL_MOL, model_errors
     from ..models import write_model_files
     from ..outputs import atomic_directory, atomic_path, check_output_directory
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
         )
         with atomic_path(tmp / "test_indices.npy") as path:
             np.save(path, test)
-        dataset.write(tmp / "train.xyz", train_idx)
+        write_reference_frames(dataset, tmp / "train.xyz", train_idx, args.strategy)
     print(
         f"trained {args.backend} on {args.size} {args.strategy} frames of "
         f"{dataset.formula} in {seconds:.1f} s -> {args.output}"

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import clustering_options as options
-from ..data import Dataset
+from ..data import Dataset, write_reference_frames
 from ..exceptions import InputError
 from ..outputs import atomic_path, folder_lock, write_json, write_marker
 from ..signals import sigterm_as_interrupt
@@ -625,7 +625,9 @@ def _finish(
         split_seed=config.split_seed,
         test_force_rmse=errors.overall["force_rmse"],
     )
-    dataset.write(directory / "train.xyz", train)
+    write_reference_frames(
+        dataset, directory / "train.xyz", train, frame_reasons(train, history)
+    )
     write_json(directory / "history.json", history + [final])
     plot_error_curves(history + [final], directory / "error_curves.png")
     logger.info(
@@ -635,6 +637,24 @@ def _finish(
         final["test"]["max_cluster_force_rmse"],
     )
     return final
+
+
+def frame_reasons(train, history: list) -> np.ndarray:
+    """Why each training frame was picked, MACE's ``config_type`` of it.
+
+    ``initial`` (the random start), ``flatten_iterN`` (added from the high-error
+    clusters in the ``history.json`` entry of iteration N) or ``diverse_iterN``
+    (``--diverse-share``'s farthest-point frames of that iteration).
+    """
+    reasons = {int(i): "initial" for i in train}
+    for entry in history:
+        if not isinstance(entry, dict) or entry.get("iteration") == "final":
+            continue
+        diverse = set((entry.get("why") or {}).get("diverse_frames") or [])
+        for i in entry.get("added") or []:
+            kind = "diverse" if i in diverse else "flatten"
+            reasons[int(i)] = f"{kind}_iter{entry['iteration']}"
+    return np.array([reasons[int(i)] for i in train])
 
 
 def _read_json(path: Path, what: str, kind: type = dict):

@@ -73,6 +73,20 @@ def test_outputs_make_a_model_directory(reference_run, xtb_dataset):
 
     frames = ase.io.read(d / "train.xyz", ":")
     assert [a.info["frame"] for a in frames] == reference_run.train_indices.tolist()
+    # MACE's keys, and why each frame was picked
+    reasons = {a.info["frame"]: a.info["config_type"] for a in frames}
+    for entry in history[:-1]:
+        for i in entry["added"]:
+            assert reasons[i] == f"flatten_iter{entry['iteration']}"
+    assert sum(r == "initial" for r in reasons.values()) == history[0]["n_train"]
+    first = frames[0]
+    assert first.calc is None
+    assert first.info["REF_energy"] == pytest.approx(
+        xtb_dataset.energies[first.info["frame"]]
+    )
+    np.testing.assert_allclose(
+        first.arrays["REF_forces"], xtb_dataset.forces[first.info["frame"]], atol=1e-7
+    )
     calc = FlattenedCalculator(d, domain=True)
     atoms = xtb_dataset.to_atoms(int(reference_run.test_indices[0]))
     atoms.calc = calc
