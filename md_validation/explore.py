@@ -233,7 +233,12 @@ def explore(
 def _read_start(model_dir):
     """The start model, its dataset and test split; one line when unusable."""
     from ase_flatten.data import read_dataset
-    from ase_flatten.models import load_indices, load_model
+    from ase_flatten.models import (
+        load_indices,
+        load_model,
+        recorded_dataset,
+        recorded_label_keys,
+    )
 
     start = load_model(model_dir)
     if start.clusters is None:
@@ -241,16 +246,12 @@ def _read_start(model_dir):
             f"{model_dir}: saved without clusters; exploration needs them to find "
             "high-error frames (train or select it again)"
         )
-    source = start.meta.get("dataset")
-    if not source:
-        raise InputError(f"{model_dir}: model.json names no dataset")
-    path = Path(source)
-    if not path.is_absolute() and not Path(source.split("@")[0]).exists():
-        path = Path(model_dir) / source  # relative to the model folder
-    dataset = read_dataset(str(path))
+    path = recorded_dataset(start)
+    energy_key, forces_key = recorded_label_keys(start.meta)
+    dataset = read_dataset(path, energy_key=energy_key, forces_key=forces_key)
     if dataset.fingerprint() != start.meta.get("dataset_fingerprint"):
         raise InputError(
-            f"{source}: not the frames {model_dir} was trained on (fingerprint differs)"
+            f"{path}: not the frames {model_dir} was trained on (fingerprint differs)"
         )
     test_file = Path(model_dir) / "test_indices.npy"
     test = (
