@@ -1,4 +1,4 @@
-"""Pool predictions on Dask workers against in-process (issue 16).
+"""Pool predictions on Dask workers against in-process.
 
 Trains sGDML (fixed sigma) on random frames of a dataset, then predicts a pool of
 frames (all of the dataset by default, 20,000 for the shared data) in-process and

@@ -1,4 +1,4 @@
-"""Issue 12's regime scan: SchNet loss x training-set size against MD survival.
+"""The regime scan: SchNet loss x training-set size against MD survival.
 
 The paper's Fig. 8 contrast (the default model fails at 400 K, the flattened one
 does not) needs a model that learned the energy surface but predicts forces poorly.

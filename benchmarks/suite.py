@@ -94,7 +94,7 @@ def backend_params(backend: str, sizes: dict) -> list[str]:
     }[backend]
 
 
-#: Selection rules beyond the paper's (issue 17): extra ``select`` flags per name;
+#: Selection rules beyond the paper's: extra ``select`` flags per name;
 #: ``--rules`` runs each as one more flattened set of the same size.
 RULES = {
     "centroid": ["--criterion", "centroid"],
@@ -352,7 +352,7 @@ def markdown(results, meta) -> str:
 
 
 def goal_table(rows) -> list[str]:
-    """Issue 17's goal for the paper's rules, FPS and every rule beyond them.
+    """The goal for the paper's rules, FPS and every rule beyond them.
 
     Against the mean of the random seeds: worst cluster <= 0.5x, overall <= 1.0x,
     and the set's own worst cluster <= 1.5x its overall error. A rule "beats the
@@ -365,7 +365,7 @@ def goal_table(rows) -> list[str]:
         return []
     lines = [
         "",
-        "## Selection rules against the goal (issue 17)",
+        "## Selection rules against the goal",
         "",
         "Ratios to the mean of the random seeds; mean ± sd over seeds. Goal: worst "
         "<= 0.5, overall <= 1.0, worst / own overall <= 1.5. Against `flatten` (the "
