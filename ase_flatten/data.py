@@ -509,13 +509,21 @@ def _guess_format(path: Path) -> str | None:
         return None
 
 
-def _check_file(path: Path) -> None:
+def check_searchable(path: Path) -> None:
+    """One line for a path that cannot even be looked up (no search permission).
+
+    A path that does not exist passes: the caller says what was missing.
+    """
     try:
         path.stat()
     except (FileNotFoundError, NotADirectoryError):
         pass
     except OSError as exc:
         raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _check_file(path: Path) -> None:
+    check_searchable(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():

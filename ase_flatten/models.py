@@ -35,6 +35,7 @@ import numpy as np
 
 from . import __version__
 from .backends import Backend, backend_class
+from .data import check_searchable
 from .exceptions import InputError
 from .outputs import atomic_path, sibling_directory, write_json
 
@@ -317,12 +318,7 @@ def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedMode
     path = Path(path)
     if path.name == "model.json":
         path = path.parent
-    try:
-        path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    check_searchable(path)
     if not path.exists():
         raise InputError(f"{path}: no such model directory")
     meta_file = path / "model.json"
