@@ -2,7 +2,7 @@
 
 Writes FILE (extended XYZ): every frame of DATA as it was, with the model's energy
 in info[`flattened_energy`] and forces in arrays[`flattened_forces`] (--prefix
-changes `flattened_`; MACE's mace_eval_configs writes `MACE_energy` the same way),
+changes ``flattened_``; MACE's mace_eval_configs writes `MACE_energy` the same way),
 and in its info the model's path (`model`) and the frame's position in DATA
 (`frame`). For a model saved with its data's clusters (`ase-flatten train`
 and `select` save them) the info also holds what FlattenedCalculator(DIR,
@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=prefix_arg,
         default=PREFIX,
         help="the predictions go to info[PREFIX + 'energy'] and "
-        f"arrays[PREFIX + 'forces'] (default: {PREFIX})",
+        f"arrays[PREFIX + 'forces'] (default: the keys {PREFIX}energy and "
+        f"{PREFIX}forces)",
     )
     parser.add_argument(
         "--batch-size",
