@@ -459,7 +459,8 @@ def _start_frames(run: _Run) -> list:
 
     rng = np.random.default_rng([run.settings.seed, 0xE7])
     train = np.asarray(run.start.train_indices)
-    picks = rng.choice(train, run.settings.replicas, replace=len(train) < 1)
+    replicas = run.settings.replicas
+    picks = rng.choice(train, replicas, replace=len(train) < replicas)
     return [
         Atoms(numbers=run.dataset.numbers, positions=run.dataset.positions[i])
         for i in picks
@@ -472,7 +473,7 @@ def _harvest(run: _Run, model, runs: list[dict]) -> dict:
 
     from .metrics import classify_frames
 
-    positions, energies, temps, precursor, failed_run = [], [], [], [], []
+    positions, energies, temps, precursor = [], [], [], []
     for row in runs:
         path = row["trajectory"]
         frames = [] if path is None or not path.exists() else ase.io.read(path, ":")
@@ -484,7 +485,6 @@ def _harvest(run: _Run, model, runs: list[dict]) -> dict:
             temps.append(row["temperature_K"])
             last = len(frames) - k <= run.settings.precursors
             precursor.append(row["failed"] and last)
-            failed_run.append(row["failed"])
     n_atoms = len(run.dataset.numbers)
     positions = np.asarray(positions, dtype=float).reshape(-1, n_atoms, 3)
     energies = np.asarray(energies, dtype=float)
@@ -636,16 +636,14 @@ def _history(work: Path) -> list:
 
 def _read_state(run: _Run):
     """History and labelled MD frames of the finished rounds (resume)."""
-    from ase_flatten.data import read_dataset
+    from ase_flatten.data import dataset_from_frames, read_frames
 
     history = _history(run.work)
     path = run.work / "explored.extxyz"
     if not history or not path.exists():
         return history, None
-    frames = read_dataset(str(path))
-    import ase.io
-
-    info = ase.io.read(path, ":")
+    info = read_frames(path)  # read once: labels and the per-frame info
+    frames = dataset_from_frames(info, str(path))
     added = {
         "positions": frames.positions,
         "energies": frames.energies,
