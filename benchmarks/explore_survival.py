@@ -47,6 +47,11 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=16)
     parser.add_argument("--time-ps", type=float, default=10.0)
     parser.add_argument("--temperatures", nargs="+", default=["300", "400"])
+    parser.add_argument(
+        "--md-temperatures",
+        nargs="+",
+        help="temperatures of the survival runs (default: --temperatures)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
@@ -55,6 +60,7 @@ def main() -> None:
     walls_file = out / "walls.json"
     walls = json.loads(walls_file.read_text()) if walls_file.exists() else {}
     params = [x for p in args.param for x in ("-p", p)]
+    args.md_temperatures = args.md_temperatures or args.temperatures
 
     def step(name, tool, argv, done):
         if done.exists():
@@ -88,7 +94,7 @@ def main() -> None:
         "md-validate",
         "md-validate",
         ["--model", f"explored={out / 'explored'}", "--start", args.data,
-         "--temperatures", *args.temperatures, "--time-ps", args.time_ps,
+         "--temperatures", *args.md_temperatures, "--time-ps", args.time_ps,
          "--replicas", args.replicas, "--seed", args.seed, "--jobs", args.jobs,
          "-o", out / "md", "--no-progress", "-q",
          *(["--resume"] if (out / "md.partial").exists() else [])],
@@ -118,7 +124,7 @@ def survival_table(out: Path, args) -> str:
         "| T (K) | model | failed | log-rank p (explored vs this) |",
         "| ---: | --- | ---: | ---: |",
     ]
-    for temperature in args.temperatures:
+    for temperature in args.md_temperatures:
         by_model = {}
         for row in rows:
             if float(row["temperature_K"]) != float(temperature):
