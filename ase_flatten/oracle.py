@@ -2,8 +2,9 @@
 
 An :class:`Oracle` names a calculator factory (``module:callable`` and its keyword
 arguments, the spec of ``errors --calculator``), or wraps a calculator or factory
-given from Python. :func:`label_frames` labels frames with it, in worker processes
-that build their calculator once, and stores every label the moment it arrives in
+given from Python. :func:`label_frames` labels frames with it, in this process, in
+worker processes or on Dask workers (each builds its calculator factory once), and
+stores every label the moment it arrives in
 a :class:`LabelStore`: an append-only JSON-lines file keyed by the frame's content
 (atomic numbers and positions). A frame whose key is in the store is never sent to
 the oracle again, so a killed run resumes without paying for any label twice; a
@@ -18,9 +19,12 @@ uninterrupted one. A calculator object given from Python is used as it is.
 A failure is an exception, a result that is not finite, a wrong shape, or a call
 longer than ``timeout_s`` (``SIGALRM`` in the worker: a timeout interrupts Python
 code and calculators that call external programs; a C library that never returns
-to Python cannot be interrupted this way). When more than ``max_failure_share`` of
-the frames labelled in one call fail (after at least ``MIN_ATTEMPTS``), labelling
-stops with one line naming the oracle and the last error.
+to Python cannot be interrupted this way). Dask runs tasks in threads, which
+signals cannot reach: there a call is timed when it returns and a slower one is
+recorded as a failure, but a call that hangs holds its worker. When more than
+``max_failure_share`` of the frames labelled in one call fail (after at least
+``MIN_ATTEMPTS``), labelling stops with one line naming the oracle and the last
+error.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -339,6 +344,7 @@ def label_frames(
     store: LabelStore,
     jobs: int = 1,
     progress: bool | None = None,
+    client=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LabelStats]:
     """Label frames with the oracle, reusing every label the store holds.
 
@@ -354,6 +360,8 @@ def label_frames(
         Worker processes (each builds its calculator once); 1 labels here.
     progress : bool or None
         tqdm bar (None: when stderr is a terminal).
+    client : distributed.Client, optional
+        Label on this Dask cluster's workers instead (``jobs`` is then unused).
 
     Returns
     -------
@@ -391,7 +399,8 @@ def label_frames(
             disable=None if progress is None else not progress,
         )
         with bar:
-            for i, record in _oracle_results(numbers, positions, todo, oracle, jobs):
+            results = _oracle_results(numbers, positions, todo, oracle, jobs, client)
+            for i, record in results:
                 record["key"] = keys[i]
                 store.add(record)
                 stats.calls += 1
@@ -425,16 +434,20 @@ def _check_failure_share(oracle: Oracle, stats: LabelStats, error: str) -> None:
         )
 
 
-def _oracle_results(numbers, positions, todo, oracle, jobs):
+def _oracle_results(numbers, positions, todo, oracle, jobs, client=None):
     """(frame, record) pairs as the oracle finishes them.
 
-    ``jobs`` 1 labels here; more label every frame in worker processes. Where a
-    label is computed is fixed by ``jobs`` alone: the same frame labelled here and
-    in a worker differed in the 13th digit (tblite), so a choice made by timing
-    would let a resumed run differ from an uninterrupted one.
+    ``jobs`` 1 labels here; more label every frame in worker processes; a Dask
+    ``client`` labels every frame on its workers. Where a label is computed is
+    fixed by these settings alone: the same frame labelled here and in a worker
+    differed in the 13th digit (tblite), so a choice made by timing would let a
+    resumed run differ from an uninterrupted one.
     """
     from threadpoolctl import threadpool_limits
 
+    if client is not None:
+        yield from _dask_results(numbers, positions, todo, oracle, client)
+        return
     if jobs <= 1 or not oracle.importable or len(todo) == 1:
         # one BLAS/OpenMP thread, as in the workers: two threads on a busy 2-core
         # machine made tblite calls 10-30x slower (set once: threadpoolctl scans
@@ -459,8 +472,50 @@ def _oracle_results(numbers, positions, todo, oracle, jobs):
             raise
 
 
+def _dask_results(numbers, positions, todo, oracle, client):
+    """(frame, record) pairs from the Dask workers, as they finish."""
+    from distributed import as_completed as dask_completed
+
+    if not oracle.importable:
+        raise InputError(
+            f"oracle {oracle.name}: Dask workers build the oracle from a "
+            "MODULE:FACTORY spec; a calculator object labels in this process only"
+        )
+    oracle.build()  # a spec that fails does so here, before any task is sent
+    spec = (oracle.factory, oracle.kwargs, oracle.timeout_s)
+    futures = {
+        client.submit(_dask_label, spec, numbers, positions[i], pure=False): i
+        for i in todo
+    }
+    try:
+        for future in dask_completed(futures):
+            yield futures[future], future.result()
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+
+
 #: Per worker process: the oracle (its factory imported once).
 _WORKER_ORACLE = None
+
+#: Per Dask worker process: oracles by spec (factory imported once per spec).
+_DASK_ORACLES: dict = {}
+_DASK_LOCK = threading.Lock()
+
+
+def _dask_label(spec, numbers, positions) -> dict:
+    """One oracle call on a Dask worker; the worker builds each spec's factory once."""
+    factory, kwargs, timeout_s = spec
+    key = (factory, json.dumps(kwargs, sort_keys=True), timeout_s)
+    with _DASK_LOCK:
+        if key not in _DASK_ORACLES:
+            from .backends.ase import import_factory
+
+            _DASK_ORACLES[key] = Oracle(
+                import_factory(factory), kwargs, timeout_s=timeout_s
+            )
+        oracle = _DASK_ORACLES[key]
+    return _label_one(oracle, numbers, positions)
 
 
 def _init_worker(factory: str, kwargs: dict, timeout_s) -> None:
@@ -496,11 +551,15 @@ def _label_one(oracle: Oracle, numbers, positions) -> dict:
     from ase import Atoms
 
     timeout_s = oracle.timeout_s
+    # signals reach the main thread only: elsewhere (Dask) a call is timed after
+    alarm = timeout_s is not None and threading.current_thread() is (
+        threading.main_thread()
+    )
     start = time.perf_counter()
     atoms = Atoms(numbers=numbers, positions=positions)
     atoms.calc = oracle.build()
     previous = None
-    if timeout_s is not None:
+    if alarm:
         previous = signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
@@ -516,10 +575,12 @@ def _label_one(oracle: Oracle, numbers, positions) -> dict:
     except Exception as exc:  # e.g. SCF not converged: recorded, the run goes on
         error = f"{type(exc).__name__}: {exc}".strip()
     finally:
-        if timeout_s is not None:
+        if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
     seconds = time.perf_counter() - start
+    if error is None and timeout_s is not None and seconds > timeout_s:
+        error = f"no result within {timeout_s:g} s (took {seconds:.1f} s)"
     if error is not None:
         return {"error": error[:500], "seconds": seconds}
     return {"energy": energy, "forces": forces.tolist(), "seconds": seconds}

@@ -42,6 +42,10 @@ class LabelledPool:
         Frames the oracle failed on (never used).
     oracle : Oracle or None
     store : LabelStore or None
+    jobs : int
+        Worker processes for the oracle.
+    client : distributed.Client or None
+        Label on these Dask workers instead.
     spent : dict
         Oracle calls per purpose (``test``, ``initial``, ``estimate``,
         ``added``), failures included, and ``oracle_seconds``.
@@ -53,6 +57,7 @@ class LabelledPool:
     oracle: object = None
     store: object = None
     jobs: int = 1
+    client: object = None
     spent: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -99,6 +104,7 @@ class LabelledPool:
                 self.store,
                 jobs=self.jobs,
                 progress=False,
+                client=self.client,
             )
             self.dataset.energies[todo[ok]] = energies[ok]
             self.dataset.forces[todo[ok]] = forces[ok]

@@ -165,6 +165,7 @@ class _Run:
     output: Path  #: where the result is published
     jobs: int
     progress: bool | None
+    client: object = None  #: Dask client labelling on its workers, or None
 
 
 def explore(
@@ -177,6 +178,7 @@ def explore(
     overwrite: bool = False,
     jobs: int = 1,
     progress: bool | None = None,
+    client=None,
 ) -> ExplorationResult:
     """Explore with MD from a saved model until it survives or the budget is spent.
 
@@ -197,6 +199,8 @@ def explore(
         Worker processes for the MD replicas and the oracle.
     progress : bool or None
         tqdm bars (None: when stderr is a terminal).
+    client : distributed.Client, optional
+        Label on this Dask cluster's workers (the MD replicas still use ``jobs``).
 
     Returns
     -------
@@ -223,7 +227,9 @@ def explore(
     )
     with folder_lock(work):
         output = Path(directory).resolve()
-        run = _Run(start, dataset, test, oracle, settings, work, output, jobs, progress)
+        run = _Run(
+            start, dataset, test, oracle, settings, work, output, jobs, progress, client
+        )
         result = _rounds(run)
     publish_partial_directory(work, directory, COMMAND)
     result.directory = Path(directory)
@@ -374,6 +380,7 @@ def _round(run: _Run, number: int, model, store, spent: int):
         store,
         jobs=run.jobs,
         progress=run.progress,
+        client=run.client,
     )
     entry["timings"]["label"] = time.perf_counter() - start
     entry["labels"] = stats.as_dict()

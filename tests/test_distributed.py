@@ -277,3 +277,76 @@ def test_md_survives_a_killed_worker(
         _assert_same_runs(md_in_process, out)
     finally:
         _stop(victim)
+
+
+def test_oracle_labels_on_workers(scheduler, xtb_dataset, tmp_path):
+    """GFN2-xTB labels computed on the Dask workers: the labels of worker
+    processes, none paid twice on resume, failures recorded and skipped."""
+    from ase_flatten.oracle import LabelStore, Oracle, label_frames
+
+    _, client = scheduler
+    xtb = Oracle("tblite.ase:TBLite", {"method": "GFN2-xTB", "verbosity": 0})
+    numbers, positions = xtb_dataset.numbers, xtb_dataset.positions[:6]
+    here = label_frames(numbers, positions, xtb, LabelStore(tmp_path / "a"), jobs=2)
+    there = label_frames(
+        numbers, positions, xtb, LabelStore(tmp_path / "b"), client=client
+    )
+    assert there[2].all() and there[3].calls == 6
+    np.testing.assert_allclose(there[0], here[0], rtol=1e-12)
+    np.testing.assert_allclose(there[1], here[1], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(there[0], xtb_dataset.energies[:6], atol=1e-4)
+    # a resumed run sends only the two new frames to the workers
+    more = xtb_dataset.positions[:8]
+    again = label_frames(numbers, more, xtb, LabelStore(tmp_path / "b"), client=client)
+    assert again[3].reused == 6 and again[3].calls == 2
+    np.testing.assert_array_equal(again[0][:6], there[0])
+    # an oracle that cannot label two of the frames: recorded on the workers,
+    # skipped, and the run goes on
+    xtb_dataset.write(tmp_path / "four.extxyz", np.arange(4))
+    partial = Oracle(
+        "ase_flatten.oracle:stored_labels",
+        {"path": str(tmp_path / "four.extxyz")},
+        max_failure_share=0.5,
+    )
+    energies, _, ok, stats = label_frames(
+        numbers, positions, partial, LabelStore(tmp_path / "c"), client=client
+    )
+    assert ok.tolist() == [True] * 4 + [False] * 2 and stats.failed == 2
+    np.testing.assert_array_equal(energies[:4], xtb_dataset.energies[:4])
+    records = [json.loads(line) for line in open(tmp_path / "c")]
+    assert sum("KeyError" in r.get("error", "") for r in records) == 2
+
+
+def test_select_from_an_unlabelled_pool_labels_on_workers(
+    scheduler, xtb_files, tmp_path, capsys
+):
+    import ase.io
+
+    address, _ = scheduler
+    frames = ase.io.read(xtb_files[0], ":")
+    for i, atoms in enumerate(frames):
+        if i % 3:
+            atoms.calc = None  # two of every three frames without labels
+    pool = tmp_path / "pool.extxyz"
+    ase.io.write(pool, frames)
+    xtb = '{"method": "GFN2-xTB", "verbosity": 0}'
+    oracle = ["--oracle", "tblite.ase:TBLite", "--oracle-kwargs", xtb]
+    oracle += ["--error-sample", "3"]
+    loop = [*LOOP, "--n-energy", "1"]
+    runs = {}
+    for name, where in (("jobs", ["--jobs", "2"]), ("dask", ["--dask", address])):
+        status, out, err = run_cli(
+            capsys, "select", pool, *loop, *oracle, *where, "-o", tmp_path / name
+        )
+        assert status == 0, err
+        runs[name] = tmp_path / name
+    np.testing.assert_array_equal(
+        np.load(runs["jobs"] / "train_indices.npy"),
+        np.load(runs["dask"] / "train_indices.npy"),
+    )
+    paid = [
+        json.loads((runs[k] / "history.json").read_text())[-1]["labels_paid"]
+        for k in runs
+    ]
+    assert paid[0]["calls"] == paid[1]["calls"] > 0
+    assert "labels paid" in out

@@ -115,6 +115,35 @@ def test_a_failed_frame_is_recorded_and_skipped(xtb_dataset, tmp_path, how, reas
     assert again[3].calls == 0
 
 
+def test_a_slow_call_off_the_main_thread_is_a_failure(xtb_dataset, tmp_path):
+    """Dask runs tasks in threads, which SIGALRM cannot reach: there a call is
+    timed when it returns, and one over the timeout is recorded as a failure."""
+    import threading
+
+    positions = _frames(xtb_dataset, 2)
+    oracle = Oracle(
+        "tests.oracle_factories:broken",
+        {"how": "none", "sleep_s": 0.4},
+        timeout_s=0.2,
+        max_failure_share=1.0,
+    )
+    store = LabelStore(tmp_path / "labels.jsonl")
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            out=label_frames(
+                xtb_dataset.numbers, positions, oracle, store, progress=False
+            )
+        )
+    )
+    thread.start()
+    thread.join(30)
+    _, _, ok, stats = result["out"]
+    assert not ok.any() and stats.failed == 2
+    record = store.get(frame_keys(xtb_dataset.numbers, positions[:1])[0])
+    assert "no result within 0.2 s (took 0.4 s)" in record["error"]
+
+
 def test_too_many_failures_stop_with_one_line(xtb_dataset, tmp_path):
     oracle = Oracle("tests.oracle_factories:broken", {"how": "raise"})
     with pytest.raises(InputError) as error:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..distributed import add_dask_arguments
 from .common import (
     add_oracle_arguments,
     build_oracle,
@@ -106,10 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="worker processes for MD replicas and labels (1)",
     )
+    add_dask_arguments(parser, chunk=False)
 
 
 def run(args: argparse.Namespace) -> None:
     from md_validation.explore import ExploreSettings, explore
+
+    from ..distributed import dask_client
 
     settings = ExploreSettings(
         temperatures=tuple(args.temperatures),
@@ -127,15 +131,17 @@ def run(args: argparse.Namespace) -> None:
     )
     oracle = build_oracle(args)
     try:
-        result = explore(
-            args.model,
-            oracle,
-            settings,
-            args.output,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            jobs=args.jobs,
-        )
+        with dask_client(args.dask) as client:  # --dask: the labels on its workers
+            result = explore(
+                args.model,
+                oracle,
+                settings,
+                args.output,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                jobs=args.jobs,
+                client=client,
+            )
     except KeyboardInterrupt:
         print(
             f"interrupted: finished rounds and every label are saved in "

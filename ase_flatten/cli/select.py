@@ -129,7 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=positive_int,
         default=1,
-        help="worker processes for the oracle's labels (1)",
+        help="worker processes for the oracle's labels (1; with --dask the labels "
+        "are computed on the Dask workers)",
     )
 
 
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> None:
     )
     try:
         with dask_client(args.dask) as client:
-            dataset, labels = _read_data(args, oracle, config)
+            dataset, labels = _read_data(args, oracle, config, client)
             scratch = Path(args.output) / ".dask-models"  # trained models for workers
             with worker_pool(client, scratch, args.dask_chunk) as workers:
                 result = run_selection(
@@ -211,7 +212,7 @@ def run(args: argparse.Namespace) -> None:
         )
 
 
-def _read_data(args, oracle, config):
+def _read_data(args, oracle, config, client=None):
     """The dataset, and with --oracle the pool whose missing labels it pays for.
 
     A pool with unlabelled frames changes ``config`` in place: energy levels
@@ -240,6 +241,7 @@ def _read_data(args, oracle, config):
     pool.oracle = oracle
     pool.store = LabelStore(Path(args.output) / "labels.jsonl")
     pool.jobs = args.jobs
+    pool.client = client  # --dask: labels on the Dask workers too
     return pool.dataset, pool
 
 
