@@ -105,6 +105,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="estimate each coarse cluster's error from at most K frames",
     )
     loop.add_argument(
+        "--label-budget",
+        type=positive_int,
+        metavar="N",
+        help="with --oracle: at most N oracle calls for training frames (initial "
+        "set, error estimates, picks; the test split counted apart); the loop "
+        "stops early when they are spent",
+    )
+    loop.add_argument(
         "--pick",
         choices=PICKS,
         help="beyond the paper: fine (the paper: fine Ward clusters of the "
@@ -145,6 +153,8 @@ def run(args: argparse.Namespace) -> None:
     from .common import build_backend, build_oracle
 
     check_output_place(args.output, inputs=[args.data])
+    if args.label_budget is not None and not args.oracle:
+        raise InputError("--label-budget counts oracle calls: give --oracle too")
     oracle = build_oracle(args) if args.oracle else None
     params = dict(args.param)
     build_backend(args.backend, params, args.seed)  # a bad parameter fails now
@@ -176,10 +186,12 @@ def run(args: argparse.Namespace) -> None:
         reduce=args.reduce,
         n_components=args.components,
         error_sample=args.error_sample,
+        label_budget=args.label_budget,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         seed=args.seed,
     )
+    config.check_label_budget()  # before the pool is read or the oracle asked
     try:
         with dask_client(args.dask) as client:
             dataset, labels = _read_data(args, oracle, config, client)
@@ -210,6 +222,8 @@ def run(args: argparse.Namespace) -> None:
             f"estimates {paid.get('estimate', 0)}, added {paid.get('added', 0)}; "
             f"{paid.get('failed', 0)} failed)"
         )
+        if "budget" in paid:
+            print(f"label budget: {paid['budget']}, {paid['budget_left']} left")
 
 
 def _read_data(args, oracle, config, client=None):

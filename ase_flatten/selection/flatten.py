@@ -66,6 +66,9 @@ class SelectionConfig:
     reduce: str | None = None  #: reduces the descriptor of the coarse clusters
     n_components: int = options.N_COMPONENTS
     error_sample: int | None = None
+    #: oracle calls for training frames at most (initial set, error estimates,
+    #: picks; the test split is counted apart); None: no limit
+    label_budget: int | None = None
     diverse_share: float = 0.0
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -100,11 +103,20 @@ class SelectionConfig:
             raise InputError(
                 f"--diverse-share must be in [0, 1), got {self.diverse_share}"
             )
+        self.check_label_budget()
         final = self.init + self.step * self.iterations
         if final > n_pool:
             raise InputError(
                 f"{source}: {self.init} + {self.iterations} x {self.step} = {final} "
                 f"training frames, but only {n_pool} frames are outside the test split"
+            )
+
+    def check_label_budget(self) -> None:
+        """A budget must pay at least for the initial set."""
+        if self.label_budget is not None and self.label_budget < self.init:
+            raise InputError(
+                f"--label-budget {self.label_budget} is smaller than the initial set "
+                f"({self.init} frames); give at least {self.init}"
             )
 
 
@@ -149,7 +161,10 @@ def run_selection(
         missing: the test split is labelled up front, then the initial set, the
         error sample of every iteration (``config.error_sample`` frames per
         coarse cluster, required) and the frames picked; nothing else. Union
-        frames without a label take their coarse cluster's sampled error.
+        frames without a label take their coarse cluster's sampled error. With
+        ``config.label_budget`` the estimates and picks stop when that many
+        oracle calls (the test split apart) are spent, and the final model is
+        trained on the frames labelled by then.
     """
     directory = Path(directory)
     test, pool = holdout_split(len(dataset), config.test_fraction, config.split_seed)
@@ -158,6 +173,11 @@ def run_selection(
         _check_oracle_config(config, dataset.source)
     else:
         labels = None  # every frame labelled: the paper's loop as it is
+        if config.label_budget is not None:
+            raise InputError(
+                f"{dataset.source}: a label budget needs frames without labels and an "
+                "oracle to label them (--oracle); every frame here is labelled"
+            )
     with contextlib.ExitStack() as held:  # the run folder's lock, until the end
         state = _start(dataset, config, directory, resume, test, pool, held, labels)
         test, pool = state["test"], state["pool"]
@@ -198,6 +218,9 @@ def _loop(dataset, config, directory, state, split, progress, workers, labels=No
     )
     with sigterm_as_interrupt(), bar:
         for iteration in range(len(history), config.iterations):
+            if _budget_left(config, labels, dataset, test) == 0:
+                logger.info("label budget of %d calls spent", config.label_budget)
+                break
             entry, added = _iteration(
                 dataset,
                 config,
@@ -271,6 +294,10 @@ def _iteration(
         evaluated = _error_sample(
             candidates, labels, config.error_sample, rng, prefer=labelled
         )
+        left = _budget_left(config, oracle_labels, dataset, test)
+        if left is not None:  # labelled frames of the sample are free
+            paid = np.flatnonzero(~labelled[evaluated])
+            evaluated = np.delete(evaluated, paid[left:])
         evaluated = oracle_labels.ensure(evaluated, "estimate")
         candidates = candidates[~oracle_labels.failed[candidates]]
     mse = np.full(len(dataset), np.nan)  # per-frame squared force error
@@ -303,9 +330,15 @@ def _iteration(
         mse[missing] = _frame_mse(backend, dataset, missing)[0]
         t_predict += time.perf_counter() - start
     start = time.perf_counter()
-    n_diverse = round(config.diverse_share * config.step)
-    n_error = config.step - n_diverse
-    if config.pick == "fine":
+    step = config.step
+    left = _budget_left(config, oracle_labels, dataset, test)
+    if left is not None:
+        step = min(step, left)
+    n_diverse = round(config.diverse_share * step)
+    n_error = step - n_diverse
+    if step == 0:  # the label budget is spent: nothing more to pick
+        added, fine = np.empty(0, int), {"n_fine": 0, "cluster": [], "rmse": []}
+    elif config.pick == "fine":
         added, fine = _pick(config, X, dataset.energies, union, mse, rng, n_error)
     else:
         added, fine = _pick_frames(
@@ -357,6 +390,21 @@ def _iteration(
         t_select,
     )
     return entry, added
+
+
+def _budget_left(config, labels, dataset, test) -> int | None:
+    """Oracle calls left for training frames (None: no budget).
+
+    Counted from the run's label store, so a resumed run counts what the first
+    one paid; the test split's calls are not counted.
+    """
+    if config.label_budget is None or labels is None:
+        return None
+    from ..oracle import frame_keys
+
+    keys = frame_keys(dataset.numbers, dataset.positions[test])
+    for_test = sum(key in labels.store for key in keys)
+    return max(0, config.label_budget - (len(labels.store) - for_test))
 
 
 def _error_sample(candidates, labels, k, rng, prefer=None):
@@ -609,6 +657,11 @@ def _finish(
             "calls": labels.calls(),
             "in_store": len(labels.store),  # every call of this run, resumes included
         }
+        if config.label_budget is not None:
+            final["labels_paid"]["budget"] = config.label_budget
+            final["labels_paid"]["budget_left"] = _budget_left(
+                config, labels, dataset, test
+            )
         # every label paid for, reusable for any other model
         dataset.write(directory / "labelled.extxyz", np.flatnonzero(labels.labelled))
     save_model(

@@ -98,6 +98,64 @@ def test_unlabelled_frames_need_an_error_sample_and_one_energy_level(
     assert pool.calls() == 0 and not (tmp_path / "x").exists()
 
 
+def test_a_label_budget_stops_the_loop_when_spent(pool_file, xtb_dataset, tmp_path):
+    """Unlimited, the loop pays for 25 training labels (a third of the pool is
+    labelled); a budget of 21 stops the picks when it is spent and the final
+    model is trained on what was bought."""
+    from ase_flatten.selection.split import holdout_split
+
+    config = SelectionConfig(**{**CONFIG, "label_budget": 21})
+    pool = _pool(pool_file, tmp_path / "run" / "labels.jsonl")
+    result = run_selection(pool.dataset, config, tmp_path / "run", labels=pool)
+    test, _ = holdout_split(150, 0.1, 0)
+    test_keys = set(frame_keys(xtb_dataset.numbers, xtb_dataset.positions[test]))
+    keys = [json.loads(line)["key"] for line in open(tmp_path / "run/labels.jsonl")]
+    paid_for_training = [key for key in keys if key not in test_keys]
+    assert 14 < len(paid_for_training) <= 21  # never a call over the budget
+    final = result.history[-1]["labels_paid"]
+    assert final["budget"] == 21
+    assert final["budget_left"] == 21 - len(paid_for_training)
+    # without the budget the same loop pays for more
+    free = _pool(pool_file, tmp_path / "free" / "labels.jsonl")
+    unlimited = run_selection(
+        free.dataset, SelectionConfig(**CONFIG), tmp_path / "free", labels=free
+    )
+    assert unlimited.history[-1]["labels_paid"]["calls"] > final["calls"]
+    assert len(result.train_indices) < len(unlimited.train_indices)
+    # a resumed run counts what the first one paid and pays for nothing more
+    again = _pool(pool_file, tmp_path / "run" / "labels.jsonl")
+    resumed = run_selection(
+        again.dataset, config, tmp_path / "run", resume=True, labels=again
+    )
+    np.testing.assert_array_equal(resumed.train_indices, result.train_indices)
+    assert again.calls() == 0
+
+
+def test_a_label_budget_below_the_initial_set_is_refused(pool_file, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ase_flatten.cli.main", "select", str(pool_file),
+         "--oracle", "tests.oracle_factories:gfn2", "--init", "20",
+         "--label-budget", "10", "-o", str(tmp_path / "run")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ase-flatten select: error: --label-budget 10 is smaller than the initial "
+        "set (20 frames); give at least 20"
+    ]
+    assert not (tmp_path / "run").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "ase_flatten.cli.main", "select", str(pool_file),
+         "--label-budget", "10", "-o", str(tmp_path / "run")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--label-budget counts oracle calls: give --oracle too" in result.stderr
+
+
 def test_half_labelled_frames_are_refused(xtb_files, tmp_path):
     frames = ase.io.read(xtb_files[0], ":5")
     frames[2].calc = None
