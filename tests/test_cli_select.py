@@ -310,3 +310,45 @@ def test_compare_refuses_an_extra_test_of_training_data(
     status, _, err = run_cli(capsys, *argv[:3], "--extra-test", other, "-o",
                              tmp_path / "c")  # fmt: skip
     assert_one_line_error(status, err, "other.extxyz: holds", "same molecule")
+
+
+def test_errors_extra_test(runs, capsys, tmp_path, xtb_files, hotter):
+    reference, predicted = xtb_files
+    argv = ("errors", reference, "--model", runs / "random", *CLUSTERS)
+    status, out, err = run_cli(
+        capsys, *argv, "--extra-test", hotter, "-o", tmp_path / "e"
+    )
+    assert status == 0, err
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    extra = summary["extra_test"]
+    assert extra["n_frames"] == 24 and extra["path"] == str(hotter)
+    low, high = extra["ci95"]["force_rmse"]
+    assert low <= extra["force_rmse"] <= high
+    assert extra["force_rmse"] > summary["force_rmse"]
+    assert extra["force_rmse_kcal"] == pytest.approx(
+        extra["force_rmse"] * 23.0605, rel=1e-4
+    )
+    low, high = summary["ci95"]["atom_error_p99"]
+    assert low <= summary["atom_error_p99"] <= high <= summary["atom_error_max"]
+    assert f"extra test set (24 frames): force RMSE {extra['force_rmse']:.4f}" in out
+    assert f"({summary['max_cluster_frames']} frames)" in out
+    assert f"p99 {summary['atom_error_p99']:.4f} eV/Å" in out
+    # predictions from a file cannot predict the extra frames
+    status, _, err = run_cli(capsys, "errors", reference, "--predicted", predicted,
+                             "--extra-test", hotter, "-o", tmp_path / "p")  # fmt: skip
+    assert_one_line_error(status, err, "--extra-test needs a model")
+    # frames the model trained on, though not in DATA
+    from ase_flatten.data import read_dataset
+
+    train = np.load(runs / "random" / "train_indices.npy")
+    path = tmp_path
+    dataset = read_dataset(reference)
+    dataset.write(path / "data.extxyz", np.setdiff1d(np.arange(150), train))
+    dataset.write(path / "trained.extxyz", train[:3])
+    status, _, err = run_cli(capsys, "errors", path / "data.extxyz", "--model",
+                             runs / "random", *CLUSTERS, "--extra-test",
+                             path / "trained.extxyz", "-o", path / "t")  # fmt: skip
+    assert_one_line_error(
+        status, err, "trained.extxyz: 3 of its 3 frames", "random trained or validated"
+    )
+    assert not (path / "t").exists()
