@@ -173,3 +173,68 @@ def test_extra_test_must_be_new_frames_of_the_same_molecule(tmp_path):
     other.write(tmp_path / "other.extxyz")
     with pytest.raises(InputError, match="an extra test set must be of the same"):
         read_extra_test(tmp_path / "other.extxyz", data)
+
+
+def load_suite():
+    """benchmarks/suite.py as a module (benchmarks is no package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
+    spec = importlib.util.spec_from_file_location("suite", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_suite_tables_ratios_over_seeds(tmp_path):
+    """The suite's measures: per seed from comparison.json, over seeds from the
+    frame errors (one draw of test frames for every seed and both sets)."""
+    import json
+
+    from ase_flatten.comparison import _add_extra, _statistics
+
+    suite = load_suite()
+    reference = random_dataset(n_frames=200, n_atoms=3, seed=4)
+    hot = random_dataset(n_frames=50, n_atoms=3, seed=5)
+    rows = []
+    for seed in range(3):
+        labels = np.arange(200) % 5
+        base = errors_of(reference, 0.1, seed=10 + seed, labels=labels)
+        flat = errors_of(reference, 0.09, seed=20 + seed, labels=labels)
+        extras = [errors_of(hot, s, seed=k + 3 * seed, labels=np.zeros(50, int))
+                  for k, s in enumerate((0.2, 0.15))]  # fmt: skip
+        table = []
+        for name, errors in (("random", base), ("flatten", flat)):
+            worst = int(errors.worst(1)[0])
+            table.append({"run": name, "test_frames": 200,
+                          "max_cluster_frames": int(errors.n_frames[worst]),
+                          **_statistics(errors, base)})  # fmt: skip
+        _add_extra(table, extras)
+        out = tmp_path / f"seed{seed}" / "compare"
+        out.mkdir(parents=True)
+        (out / "comparison.json").write_text(json.dumps({"runs": table}))
+        write_frame_errors(out / "frame_errors.npz", ["random", "flatten"],
+                           [base, flat], extras)  # fmt: skip
+        measures = suite.compared(out)
+        for strategy in ("random", "flatten"):
+            rows.append({"data": "d", "backend": "b", "strategy": strategy,
+                         "seed": seed, "measures": measures[strategy]})  # fmt: skip
+    entries = suite.measures_over_seeds(rows)
+    flat = entries[1]
+    assert flat["strategy"] == "flatten" and flat["seeds"] == [0, 1, 2]
+    per_seed = [r["measures"]["extra_force_rmse_ratio"] for r in rows[1::2]]
+    hotter = flat["extra_force_rmse_ratio"]
+    assert hotter["mean"] == pytest.approx(np.mean([r[0] for r in per_seed]))
+    assert hotter["sd"] == pytest.approx(np.std([r[0] for r in per_seed], ddof=1))
+    low, high = hotter["ci95"]
+    assert low < hotter["mean"] < high < 1.0  # 0.15 against 0.2: clearly lower
+    # the mean over three seeds is known better than any one seed
+    assert high - low < np.mean([r[2] - r[1] for r in per_seed])
+    assert entries[0]["force_rmse_ratio"]["ci95"] == [1.0, 1.0]
+    text = "\n".join(suite.measures_markdown({"measures": entries,
+                                              "improvement": rows}))  # fmt: skip
+    mean = f"{hotter['mean']:.2f} ± {hotter['sd']:.2f} [{low:.2f}, {high:.2f}]"
+    assert mean in text
+    assert "| d | b | flatten | 2 | " in text  # each seed's row
+    assert "hotter p99 per atom" in text
