@@ -5,9 +5,10 @@ on the same dataset with the same test split. Each model predicts the test frame
 errors are grouped by the first run's clusters. Writes DIR/comparison.csv (per run:
 overall force and energy RMSE, max and mean-of-worst-5 cluster force RMSE with the
 test frames behind them, the 99th percentile and the maximum of the per-atom
-force-error norms |F_pred - F_ref|; each with a bootstrap 95 % interval over the
-test frames (1000 resamples, seed 0) and its ratio to the first run's with a
-paired interval (the same frames drawn for both); eV and kcal/mol),
+force-error norms (the length of F_pred - F_ref at each atom); each with a
+bootstrap 95 % interval over the test frames (1000 resamples, seed 0) and its ratio
+to the first run's with a paired interval (the same frames drawn for both); eV and
+kcal/mol),
 DIR/comparison.json, DIR/frame_errors.npz (per-frame errors) and
 DIR/cluster_comparison.png (per-cluster energy and force RMSE, Fig. 6 and 7:
 clusters sorted by the first run's force error, one bar colour per run, the test

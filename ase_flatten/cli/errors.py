@@ -5,8 +5,9 @@ frame, and reports them per cluster: DIR/cluster_errors.csv (one row per cluster
 sorted by force RMSE), DIR/frame_errors.csv, DIR/summary.json and
 DIR/cluster_errors.png (the paper's Fig. 2). Errors in eV and eV/Å, with kcal/mol
 columns beside them. The summary holds the frames of the worst cluster, the 99th
-percentile and the maximum of the per-atom force-error norms |F_pred - F_ref|,
-and a bootstrap 95 % interval over the frames for each (1000 resamples, seed 0).
+percentile and the maximum of the per-atom force-error norms (the length of
+F_pred - F_ref at each atom), and a bootstrap 95 % interval over the frames for
+each (1000 resamples, seed 0).
 With --model or --calculator, --extra-test FILE also measures a labelled trajectory
 of the same molecule that shares no frame with DATA or the model's training data
 (e.g. MD at a higher temperature): DIR/summary.json's "extra_test".
