@@ -227,12 +227,15 @@ def flatten(data, out, backend, params, sizes, seed, collect=False, rule=()) -> 
 def compare(base: Path, names, extra_test=None) -> Path | None:
     """``ase-flatten compare`` of one seed's equal-size sets, random first.
 
-    Kept in ``base/compare`` and reused while it compares the same runs with the
-    same extra test set. None while planning the Dask tasks.
+    Kept in ``base/compare`` (``base/compare_NAME`` with the extra test set
+    ``NAME.*``) and reused while it compares the same runs with the same extra
+    test set. None while planning the Dask tasks.
     """
     if PLAN is not None:
         return None
     out = base / "compare"
+    if extra_test:
+        out = base / f"compare_{Path(extra_test).name.split('.')[0]}"
     extra = str(Path(extra_test).resolve()) if extra_test else None
     done = out / "comparison.json"
     if done.exists() and (out / "frame_errors.npz").exists():
