@@ -445,7 +445,7 @@ def measures_markdown(results) -> list[str]:
         if key not in entry:
             return "n/a"
         mean, sd = entry[key]
-        if len(entry["seeds"]) == 1:
+        if len(entry["seeds"]) == 1 or (digits == 0 and sd == 0):
             return f"{mean:.{digits}f}"
         return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
@@ -466,7 +466,9 @@ def measures_markdown(results) -> list[str]:
         "",
         "Ratios to random: mean ± sd over seeds [bootstrap 95 % interval of the "
         "mean over seeds: the test frames drawn again, 1000 times, the same draw "
-        "for every seed and both sets].",
+        "for every seed and both sets]. A resample's maximum is never above the "
+        "maximum of all frames, so the intervals of *max per atom* are too "
+        "narrow on the high side: read them as a lower bound on its uncertainty.",
         "",
         "| data | backend | strategy | " + " | ".join(r[3] for r in ratios) + " |",
         "| --- | --- | --- | " + " | ".join("---:" for _ in ratios) + " |",
