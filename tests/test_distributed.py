@@ -36,7 +36,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-#: The Dask config the README recommends for workers (glibc's adaptive mmap
+#: The Dask config docs/tutorials/dask.md recommends for workers (glibc's adaptive mmap
 #: threshold stays on: predictions are not slowed down by Dask's malloc setting).
 WORKER_CONFIG = """distributed:
   nanny:
