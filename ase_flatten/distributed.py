@@ -59,7 +59,8 @@ LOCAL = "local:"
 #: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; any value
 #: turns off glibc's adaptive mmap threshold, so that every prediction batch maps
 #: and unmaps its arrays: sGDML predicted 3.5x slower on such a worker (measured,
-#: BENCHMARKS.md). ``local:N`` workers start without it; for others, see README.
+#: BENCHMARKS.md). ``local:N`` workers start without it; for others, see the docs
+#: (tutorials/dask).
 NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
@@ -230,7 +231,7 @@ def _log_workers(client, address: str) -> None:
             "dask %s: workers run with MALLOC_TRIM_THRESHOLD_ set (Dask's default), "
             "which makes predictions up to 3.5x slower; start them with "
             "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null in "
-            "their Dask config (README, 'Past one machine')",
+            "their Dask config (docs: tutorials/dask, 'Past one machine')",
             address,
         )
 
