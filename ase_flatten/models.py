@@ -293,7 +293,9 @@ class SavedModel:
         if self.overall_force_rmse is not None:
             return float(self.overall_force_rmse)
         rmse = self.cluster_force_rmse
-        return float(np.sqrt(np.nanmean(rmse**2))) if rmse is not None else math.nan
+        if rmse is None or not np.isfinite(rmse).any():
+            return math.nan
+        return float(np.sqrt(np.nanmean(rmse**2)))
 
     def _predict_energies(self, positions: np.ndarray) -> np.ndarray:
         """The model's energies (eV) of ``positions``, a batch at a time."""

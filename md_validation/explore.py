@@ -8,7 +8,7 @@ only new labels can. Each round of :func:`explore`
 2. harvests candidates: the frames leading up to every failure (the last
    ``precursors`` saved frames of a failed run) and the frames outside the
    model's applicability domain or in one of its high-error clusters
-   (:func:`md_validation.metrics.classify_frames`);
+   (:meth:`ase_flatten.models.SavedModel.locate`);
 3. thins them to at most ``per_round`` frames by farthest-point sampling on the
    pairwise-distance descriptor, precursors first (no labels exist yet for an
    error-weighted allocation, so the paper's fine-cluster allocation has nothing
@@ -478,8 +478,6 @@ def _harvest(run: _Run, model, runs: list[dict]) -> dict:
     """Every saved MD frame of the round with its flags and candidacy."""
     import ase.io
 
-    from .metrics import classify_frames
-
     positions, energies, temps, precursor = [], [], [], []
     for row in runs:
         path = row["trajectory"]
@@ -497,13 +495,12 @@ def _harvest(run: _Run, model, runs: list[dict]) -> dict:
     energies = np.asarray(energies, dtype=float)
     if len(positions):
         # a frame whose energy the model could not give sits in no energy level
-        flags = classify_frames(
-            model,
+        where = model.locate(
             positions,
             np.nan_to_num(energies, nan=float(np.nanmedian(run.dataset.energies))),
             run.settings.high_error_factor,
         )
-        outside, high = flags["outside_domain"], flags["high_error"]
+        outside, high = where.outside_domain, where.high_error
     else:
         outside = high = np.zeros(0, bool)
     precursor = np.asarray(precursor, bool)
