@@ -239,12 +239,7 @@ def explore(
 def _read_start(model_dir):
     """The start model, its dataset and test split; one line when unusable."""
     from ase_flatten.data import read_dataset
-    from ase_flatten.models import (
-        load_indices,
-        load_model,
-        recorded_dataset,
-        recorded_label_keys,
-    )
+    from ase_flatten.models import load_model, recorded_dataset, recorded_label_keys
 
     start = load_model(model_dir)
     if start.clusters is None:
@@ -259,12 +254,7 @@ def _read_start(model_dir):
         raise InputError(
             f"{path}: not the frames {model_dir} was trained on (fingerprint differs)"
         )
-    test_file = Path(model_dir) / "test_indices.npy"
-    test = (
-        load_indices(test_file, "the test split")
-        if test_file.exists()
-        else np.zeros(0, int)
-    )
+    test = start.test_indices if start.test_indices is not None else np.zeros(0, int)
     return start, dataset, test
 
 
@@ -599,6 +589,7 @@ def _retrain(run: _Run, number: int, added, entry: dict):
         dataset,
         clusters=start.clusters,
         cluster_errors=errors,
+        test_indices=run.test if len(run.test) else None,
         strategy="explore",
         seed=run.settings.seed,
         start_model=str(Path(start.path).resolve()),
@@ -695,7 +686,8 @@ def _checkpoint(run: _Run, history: list, added) -> None:
 
 
 def _publish_model(run: _Run, model, added) -> None:
-    """Copy the last model's files into the folder itself; write the datasets."""
+    """Copy the last model's files (its test split too) into the folder itself;
+    write the datasets."""
     from ase_flatten.models import MODEL_FILES
 
     for name in MODEL_FILES:
@@ -709,7 +701,5 @@ def _publish_model(run: _Run, model, added) -> None:
             shutil.copytree(source, target)
         else:
             shutil.copy2(source, target)
-    if len(run.test):
-        np.save(run.work / "test_indices.npy", run.test)
     dataset, _ = _combined(run, added)
     dataset.write(run.work / "dataset.extxyz")

@@ -33,7 +33,7 @@ import numpy as np
 from .. import clustering_options as options
 from ..data import Dataset, write_reference_frames
 from ..exceptions import InputError
-from ..outputs import atomic_path, folder_lock, write_json, write_marker
+from ..outputs import folder_lock, write_json, write_marker
 from ..signals import sigterm_as_interrupt
 from . import picking
 from .split import holdout_split
@@ -520,13 +520,9 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
     training frames are labelled here (from the label store on resume); frames the
     oracle fails on leave both.
     """
-    from ..clustering import (
-        TwoStageClustering,
-        cluster_features,
-        load_clusters,
-        save_clusters,
-    )
+    from ..clustering import TwoStageClustering, cluster_features, load_clusters
     from ..descriptors import pairwise_distances
+    from ..models import write_data_files
 
     settings = {"config": dataclasses.asdict(config), "dataset": dataset.fingerprint()}
     X = pairwise_distances(dataset.positions, kind=config.descriptor)
@@ -603,11 +599,8 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
         n_components=config.n_components,
         random_state=config.seed,
     ).fit(cluster_features(X, energies))
-    save_clusters(
-        directory / "clusters.npz", clusters, fingerprint=dataset.fingerprint()
-    )
-    with atomic_path(directory / "test_indices.npy") as tmp:
-        np.save(tmp, test)
+    # the final model's data files, written once: a resume reads the clusters
+    write_data_files(directory, dataset, clusters, test)
     write_json(directory / "config.json", settings)
     rng = np.random.default_rng([config.seed, 0x1417])
     train = np.sort(rng.choice(pool, config.init, replace=False))
@@ -672,6 +665,7 @@ def _finish(
         clusters=clusters,
         cluster_errors=errors,
         overwrite=True,
+        keep_data_files=True,  # clusters.npz and test_indices.npy, from _start
         strategy="flatten",
         seed=config.seed,
         test_fraction=config.test_fraction,

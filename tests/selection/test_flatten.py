@@ -166,15 +166,31 @@ def test_resume_after_interrupt_gives_the_same_indices(
     ]
 
 
-def test_the_clustering_options_reach_the_clusters(xtb_dataset, tmp_path):
+def test_the_clustering_options_reach_the_clusters(xtb_dataset, tmp_path, monkeypatch):
+    from ase_flatten import clustering
     from ase_flatten.clustering import load_clusters
+    from ase_flatten.models import load_model
 
+    written = []
+    real = clustering.save_clusters
+
+    def counted(path, *args, **kwargs):
+        written.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(clustering, "save_clusters", counted)
     result = run(
         xtb_dataset, tmp_path / "i", iterations=1, descriptor="inverse", assign="max"
     )
     clusters = load_clusters(result.directory / "clusters.npz")[0]
     assert (clusters.descriptor, clusters.assign) == ("inverse", "max")
     assert len(result.train_indices) == 28
+    # the run's clusters and test split are the final model's, written once
+    assert written == [result.directory / "clusters.npz"]
+    saved = load_model(result.directory)
+    np.testing.assert_array_equal(saved.test_indices, result.test_indices)
+    np.testing.assert_array_equal(saved.clusters.labels_, clusters.labels_)
+    assert saved.domain is not None
 
 
 # A child process whose second fit dies of a segmentation fault, as sGDML's solve did
