@@ -371,6 +371,13 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         distances in descriptor space. New frames of the same distribution fall
         below it at that rate; a frame farther from every subset frame lies outside
         every cluster seen in the data.
+
+        Neighbours in a trajectory are the next MD frames, so this threshold
+        measures time correlation and flags too many new MD frames: a model saved
+        with its dataset keeps a calibrated :class:`~ase_flatten.domain.
+        ApplicabilityDomain` instead; :meth:`ase_flatten.models.SavedModel.
+        locate` falls back on this one for models saved with neither (and
+        models saved before ``domain.npz`` existed).
         """
         check_is_fitted(self, "subset_labels_")
         S = self.subset_descriptors_

@@ -55,11 +55,11 @@ FORMAT = "ase-flatten-model"
 FORMAT_VERSION = 2  # 2: sGDML and SchNet files load without pickle
 
 
-#: Frames per block of :meth:`SavedModel.locate`: bounds its memory (the domain
-#: look-up holds a block's descriptors under every hydrogen permutation).
+#: Frames per block of :meth:`SavedModel.locate`, which bounds its memory (the
+#: domain look-up holds a block's descriptors under every hydrogen permutation).
 LOCATE_CHUNK = 1000
-#: The default of ``high_error_factor``: a cluster is high-error when its force
-#: RMSE exceeds this times the model's overall force RMSE.
+#: The default ``high_error_factor`` of :meth:`SavedModel.locate`. A cluster is
+#: high-error when its force RMSE exceeds this times the model's overall force RMSE.
 HIGH_ERROR_FACTOR = 1.1
 
 
@@ -103,7 +103,7 @@ class Location:
 
     @property
     def risky(self) -> np.ndarray:
-        """Bool (M,): outside the domain or in a high-error cluster."""
+        """Outside the domain or in a high-error cluster (bool, shape (M,))."""
         return self.outside_domain | self.high_error
 
     def row(self, i: int) -> dict:
@@ -493,14 +493,10 @@ class SavedModel:
         return directory
 
 
-def load_model(path: str | os.PathLike, factory: str | None = None) -> SavedModel:
-    """Load a model directory: :meth:`SavedModel.load`."""
-    return SavedModel.load(path, factory)
-
-
-def save_model(directory: str | os.PathLike, backend: Backend, *args, **kwargs) -> Path:
-    """Write a model directory: :meth:`SavedModel.save`, with its parameters."""
-    return SavedModel.save(directory, backend, *args, **kwargs)
+#: :meth:`SavedModel.load` under its older name.
+load_model = SavedModel.load
+#: :meth:`SavedModel.save` under its older name.
+save_model = SavedModel.save
 
 
 def _load_backend(path: Path, meta: dict, factory: str | None) -> Backend:

@@ -22,7 +22,7 @@ from ase_flatten.calculator import DOMAIN_PROPERTIES
 from ase_flatten.clustering import cluster_dataset, cluster_features
 from ase_flatten.descriptors import pairwise_distances
 from ase_flatten.error_analysis import cluster_errors
-from ase_flatten.models import model_content_hash, save_model
+from ase_flatten.models import Location, load_model, model_content_hash, save_model
 
 TRAIN = np.arange(0, 150, 5)
 
@@ -124,6 +124,10 @@ def test_cluster_and_domain_extras(domain_dir, xtb_dataset):
     )
     assert calc.results["outside_domain"] is False
     assert calc.results["domain_distance"] < 1e-6  # a frame of the data itself
+    # the model's own locate, for one structure: the same numbers
+    assert DOMAIN_PROPERTIES == Location.REPORTED
+    where = load_model(path).locate(atoms.positions, [calc.results["energy"]])
+    assert {key: calc.results[key] for key in DOMAIN_PROPERTIES} == where.row(0)
     stretched = atoms.copy()
     stretched.positions *= 1.4  # every bond 40% longer: no such frame in the data
     stretched.calc = calc
