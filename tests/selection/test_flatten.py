@@ -167,18 +167,14 @@ def test_resume_after_interrupt_gives_the_same_indices(
 
 
 def test_the_clustering_options_reach_the_clusters(xtb_dataset, tmp_path, monkeypatch):
+    from unittest import mock
+
     from ase_flatten import clustering
     from ase_flatten.clustering import load_clusters
     from ase_flatten.models import load_model
 
-    written = []
-    real = clustering.save_clusters
-
-    def counted(path, *args, **kwargs):
-        written.append(path)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(clustering, "save_clusters", counted)
+    spy = mock.Mock(wraps=clustering.save_clusters)  # the real writer, counted
+    monkeypatch.setattr(clustering, "save_clusters", spy)
     result = run(
         xtb_dataset, tmp_path / "i", iterations=1, descriptor="inverse", assign="max"
     )
@@ -186,7 +182,9 @@ def test_the_clustering_options_reach_the_clusters(xtb_dataset, tmp_path, monkey
     assert (clusters.descriptor, clusters.assign) == ("inverse", "max")
     assert len(result.train_indices) == 28
     # the run's clusters and test split are the final model's, written once
-    assert written == [result.directory / "clusters.npz"]
+    assert [c.args[0] for c in spy.call_args_list] == [
+        result.directory / "clusters.npz"
+    ]
     saved = load_model(result.directory)
     np.testing.assert_array_equal(saved.test_indices, result.test_indices)
     np.testing.assert_array_equal(saved.clusters.labels_, clusters.labels_)
