@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import InputError
+from .exceptions import InputError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ class WorkerPredictor:
         ``batch_size`` is accepted for the Backend signature; the model's own
         batch size is used so that every batch is the in-process one.
         """
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
         from tqdm.auto import tqdm
 
         if not np.array_equal(dataset.numbers, self.numbers_):
@@ -395,6 +395,11 @@ class WorkerPredictor:
                 for future in as_completed(futures):
                     bar.update(sizes[future.key])
             results = self.client.gather(futures)
+        except KilledWorker as exc:  # a chunk lost with every worker it was sent to
+            self.client.cancel(futures + data)
+            raise RunError(
+                f"{self.name} predict: Dask workers died predicting a chunk ({exc})"
+            ) from exc
         except BaseException:  # Ctrl-C or a failed chunk: drop the other chunks
             self.client.cancel(futures + data)
             raise

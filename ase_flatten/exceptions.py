@@ -1,11 +1,22 @@
-"""The one exception type for user mistakes."""
+"""The two failures a command line reports in one line: the user's, and the run's."""
 
 
 class InputError(ValueError):
     """A problem with the user's input: a file, an argument or a combination of them.
 
     The message names the file (when there is one) and the problem in one line. The
-    command-line entry point prints it without a traceback and exits with status 2.
+    command-line entry point prints it without a traceback (``-T`` shows it) and
+    exits with status 2.
     It subclasses :class:`ValueError` so scikit-learn-style code that expects
     ``ValueError`` for bad arguments keeps working.
+    """
+
+
+class RunError(RuntimeError):
+    """A run that failed for a reason other than its input: a worker process died.
+
+    The message names what failed (a label worker, a Dask worker, an MD run) and
+    the cause is chained (``raise RunError(...) from exc``). The command-line entry
+    point prints it as one line and exits with status 1; with ``-T`` it prints the
+    traceback, cause included.
     """

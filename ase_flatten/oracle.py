@@ -38,12 +38,13 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .exceptions import InputError
+from .exceptions import InputError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +377,8 @@ def label_frames(
     ------
     InputError
         The oracle cannot be built, or more than its failure share failed.
+    RunError
+        A worker process died (its cause chained).
     """
     from tqdm.auto import tqdm
 
@@ -466,7 +469,13 @@ def _oracle_results(numbers, positions, todo, oracle, jobs, client=None):
         futures = {pool.submit(_worker_label, numbers, positions[i]): i for i in todo}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    record = future.result()
+                except BrokenProcessPool as exc:  # killed, out of memory, crashed
+                    raise RunError(
+                        f"oracle {oracle.name}: a label worker process died ({exc})"
+                    ) from exc
+                yield futures[future], record
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -474,6 +483,7 @@ def _oracle_results(numbers, positions, todo, oracle, jobs, client=None):
 
 def _dask_results(numbers, positions, todo, oracle, client):
     """(frame, record) pairs from the Dask workers, as they finish."""
+    from distributed import KilledWorker
     from distributed import as_completed as dask_completed
 
     if not oracle.importable:
@@ -489,7 +499,13 @@ def _dask_results(numbers, positions, todo, oracle, client):
     }
     try:
         for future in dask_completed(futures):
-            yield futures[future], future.result()
+            try:
+                record = future.result()
+            except KilledWorker as exc:  # lost with every worker it was sent to
+                raise RunError(
+                    f"oracle {oracle.name}: Dask workers died labelling a frame ({exc})"
+                ) from exc
+            yield futures[future], record
     except BaseException:
         client.cancel(list(futures))
         raise

@@ -45,6 +45,7 @@ from ase_flatten.cli.common import add_label_key_arguments
 from ase_flatten.cli.runtime import (
     ArgumentParser,
     add_output_arguments,
+    add_traceback_argument,
     add_verbosity_arguments,
     execute,
 )
@@ -277,6 +278,7 @@ def build_parser() -> ArgumentParser:
         "ps (default: %(default)s; 0: never)",
     )
     add_verbosity_arguments(parser)
+    add_traceback_argument(parser)
     return parser
 
 
