@@ -162,7 +162,7 @@ def _require_distributed():
     except ImportError as exc:
         raise InputError(
             f"--dask needs dask.distributed ({exc}): pip install 'ase-flatten[dask]'"
-        ) from None
+        ) from exc
     return distributed
 
 
@@ -183,7 +183,7 @@ def _connect(distributed, address: str, timeout_s: float):
             f"--dask {address}: no Dask scheduler answers there within {timeout_s:g} "
             f"s ({type(exc).__name__}: {reason}); start one with `dask scheduler` or "
             "use --dask local:N"
-        ) from None
+        ) from exc
 
 
 def _probe(address: str, timeout_s: float) -> None:

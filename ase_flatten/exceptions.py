@@ -1,5 +1,26 @@
 """The two failures a command line reports in one line: the user's, and the run's."""
 
+import pickle
+import zipfile
+import zlib
+
+#: What reading a damaged or foreign file raises in numpy (``np.load``), zipfile,
+#: zlib and json (measured on empty, garbage, truncated, bit-flipped and pickled
+#: files; torch's ``weights_only`` loader adds RuntimeError): caught where a file
+#: is read and turned into an :class:`InputError` that names the file, the cause
+#: chained. Any other exception there is a bug and keeps its traceback.
+FILE_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    pickle.UnpicklingError,
+)
+
 
 class InputError(ValueError):
     """A problem with the user's input: a file, an argument or a combination of them.

@@ -275,13 +275,13 @@ class LabelStore:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as exc:
                 if number >= len(lines) - 1:  # the last line, cut short by a kill
                     logger.warning("%s: ignoring an unfinished last line", self.path)
                     continue
                 raise InputError(
                     f"{self.path}: line {number} is not a label record"
-                ) from None
+                ) from exc
             if not isinstance(record, dict) or not isinstance(record.get("key"), str):
                 raise InputError(f"{self.path}: line {number} is not a label record")
             self._records[record["key"]] = record

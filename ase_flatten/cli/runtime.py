@@ -116,7 +116,7 @@ def _check_working_directory() -> None:
         raise InputError(
             f"cannot read the working directory ({exc.strerror or exc}); change to "
             "a folder you can read"
-        ) from None
+        ) from exc
 
 
 def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:

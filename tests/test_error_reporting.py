@@ -1,4 +1,4 @@
-"""``-T``: a failure's traceback with its cause; a dead worker is not a user error."""
+"""Errors keep their cause: ``-T`` shows it, a dead worker is not a user error."""
 
 import argparse
 import subprocess
@@ -80,3 +80,58 @@ def test_a_dead_label_worker_is_a_run_error_not_an_input_error(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "BrokenProcessPool" in err and "The above exception was the direct" in err
     assert err.strip().splitlines()[-1].startswith("ase_flatten.exceptions.RunError")
+
+
+def _damaged_files(folder):
+    """Files a loader may meet instead of its own, each as name -> bytes."""
+    import io
+    import pickle
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=rng.normal(size=2000), y=np.arange(100))
+    archive = buffer.getvalue()
+    flipped = bytearray(archive)
+    flipped[len(flipped) // 3] ^= 0xFF  # inside the compressed data
+    other = io.BytesIO()
+    np.savez(other, unrelated=np.arange(3))
+    floats = io.BytesIO()
+    np.save(floats, np.array([0.5, 1.5]))
+    return {
+        "empty": b"",
+        "text": b"not a numpy file at all\n" * 4,
+        "pickle": pickle.dumps({"seen": [1, 2]}),
+        "truncated": archive[: len(archive) // 2],
+        "bit-flipped": bytes(flipped),
+        "other keys": other.getvalue(),
+        "an npy": floats.getvalue(),
+    }
+
+
+def test_damaged_files_are_one_line_input_errors_with_their_cause(tmp_path):
+    from ase_flatten.backends.sgdml import read_model
+    from ase_flatten.clustering import load_clusters
+    from ase_flatten.data import read_dataset
+    from ase_flatten.domain import ApplicabilityDomain
+    from ase_flatten.models import _read_hashes, load_indices
+
+    loaders = {
+        "indices.npy": load_indices,
+        "frame_hashes.npz": _read_hashes,
+        "clusters.npz": load_clusters,
+        "domain.npz": ApplicabilityDomain.load,
+        "md17.npz": read_dataset,
+        "sgdml_model.npz": read_model,
+    }
+    for kind, content in _damaged_files(tmp_path).items():
+        for name, load in loaders.items():
+            path = tmp_path / kind.replace(" ", "_") / name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(content)
+            with pytest.raises(InputError) as info:
+                load(path)
+            message = str(info.value)
+            assert message.startswith(str(path)) and "\n" not in message, (kind, name)
+            # the reader's own exception stays attached where there was one
+            cause = info.value.__cause__
+            assert cause is None or not isinstance(cause, InputError), (kind, name)
