@@ -198,6 +198,7 @@ class BackendTests:
     def test_fit_returns_the_backend_and_records_the_molecule(
         self, fit_result, dataset
     ):
+        """``fit`` returns the backend itself, which knows its molecule."""
         backend, returned = fit_result
         assert returned is backend
         assert backend.name == self.backend
@@ -206,6 +207,7 @@ class BackendTests:
         assert not np.intersect1d(validation, self.train_idx).size
 
     def test_predictions_have_the_shapes_and_units(self, fitted, dataset):
+        """Energies (n,) in eV, forces (n, atoms, 3) in eV/Å, float64, learned."""
         test = np.asarray(self.test_idx)
         energies, forces = fitted.predict(dataset, test, progress=False)
         assert energies.shape == (len(test),) and energies.dtype == np.float64
@@ -226,6 +228,7 @@ class BackendTests:
         )
 
     def test_batches_do_not_change_the_numbers(self, fitted, dataset):
+        """Batches of 7, all frames at once and one frame give the same numbers."""
         test = np.asarray(self.test_idx)[:10]
         energies, forces = fitted.predict(dataset, test, batch_size=7, progress=False)
         e_all, f_all = fitted.predict_positions(dataset.positions[test])
@@ -237,6 +240,7 @@ class BackendTests:
         np.testing.assert_allclose(f_one[0], f_all[3], rtol=0, atol=atol)
 
     def test_save_and_load_give_the_same_numbers(self, fitted, dataset, tmp_path):
+        """``Backend.load`` of ``save``'s files predicts what the model did."""
         fitted.save(tmp_path / "files")
         loaded = type(fitted).load(
             tmp_path / "files",
@@ -245,13 +249,14 @@ class BackendTests:
             fitted.random_state,
             **self.load_kwargs,
         )
-        test = np.asarray(self.test_idx)
+        test = np.asarray(self.test_idx)[:10]
         e0, f0 = fitted.predict(dataset, test, progress=False)
         e1, f1 = loaded.predict(dataset, test, progress=False)
         np.testing.assert_allclose(e1, e0, rtol=0, atol=self.load_atol)
         np.testing.assert_allclose(f1, f0, rtol=0, atol=self.load_atol)
 
     def test_forces_are_minus_the_energy_gradient(self, fitted, dataset):
+        """Central differences of the energy give the forces (conservative)."""
         if not self.conservative:
             pytest.skip(f"the {self.backend} backend is not conservative")
         frame = dataset.positions[np.asarray(self.test_idx)[0]]
@@ -271,6 +276,7 @@ class BackendTests:
         )
 
     def test_bad_parameters_are_one_clear_input_error(self):
+        """An unknown or invalid parameter: one InputError naming the backend."""
         cases = [({"no_such_parameter": 1}, "unknown parameter 'no_such_parameter'")]
         for params, match in [*cases, *self.bad_params]:
             with pytest.raises(InputError, match=match) as info:
@@ -279,6 +285,7 @@ class BackendTests:
             assert message.startswith(f"{self.backend}") and "\n" not in message
 
     def test_an_untrained_model_cannot_predict_or_save(self, dataset, tmp_path):
+        """Before ``fit``: InputError, and no directory is written."""
         backend = self.make()
         with pytest.raises(InputError, match="not trained"):
             backend.predict(dataset, [0], progress=False)
@@ -287,7 +294,8 @@ class BackendTests:
         assert not (tmp_path / "never").exists()
 
     def test_same_random_state_same_model(self, fitted, dataset):
-        test = np.asarray(self.test_idx)
+        """The same ``random_state`` and frames give the same model."""
+        test = np.asarray(self.test_idx)[:10]
         if self.determinism_params is None:
             first = fitted
         else:
@@ -310,6 +318,7 @@ class BackendTests:
     def test_flattened_calculator_agrees_with_predict(
         self, fitted, saved_directory, dataset
     ):
+        """A ``save_model`` directory through FlattenedCalculator: same numbers."""
         from .calculator import FlattenedCalculator
         from .models import load_model
 

@@ -135,16 +135,11 @@ class TestGAP(BackendTests):
     val_idx = None
     test_idx = TEST
     max_force_rmse_share = 0.35
-    max_energy_rmse = 0.5
+    max_energy_rmse = 0.5 * 0.125  # eV: half the spread of the test frames' energies
     batch_atol = 1e-8
     load_atol = 1e-9
     gradient_atol = 2e-4
     determinism_atol = 1e-9
-
-    def test_energies_are_learned(self, fitted, dataset):
-        energies, _ = fitted.predict(dataset, TEST, progress=False)
-        e_error = rmse(energies, dataset.energies[TEST])
-        assert e_error < 0.5 * dataset.energies[TEST].std()
 
     def test_same_random_state_same_model(self, fitted, dataset, caplog):
         with caplog.at_level(logging.INFO, logger="ase_flatten.backends.gap"):

@@ -161,6 +161,7 @@ def test_early_stopping_ends_training(xtb_dataset):
     assert history["epochs"] == history["best_epoch"] + 2 < 20
 
 
+@pytest.mark.slow  # imports mace-torch in a new process
 def test_importing_mace_leaves_torch_load_safe():
     code = (
         "import os; from ase_flatten.backends.mace import import_mace; "
