@@ -21,6 +21,7 @@ def _ase_flatten(*argv, cwd):
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_minus_t_shows_the_cause(tmp_path):
     (tmp_path / "bad.xyz").write_text(BAD_XYZ)
     plain = _ase_flatten("cluster", "bad.xyz", "-o", "c.npz", cwd=tmp_path)
@@ -60,6 +61,7 @@ def _label_with_dying_workers(tmp_path):
     return label_frames([6, 1], positions, oracle, store, jobs=2, progress=False)
 
 
+@pytest.mark.slow
 def test_a_dead_label_worker_is_a_run_error_not_an_input_error(tmp_path, capsys):
     with pytest.raises(RunError, match="a label worker process died") as info:
         _label_with_dying_workers(tmp_path)

@@ -219,6 +219,7 @@ def _corrupt(path):
 
 
 # -- failures of the fit -------------------------------------------------------------
+@pytest.mark.slow
 def test_failing_gap_fit_is_a_one_line_input_error(xtb_dataset, monkeypatch):
     monkeypatch.setattr(gapmod, "gap_string", lambda *a, **k: "soap n_max=x")
     with pytest.raises(InputError, match="gap_fit failed on 20 frames") as info:

@@ -191,6 +191,7 @@ def test_a_broken_plugin_warns_once_and_spares_the_others(installed, caplog):
         backend_class("nope")
 
 
+@pytest.mark.slow
 def test_train_and_select_with_the_plugin(installed, xtb_files, tmp_path, capsys):
     reference, _ = xtb_files
     clusters = ["--n-geometry", "3", "--n-energy", "2"]
@@ -220,6 +221,7 @@ def test_train_and_select_with_the_plugin(installed, xtb_files, tmp_path, capsys
     assert_one_line_error(status, err, "backend plugin 'broken'", "toy-backends 0.1")
 
 
+@pytest.mark.slow
 def test_the_installed_command_finds_the_plugin(plugin_dir, xtb_files, tmp_path):
     """The real console script in a fresh process, the package on PYTHONPATH."""
     reference, _ = xtb_files

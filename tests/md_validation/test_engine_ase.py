@@ -8,6 +8,7 @@ from md_validation.result import read_record
 from tests.md_validation.conftest import Broken
 
 
+@pytest.mark.slow
 def test_nve_conserves_total_energy(sgdml_model, start_atoms, tmp_path):
     result = run_md(
         sgdml_model, start_atoms, 300, 400, thermostat="nve", outdir=tmp_path
@@ -23,6 +24,7 @@ def test_nve_conserves_total_energy(sgdml_model, start_atoms, tmp_path):
     assert (tmp_path / "trajectory.extxyz").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("thermostat", ["langevin", "bussi"])
 def test_nvt_temperature_and_conserved_quantity(thermostat, start_atoms):
     """EMT copper cluster: cheap; T averages to the target, conserved stays flat."""
@@ -98,6 +100,7 @@ def test_model_that_raises_is_a_failed_run(after, sgdml_model, start_atoms, tmp_
     assert (tmp_path / "trajectory.extxyz").exists() == (after > 0)
 
 
+@pytest.mark.slow
 def test_validation_goes_on_after_a_model_error(sgdml_model, start_atoms, tmp_path):
     from md_validation.tasks import ModelSpec
     from md_validation.validate import Protocol, validate_models

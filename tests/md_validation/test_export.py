@@ -18,6 +18,8 @@ from md_validation.export import (
 )
 from md_validation.metrics import classify_frames
 
+pytestmark = pytest.mark.slow  # MD runs and retraining
+
 MAX = 8
 
 
