@@ -49,7 +49,7 @@ from .clustering_options import (
     REDUCTIONS,
     SUBSET_SIZE,
 )
-from .exceptions import InputError
+from .exceptions import FILE_READ_ERRORS, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
                 ensure_min_features=2 if reset else 1,
             )
         except ValueError as exc:
-            raise InputError(" ".join(str(exc).split())) from None
+            raise InputError(" ".join(str(exc).split())) from exc
         return X[:, :-1], X[:, -1]
 
     # -- using a fitted model --------------------------------------------------
@@ -711,7 +711,7 @@ def load_clusters(path: str | os.PathLike) -> tuple[TwoStageClustering, dict]:
         model = TwoStageClustering.from_state_arrays(arrays)
         model.geometry_labels_ = arrays["geometry_labels"]
         model.energy_labels_ = arrays["energy_labels"]
-    except Exception as exc:
+    except FILE_READ_ERRORS as exc:
         raise InputError(
             f"{path}: not a clusters file written by `ase-flatten cluster` "
             f"({type(exc).__name__}: {exc})"
@@ -802,4 +802,4 @@ def cluster_dataset(dataset, descriptor: str = DESCRIPTOR, **params):
     try:
         return model.fit(X)
     except InputError as exc:
-        raise InputError(f"{dataset.source}: {exc}") from None
+        raise InputError(f"{dataset.source}: {exc}") from exc

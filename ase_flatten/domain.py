@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .descriptors import pair_indices, pairwise_distances
-from .exceptions import InputError
+from .exceptions import FILE_READ_ERRORS, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -481,9 +481,9 @@ class ApplicabilityDomain:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return cls.from_state_arrays({k: npz[k] for k in npz.files})
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except Exception as exc:
+        except FileNotFoundError as exc:
+            raise InputError(f"{path}: no such file") from exc
+        except FILE_READ_ERRORS as exc:
             raise InputError(
                 f"{path}: not a domain file written by ase-flatten "
                 f"({type(exc).__name__}: {exc})"

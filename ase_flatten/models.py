@@ -46,7 +46,7 @@ import numpy as np
 from . import __version__
 from .backends import Backend, backend_class
 from .data import check_searchable
-from .exceptions import InputError
+from .exceptions import FILE_READ_ERRORS, InputError
 from .outputs import atomic_path, sibling_directory, write_json
 
 logger = logging.getLogger(__name__)
@@ -516,10 +516,10 @@ def _load_backend(path: Path, meta: dict, factory: str | None) -> Backend:
         )
     except InputError:
         raise
-    except Exception as exc:  # a damaged file fails in the library's own way
+    except (*FILE_READ_ERRORS, RuntimeError) as exc:  # the library's own failure
         raise InputError(
             f"{model_dir}: cannot load the {name} model ({type(exc).__name__}: {exc})"
-        ) from None
+        ) from exc
     _check_numbers(
         path / "model.json", numbers, backend.saved_numbers(), f"the {name} model"
     )
@@ -734,7 +734,7 @@ def _distance_range(meta_file: Path, meta: dict, domain):
         try:
             return DistanceRange.from_meta(meta["distance_range"])
         except ValueError as exc:
-            raise InputError(f"{meta_file}: damaged ({exc})") from None
+            raise InputError(f"{meta_file}: damaged ({exc})") from exc
     if domain is not None:  # models saved before model.json recorded it
         return DistanceRange.from_descriptors(domain.reference_descriptors_)
     return None
@@ -841,7 +841,7 @@ def _read_meta(meta_file: Path) -> dict:
         what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(
             f"{meta_file}: not an ase-flatten model file ({what})"
-        ) from None
+        ) from exc
     return meta
 
 
@@ -859,10 +859,10 @@ def load_indices(path: str | os.PathLike, what: str = "frame indices") -> np.nda
         raise InputError(f"{path}: missing ({what})")
     try:
         indices = np.load(path, allow_pickle=False)
-    except Exception as exc:  # truncated or not .npy: numpy's own exceptions
+    except FILE_READ_ERRORS as exc:  # truncated or not .npy
         raise InputError(
             f"{path}: damaged, cannot read the {what} ({type(exc).__name__}: {exc})"
-        ) from None
+        ) from exc
     if (
         not isinstance(indices, np.ndarray)
         or indices.ndim != 1
@@ -880,11 +880,11 @@ def _read_hashes(path: Path) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as npz:
             hashes, grid = npz["seen"], float(npz["grid"])
-    except Exception as exc:  # truncated, not an npz, a key missing
+    except FILE_READ_ERRORS as exc:  # truncated, not an npz, a key missing
         raise InputError(
             f"{path}: damaged, cannot read the training frames' hashes "
             f"({type(exc).__name__}: {exc})"
-        ) from None
+        ) from exc
     if hashes.ndim != 2 or hashes.shape[1] != 2 or hashes.dtype != np.uint64:
         raise InputError(f"{path}: not a table of frame hashes (shape {hashes.shape})")
     if grid != HASH_GRID:
@@ -910,5 +910,5 @@ def _read_cluster_errors(path: Path) -> tuple[np.ndarray, float | None]:
         what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(
             f"{path}: damaged, cannot read the per-cluster errors ({what})"
-        ) from None
+        ) from exc
     return np.where(rmse < 0, np.nan, rmse), overall

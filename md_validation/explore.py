@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.exceptions import InputError
+from ase_flatten.exceptions import InputError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ def _run_md(run: _Run, model, folder: Path, number: int) -> list[dict]:
     todo = [task for task in tasks if not is_finished(task.run_dir)]
     errors = run_tasks(todo, jobs=run.jobs, progress=_on_terminal(run.progress))
     if errors:
-        raise RuntimeError(f"exploration MD could not run: {errors[0]}")
+        raise RunError(f"exploration MD could not run: {errors[0]}")
     rows = []
     for task in tasks:
         result = RunResult.load(task.run_dir)

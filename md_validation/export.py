@@ -97,11 +97,11 @@ def check_export_available(
     check_output_directory(directory, EXPORT_COMMAND, overwrite, inputs)
     try:
         import skmatter  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
         raise InputError(
             "--export-risky needs skmatter (farthest-point sampling): pip install "
             "'ase-flatten[baselines]'"
-        ) from None
+        ) from exc
 
 
 def export_risky_frames(

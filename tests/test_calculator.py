@@ -48,6 +48,7 @@ def domain_dir(tmp_path_factory, xtb_dataset, sgdml_dir):
     return path, clusters, errors
 
 
+@pytest.mark.slow
 def test_energy_and_forces_like_the_backend(sgdml_dir, xtb_dataset):
     calc = FlattenedCalculator(str(sgdml_dir))
     atoms = xtb_dataset.to_atoms(7)
@@ -108,6 +109,7 @@ def test_plugin_listed_by_ase_entry_points():
     assert "ase_flatten.plugin" in names
 
 
+@pytest.mark.slow
 def test_cluster_and_domain_extras(domain_dir, xtb_dataset):
     path, clusters, errors = domain_dir
     assert FlattenedCalculator(path).domain is False  # plain calls stay plain
@@ -148,6 +150,7 @@ def test_wrong_molecule(sgdml_dir):
         atoms.get_potential_energy()
 
 
+@pytest.mark.slow
 def test_domain_uses_the_clusters_descriptor(tmp_path, xtb_dataset, sgdml_dir):
     """Clusters built on inverse distances are looked up with inverse distances."""
     from ase_flatten.models import load_model

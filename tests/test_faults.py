@@ -68,6 +68,7 @@ def _edit_json(path, **changes):
 # -- data loss ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_never_writes_into_a_model_folder(tmp_path, capsys, xtb_files, model):
     before = (model / "train.xyz").read_bytes()
     for target in (model / "train.xyz", model / "model" / "new.xyz"):
@@ -100,6 +101,7 @@ def test_predict_never_writes_into_a_model_folder(tmp_path, capsys, xtb_files, m
 # -- hang -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dask_address_of_a_web_server_fails_within_seconds(tmp_path, xtb_files):
     pytest.importorskip("distributed")
     server = http.server.ThreadingHTTPServer(
@@ -186,6 +188,7 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line(tmp_path, capsys, xtb_files, model, monkeypatch):
     import ase.io
 
@@ -210,6 +213,7 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, xtb_files, model, monkeypatch
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_an_old_folder_that_cannot_be_moved_aside(
     tmp_path, capsys, xtb_files, model, monkeypatch
 ):
@@ -234,6 +238,7 @@ def test_an_old_folder_that_cannot_be_moved_aside(
     assert (tmp_path / "report.new" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_damaged_domain_and_partners_in_a_model(
     tmp_path, capsys, xtb_files, model_copy
 ):
@@ -258,6 +263,7 @@ def test_damaged_domain_and_partners_in_a_model(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_garbage_history_on_resume(tmp_path, capsys, xtb_files):
     out = tmp_path / "run"
     args = ["select", xtb_files[0], *LOOP, "-o", out]
@@ -282,6 +288,7 @@ def test_a_working_directory_that_cannot_be_read(
     assert_one_line_error(status, err, "working directory")
 
 
+@pytest.mark.slow
 def test_a_working_directory_that_may_not_be_searched(tmp_path, xtb_files, monkeypatch):
     """The red team's case: ``-o ro/sub/c.npz`` from a folder without search
     permission. Root ignores permissions unless it drops the capabilities that
@@ -381,6 +388,7 @@ def test_periodic_frames_are_refused_for_training(tmp_path, capsys, xtb_dataset)
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_model_numbers_edited_to_another_element(model_copy, monkeypatch):
     from ase_flatten import FlattenedCalculator
     from ase_flatten.models import load_model
@@ -400,6 +408,7 @@ def test_model_numbers_edited_to_another_element(model_copy, monkeypatch):
         load_model(model_copy)
 
 
+@pytest.mark.slow
 def test_a_scaled_molecule_warns_once(tmp_path, capsys, caplog, xtb_dataset, model):
     from ase_flatten import FlattenedCalculator
 

@@ -126,7 +126,7 @@ def _load_plugin(ep: metadata.EntryPoint) -> type[Backend]:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(
             f"{where} failed to load: {type(exc).__name__}: {message}"
-        ) from None
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise InputError(f"{where} is not a subclass of ase_flatten.backends.Backend")
     if cls.name != ep.name:

@@ -272,7 +272,7 @@ class Backend(ABC):
             raise InputError(
                 f"the {cls.name} backend needs {module.split('.')[0]} ({exc}): "
                 f"pip install 'ase-flatten[{cls.extra}]'"
-            ) from None
+            ) from exc
 
 
 def check_indices(idx, n_frames: int, what: str) -> np.ndarray:

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..data import Dataset
-from ..exceptions import InputError
+from ..exceptions import FILE_READ_ERRORS, InputError
 from .base import Backend
 from .parameters import Integer, ListOf, Options, Pattern, Real
 
@@ -524,7 +524,7 @@ class MACEBackend(Backend):
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"bad model settings ({type(exc).__name__}: {exc})"
-            ) from None
+            ) from exc
 
     # -- prediction -------------------------------------------------------------
     def _predict(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -566,16 +566,16 @@ class MACEBackend(Backend):
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(
                 f"{settings_path}: cannot load MACE model ({exc})"
-            ) from None
+            ) from exc
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
-        except Exception as exc:  # unpickling refused, wrong tensors, not torch
+        except (*FILE_READ_ERRORS, RuntimeError) as exc:  # refused, wrong tensors
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(
                 f"{state_path}: cannot load MACE model ({type(exc).__name__}: "
                 f"{message})"
-            ) from None
+            ) from exc
         self._device = device
         self.model_ = model.to(device).eval()
 

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..data import Dataset
-from ..exceptions import InputError
+from ..exceptions import FILE_READ_ERRORS, InputError
 from ..outputs import write_json
 from .base import Backend
 from .parameters import Integer, Options, Pattern, Real, check_parameters
@@ -507,12 +507,12 @@ def read_network(directory: str | Path, device):
         raise InputError(f"{path}: cannot load SchNet model (no such file)")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # a refused global or a damaged file
+    except (*FILE_READ_ERRORS, RuntimeError) as exc:  # a refused global, damage
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(
             f"{path}: cannot load SchNet model weights, which must be a plain "
             f"tensor state dict ({type(exc).__name__}: {message})"
-        ) from None
+        ) from exc
     model = build_network(spk, torch, arch)
     try:
         model.load_state_dict(state)
@@ -521,7 +521,7 @@ def read_network(directory: str | Path, device):
         raise InputError(
             f"{path}: weights do not fit the SchNet model of {SETTINGS_FILE} "
             f"({message})"
-        ) from None
+        ) from exc
     return model.to(device).eval(), arch
 
 
@@ -540,10 +540,10 @@ def _read_architecture(path: Path) -> dict:
             raise ValueError(f"cutoff {arch['cutoff']}")
         if not math.isfinite(arch["energy_mean"]):
             raise ValueError(f"energy_mean {arch['energy_mean']}")
-    except FileNotFoundError:
-        raise InputError(f"{path}: cannot load SchNet model (no such file)") from None
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: cannot load SchNet model (no such file)") from exc
     except (ValueError, KeyError, TypeError, InputError) as exc:
-        raise InputError(f"{path}: cannot load SchNet model ({exc})") from None
+        raise InputError(f"{path}: cannot load SchNet model ({exc})") from exc
     return arch
 
 

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             history = json.loads((model / "history.json").read_text())
         except (OSError, ValueError) as exc:
-            raise InputError(f"{model / 'history.json'}: unreadable ({exc})") from None
+            raise InputError(f"{model / 'history.json'}: unreadable ({exc})") from exc
         if not isinstance(history, list):
             raise InputError(f"{model / 'history.json'}: damaged (not a list)")
     reasons = (

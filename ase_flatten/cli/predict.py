@@ -120,7 +120,7 @@ def _read_frames(args, saved):
         try:
             calc.check_structure(atoms)
         except (CalculatorSetupError, CalculationFailed) as exc:
-            raise InputError(f"{source}: frame {i}: {exc}") from None
+            raise InputError(f"{source}: frame {i}: {exc}") from exc
         taken = energy_key if energy_key in atoms.info else None
         taken = taken or (forces_key if forces_key in atoms.arrays else None)
         if taken:

@@ -582,7 +582,7 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
     except OSError as exc:
         raise InputError(
             f"{directory}: cannot write there ({exc.strerror or exc})"
-        ) from None
+        ) from exc
     held.enter_context(folder_lock(directory))
     write_marker(directory, COMMAND)
     energies = dataset.energies
@@ -707,10 +707,10 @@ def frame_reasons(train, history: list) -> np.ndarray:
 def _read_json(path: Path, what: str, kind: type = dict):
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} (missing file)") from None
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: {what} (missing file)") from exc
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable ({exc})") from None
+        raise InputError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(data, kind):
         raise InputError(f"{path}: damaged (a JSON {type(data).__name__})")
     return data

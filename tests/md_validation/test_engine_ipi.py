@@ -18,6 +18,8 @@ from md_validation.engines.ipi import IPIError, socket_path
 from md_validation.engines.ipi_files import read_properties
 from tests.md_validation.conftest import Broken
 
+pytestmark = pytest.mark.slow  # i-PI
+
 
 def _address(run_dir: Path) -> str:
     return re.search(

@@ -15,6 +15,8 @@ from ase_flatten.data import read_dataset
 from ase_flatten.exceptions import InputError
 from ase_flatten.oracle import Oracle, frame_keys
 
+pytestmark = pytest.mark.slow  # MD, GFN2-xTB labels and retraining
+
 # find_spec, not importorskip: a bare `import sgdml` replaces the logger class of
 # the whole test session (backends/sgdml.py imports it and puts it back)
 for _name in ("sgdml", "tblite"):

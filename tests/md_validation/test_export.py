@@ -17,6 +17,8 @@ from md_validation.export import (
     export_risky_frames,
 )
 
+pytestmark = pytest.mark.slow  # MD runs and retraining
+
 MAX = 8
 
 

@@ -15,6 +15,8 @@ from ase_flatten.outputs import folder_lock
 from ase_flatten.selection import flatten
 from ase_flatten.selection.flatten import SelectionConfig, run_selection
 
+pytestmark = pytest.mark.slow  # selection loops that train models
+
 SMALL = SelectionConfig(
     params={"sigma": 20},
     init=20,
