@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .error_analysis import BOOTSTRAP_RESAMPLES, KCAL_MOL, model_errors
+from .error_analysis import (
+    BOOTSTRAP_RESAMPLES,
+    KCAL_MOL,
+    STATISTICS,
+    bootstrap_ratios,
+    extra_test_errors,
+    model_errors,
+    read_extra_test,
+)
 from .exceptions import InputError
 from .outputs import write_json, write_text
 
@@ -18,14 +26,20 @@ logger = logging.getLogger(__name__)
 
 
 def compare_runs(
-    runs, directory, data=None, energy_key=None, forces_key=None
+    runs, directory, data=None, energy_key=None, forces_key=None, extra_test=None
 ) -> list[dict]:
     """Evaluate every run's model on the shared test split; write the reports.
 
     The dataset is ``data``, else the one the first run recorded (its absolute
     path, then the path as given), read with the label keys given here, else the
-    ones the first run recorded. Returns the table rows (one per run, first run
-    first).
+    ones the first run recorded. ``extra_test`` is a labelled trajectory of the
+    same molecule that shares no frame with the dataset or any run's training
+    data (:func:`~ase_flatten.error_analysis.read_extra_test`), read with the
+    same label keys; every model is measured on all its frames too. Besides
+    ``comparison.csv``, ``comparison.json`` and ``cluster_comparison.png``,
+    ``frame_errors.npz`` keeps every run's per-frame errors (for intervals
+    over several comparisons, :func:`load_frame_errors`). Returns the table
+    rows (one per run, first run first).
     """
     from .data import read_dataset
     from .models import load_model, recorded_dataset, recorded_label_keys
@@ -60,13 +74,31 @@ def compare_runs(
     if first.clusters is None or first.clusters.labels_ is None:
         raise InputError(f"{runs[0]}: holds no clusters (train it with ase-flatten)")
     labels = first.clusters.labels_
+    extra = extras = None
+    if extra_test is not None:  # a bad file fails before any prediction
+        extra = read_extra_test(
+            extra_test,
+            dataset,
+            [(str(run), model) for run, model in zip(runs, models, strict=True)],
+            energy_key=energy_key or keys[0],
+            forces_key=forces_key or keys[1],
+        )
     results = [
         (run, model, model_errors(model.backend, dataset, test, labels))
         for run, model in zip(runs, models, strict=True)
     ]
     table = _table(results)
+    if extra is not None:
+        extras = [extra_test_errors(model.backend, extra) for model in models]
+        _add_extra(table, extras)
     for row in table:
         row["left_out_test_frames"] = left_out
+    write_frame_errors(
+        os.path.join(directory, "frame_errors.npz"),
+        [row["run"] for row in table],
+        [errors for _, _, errors in results],
+        extras,
+    )
     write_text(os.path.join(directory, "comparison.csv"), _csv(table))
     write_json(
         os.path.join(directory, "comparison.json"),
@@ -78,6 +110,15 @@ def compare_runs(
                 "resamples": BOOTSTRAP_RESAMPLES,
                 "seed": 0,
                 "interval": "95 %, percentile, test frames drawn with replacement",
+                "ratios": "paired: the same test frames drawn for a run and the "
+                "first run",
+            },
+            "extra_test": None
+            if extra is None
+            else {
+                "path": str(extra_test),
+                "frames": len(extra),
+                "fingerprint": extra.fingerprint(),
             },
             "runs": table,
             "cluster_frames": results[0][2].n_frames.tolist(),
@@ -89,7 +130,12 @@ def compare_runs(
                 row["run"]: errors.energy_rmse.tolist()
                 for row, (_, _, errors) in zip(table, results, strict=True)
             },
-            "units": {"force": "eV/Å", "energy": "eV", "*_kcal": "kcal/mol"},
+            "units": {
+                "force": "eV/Å",
+                "energy": "eV",
+                "atom_error": "eV/Å, norm of one atom's force error",
+                "*_kcal": "kcal/mol",
+            },
         },
     )
     plot_comparison(
@@ -149,43 +195,153 @@ def worst_mean(errors, k: int = 5) -> float:
 
 
 def _table(results) -> list[dict]:
-    """One row per run: overall and worst-cluster errors with 95 % intervals."""
+    """One row per run: every statistic with its 95 % interval, and its ratio to
+    the first run's with a paired 95 % interval."""
     base = results[0][2]
     rows = []
     for run, model, errors in results:
         worst = int(errors.worst(1)[0])
-        interval = errors.bootstrap(seed=0)
         row = {
             "run": Path(run).name or str(run),
             "strategy": model.meta.get("strategy", ""),
             "backend": model.meta.get("backend", ""),
             "n_train": int(len(model.train_indices)),
             "test_frames": int(len(errors.labels)),
-            "force_rmse": errors.overall["force_rmse"],
-            "energy_rmse": errors.overall["energy_rmse"],
             "max_cluster": worst,
             "max_cluster_frames": int(errors.n_frames[worst]),
-            "max_cluster_force_rmse": float(errors.force_rmse[worst]),
             "worst5_frames": errors.worst_frames(5),
-            "worst5_force_rmse": worst_mean(errors),
         }
-        for key, (low, high) in interval.items():
-            row[f"{key}_low"], row[f"{key}_high"] = low, high
-        row["force_rmse_ratio"] = row["force_rmse"] / base.overall["force_rmse"]
-        row["energy_rmse_ratio"] = row["energy_rmse"] / base.overall["energy_rmse"]
-        row["max_cluster_ratio"] = row["max_cluster_force_rmse"] / float(
-            np.nanmax(base.force_rmse)
-        )
-        row["worst5_ratio"] = row["worst5_force_rmse"] / worst_mean(base)
-        for key in (
-            "force_rmse",
-            "energy_rmse",
-            "max_cluster_force_rmse",
-            "worst5_force_rmse",
-        ):
-            row[f"{key}_kcal"] = row[key] / KCAL_MOL
+        row.update(_statistics(errors, base))
         rows.append(row)
     return rows
+
+
+#: Ratio column of each statistic in the table (the names older reports used).
+_RATIO = {
+    "force_rmse": "force_rmse_ratio",
+    "energy_rmse": "energy_rmse_ratio",
+    "max_cluster_force_rmse": "max_cluster_ratio",
+    "worst5_force_rmse": "worst5_ratio",
+    "atom_error_p99": "atom_error_p99_ratio",
+    "atom_error_max": "atom_error_max_ratio",
+}
+
+
+def _statistics(errors, base, prefix="", names=STATISTICS) -> dict:
+    """Each statistic, its interval, its ratio to ``base``'s with a paired
+    interval, in eV and eV/Å, then in kcal/mol; keys start with ``prefix``."""
+    values = errors.statistics()
+    interval = errors.bootstrap(seed=0)
+    ratios = bootstrap_ratios(errors, base, seed=0)
+    row = {}
+    for name in names:
+        key = prefix + name
+        row[key] = values[name]
+        row[f"{key}_low"], row[f"{key}_high"] = interval[name]
+    for name in names:
+        key = prefix + _RATIO[name]
+        row[key], row[f"{key}_low"], row[f"{key}_high"] = ratios[name]
+    for name in names:
+        row[f"{prefix}{name}_kcal"] = values[name] / KCAL_MOL
+    return row
+
+
+#: The statistics of an extra test set (one cluster: no cluster statistics).
+EXTRA_STATISTICS = ("force_rmse", "energy_rmse", "atom_error_p99", "atom_error_max")
+
+
+def _add_extra(table, extras) -> None:
+    """The extra test set's statistics and ratios, as ``extra_*`` columns."""
+    for row, errors in zip(table, extras, strict=True):
+        row["extra_test_frames"] = int(len(errors.labels))
+        row.update(_statistics(errors, extras[0], "extra_", EXTRA_STATISTICS))
+
+
+def write_frame_errors(path, names, errors_list, extras=None) -> None:
+    """Every run's per-frame test errors (and extra test errors) in one npz.
+
+    Arrays: ``frames`` and ``labels`` (the test frames and their clusters),
+    ``names``, and per run ``i`` ``force_i`` (frame force RMSE), ``energy_i``
+    (frame energy error), ``atoms_i`` (per-atom force-error norms); with an
+    extra test set ``extra_force_i``, ``extra_energy_i``, ``extra_atoms_i``.
+    """
+    from .outputs import atomic_path
+
+    first = errors_list[0]
+    arrays = {
+        "names": np.array(names, dtype=str),
+        "frames": first.frames,
+        "labels": first.labels,
+        "n_clusters": np.array(len(first.n_frames)),
+    }
+    for prefix, group in (("", errors_list), ("extra_", extras or [])):
+        for i, errors in enumerate(group):
+            arrays[f"{prefix}force_{i}"] = errors.frame_force_rmse
+            arrays[f"{prefix}energy_{i}"] = errors.frame_energy_error
+            arrays[f"{prefix}atoms_{i}"] = errors.atom_force_error
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load_frame_errors(path) -> dict:
+    """Read :func:`write_frame_errors`' file back: ``{run: ClusterErrors}``, and
+    ``{run: ClusterErrors}`` of the extra test set (empty without one)."""
+
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    frames, labels = arrays["frames"], arrays["labels"]
+    n_clusters = int(arrays["n_clusters"])
+    tables = ({}, {})
+    for i, name in enumerate(arrays["names"].tolist()):
+        for table, prefix, these in (
+            (tables[0], "", labels),
+            (tables[1], "extra_", None),
+        ):
+            if f"{prefix}force_{i}" not in arrays:
+                continue
+            force = arrays[f"{prefix}force_{i}"]
+            if these is None:
+                these = np.zeros(len(force), dtype=int)
+            table[name] = _from_frames(
+                these,
+                force,
+                arrays[f"{prefix}energy_{i}"],
+                arrays[f"{prefix}atoms_{i}"],
+                frames if prefix == "" else np.arange(len(force)),
+                n_clusters if prefix == "" else 1,
+            )
+    return tables
+
+
+def _from_frames(labels, force, energy, atoms, frames, n_clusters):
+    """A :class:`ClusterErrors` from per-frame errors (force MAE left NaN)."""
+    from .error_analysis import ClusterErrors
+
+    count = np.bincount(labels, minlength=n_clusters)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        force_rmse = np.sqrt(np.bincount(labels, force**2, n_clusters) / count)
+        energy_rmse = np.sqrt(np.bincount(labels, energy**2, n_clusters) / count)
+        energy_mae = np.bincount(labels, np.abs(energy), n_clusters) / count
+    return ClusterErrors(
+        labels=labels,
+        frame_force_rmse=force,
+        frame_energy_error=energy,
+        n_frames=count,
+        force_rmse=force_rmse,
+        force_mae=np.full(n_clusters, np.nan),
+        energy_rmse=energy_rmse,
+        energy_mae=energy_mae,
+        overall={
+            "force_rmse": float(np.sqrt(np.mean(force**2))),
+            "force_mae": float("nan"),
+            "energy_rmse": float(np.sqrt(np.mean(energy**2))),
+            "energy_mae": float(np.mean(np.abs(energy))),
+        },
+        energy_offset=float("nan"),
+        aligned=False,
+        frames=np.asarray(frames),
+        atom_force_error=atoms,
+    )
 
 
 def _csv(rows) -> str:

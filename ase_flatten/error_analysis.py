@@ -5,6 +5,14 @@ per frame, :func:`cluster_errors` measures force and energy errors per cluster. 
 RMSE and MAE run over all force components of the cluster's frames; energy errors
 are per frame. Clusters whose force RMSE stands well above the overall value are the
 regions of configurational space the model has not learned.
+
+Two measures see no clustering: the 99th percentile and the maximum of the per-atom
+force-error norms ``|F_pred - F_ref|`` over all atoms of all frames
+(:meth:`ClusterErrors.tail`). Every statistic has a bootstrap 95 % interval over the
+frames (:meth:`ClusterErrors.bootstrap`), and the ratio of two models' statistics
+on the same frames one from paired resamples (:func:`bootstrap_ratios`).
+:func:`read_extra_test` reads a labelled trajectory that must share no frame with
+the data a model was trained or tested on (an extra test set, e.g. hotter MD).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import csv
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms, units
@@ -29,9 +37,28 @@ KCAL_MOL = units.kcal / units.mol
 #: Resamples of :meth:`ClusterErrors.bootstrap` (seeded).
 BOOTSTRAP_RESAMPLES = 1000
 
+#: Percentile of the per-atom force-error norms reported beside the maximum.
+TAIL_PERCENTILE = 99
+#: Statistics of :meth:`ClusterErrors.bootstrap` and :func:`bootstrap_ratios`.
+STATISTICS = (
+    "force_rmse",
+    "energy_rmse",
+    "max_cluster_force_rmse",
+    "worst5_force_rmse",
+    "atom_error_p99",
+    "atom_error_max",
+)
+
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "STATISTICS",
     "ClusterErrors",
+    "atom_force_errors",
+    "bootstrap_ratios",
     "cluster_errors",
+    "extra_test_errors",
+    "mean_ratios",
+    "read_extra_test",
     "model_errors",
     "predict_with_calculator",
     "read_predictions",
@@ -59,6 +86,9 @@ class ClusterErrors:
     energy_offset: float  #: mean predicted - reference energy (eV)
     aligned: bool  #: whether energy_offset was removed before energy errors
     frames: np.ndarray  #: (M,) dataset index of each evaluated frame
+    #: (M, N) norm of each atom's force error ``|F_pred - F_ref|``, eV/Å
+    atom_force_error: np.ndarray | None = None
+    _resamples: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_clusters(self) -> int:
@@ -132,12 +162,14 @@ class ClusterErrors:
             **{k: float(v) for k, v in self.overall.items()},
             "max_cluster_force_rmse": float(self.force_rmse[worst]),
             "max_cluster": int(worst),
+            "max_cluster_frames": int(self.n_frames[worst]),
             "max_ratio": float(self.force_rmse[worst] / overall_f),
             "min_cluster_force_rmse": float(self.force_rmse[best]),
             "min_cluster": int(best),
             "min_ratio": float(self.force_rmse[best] / overall_f),
             "energy_offset": float(self.energy_offset),
             "energies_aligned": self.aligned,
+            **self.tail(),
         }
         for key in _KCAL_KEYS:
             summary[f"{key}_kcal"] = summary[key] / KCAL_MOL
@@ -153,29 +185,64 @@ class ClusterErrors:
         """Evaluated frames in the ``k`` worst clusters."""
         return int(self.n_frames[self.worst(k)].sum())
 
-    def bootstrap(
-        self, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, k: int = 5
-    ) -> dict:
-        """Bootstrap 95 % intervals over the evaluated frames.
+    def tail(self) -> dict:
+        """The 99th percentile and the maximum of the per-atom force-error norms.
 
-        Frames are drawn with replacement (seeded), and each statistic is
-        recomputed on every resample as it is on the frames themselves: the
-        overall force and energy RMSE, the largest cluster force RMSE (whichever
-        cluster it falls in) and the mean force RMSE of the ``k`` worst clusters.
-
-        Returns
-        -------
-        dict
-            ``{name: (low, high)}`` for ``force_rmse``, ``energy_rmse``,
-            ``max_cluster_force_rmse`` and ``worst5_force_rmse`` (eV, eV/Å).
+        Over every atom of every evaluated frame, in eV/Å: ``atom_error_p99``
+        (``numpy.percentile``, linear interpolation) and ``atom_error_max``.
         """
+        values = self._atom_errors()
+        return {
+            "atom_error_p99": float(np.percentile(values, TAIL_PERCENTILE)),
+            "atom_error_max": float(values.max()),
+        }
+
+    def _atom_errors(self) -> np.ndarray:
+        if self.atom_force_error is None:
+            raise ValueError("these errors hold no per-atom force errors")
+        return self.atom_force_error
+
+    def statistics(self, k: int = 5) -> dict:
+        """Every statistic of :data:`STATISTICS` on the evaluated frames (eV, eV/Å).
+
+        ``max_cluster_force_rmse`` is the largest cluster force RMSE and
+        ``worst5_force_rmse`` the mean of the ``k`` largest.
+        """
+        per_cluster = np.sort(self.force_rmse[self.n_frames > 0])[::-1][:k]
+        return {
+            "force_rmse": self.overall["force_rmse"],
+            "energy_rmse": self.overall["energy_rmse"],
+            "max_cluster_force_rmse": float(per_cluster[0]),
+            "worst5_force_rmse": float(per_cluster.mean()),
+            **self.tail(),
+        }
+
+    def resampled(
+        self, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, k: int = 5
+    ) -> np.ndarray:
+        """Every statistic on frames drawn with replacement, (n_resamples, S).
+
+        Columns follow :data:`STATISTICS`. Resample ``b`` draws the same frame
+        positions for every :class:`ClusterErrors` of as many frames with the same
+        ``seed``: two models evaluated on the same frames are resampled in pairs.
+        Computed once per arguments.
+        """
+        key = (n_resamples, seed, k)
+        if key not in self._resamples:
+            self._resamples[key] = self._resample(n_resamples, seed, k)
+        return self._resamples[key]
+
+    def _resample(self, n_resamples: int, seed: int, k: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
         n = len(self.labels)
         force_sq = self.frame_force_rmse**2
         energy_sq = self.frame_energy_error**2
-        stats = np.empty((n_resamples, 4))
+        atoms = self._atom_errors()
+        atom_max = atoms.max(axis=1)
+        stats = np.empty((n_resamples, len(STATISTICS)))
         for b in range(n_resamples):
-            weight = np.bincount(rng.integers(0, n, n), minlength=n)
+            draw = rng.integers(0, n, n)
+            weight = np.bincount(draw, minlength=n)
             count = np.bincount(self.labels, weight, minlength=len(self.n_frames))
             present = count > 0
             per_cluster = np.sqrt(
@@ -190,18 +257,29 @@ class ClusterErrors:
                 np.sqrt(weight @ energy_sq / n),
                 worst[0],
                 worst.mean(),
+                np.percentile(atoms[draw], TAIL_PERCENTILE),
+                atom_max[draw].max(),
             )
-        low, high = np.percentile(stats, [2.5, 97.5], axis=0)
-        names = (
-            "force_rmse",
-            "energy_rmse",
-            "max_cluster_force_rmse",
-            "worst5_force_rmse",
-        )
-        return {
-            name: (float(lo), float(hi))
-            for name, lo, hi in zip(names, low, high, strict=True)
-        }
+        return stats
+
+    def bootstrap(
+        self, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, k: int = 5
+    ) -> dict:
+        """Bootstrap 95 % intervals over the evaluated frames.
+
+        Frames are drawn with replacement (seeded), and each statistic is
+        recomputed on every resample as it is on the frames themselves: the
+        overall force and energy RMSE, the largest cluster force RMSE (whichever
+        cluster it falls in), the mean force RMSE of the ``k`` worst clusters,
+        and the 99th percentile and maximum of the per-atom force-error norms.
+
+        Returns
+        -------
+        dict
+            ``{name: (low, high)}`` for every name of :data:`STATISTICS`
+            (eV, eV/Å).
+        """
+        return _percentile_interval(self.resampled(n_resamples, seed, k))
 
     def write(self, directory: str | os.PathLike, **meta) -> None:
         """Write ``cluster_errors.csv``, ``frame_errors.csv`` and ``summary.json``.
@@ -221,11 +299,108 @@ _KCAL_KEYS = (
     "max_cluster_force_rmse",
     "min_cluster_force_rmse",
     "energy_offset",
+    "atom_error_p99",
+    "atom_error_max",
 )
 
 
 def _fmt(value):
     return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _percentile_interval(stats: np.ndarray) -> dict:
+    """``{name: (low, high)}``: the 2.5th and 97.5th percentiles of each column."""
+    low, high = np.percentile(stats, [2.5, 97.5], axis=0)
+    return {
+        name: (float(lo), float(hi))
+        for name, lo, hi in zip(STATISTICS, low, high, strict=True)
+    }
+
+
+def bootstrap_ratios(
+    errors: ClusterErrors,
+    reference: ClusterErrors,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    k: int = 5,
+) -> dict:
+    """Ratios of one model's statistics to a reference model's, with 95 % intervals.
+
+    Both must be evaluated on the same frames, in the same order (one test
+    split); each resample draws the same frames for both (a paired bootstrap),
+    so what the two models share cancels out of the interval.
+
+    Returns
+    -------
+    dict
+        ``{name: (ratio, low, high)}`` for every name of :data:`STATISTICS`.
+    """
+    return mean_ratios([(errors, reference)], n_resamples, seed, k)
+
+
+def mean_ratios(
+    pairs, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, k: int = 5
+) -> dict:
+    """The mean over ``pairs`` of model / reference ratios, with 95 % intervals.
+
+    Each pair is ``(errors, reference)`` of two models on the same frames; the
+    pairs (e.g. one per training seed) may share their frames, as runs with one
+    test split do. Every resample draws the same frame positions for every pair
+    and averages the ratios over the pairs, so the interval is that of the mean
+    over pairs when the test frames are drawn again; the spread of the pairs
+    themselves (over seeds) is not in it.
+
+    Returns
+    -------
+    dict
+        ``{name: (mean ratio, low, high)}`` for every name of :data:`STATISTICS`.
+
+    Raises
+    ------
+    ValueError
+        When a pair's two errors are not of the same frames, or pairs differ in
+        their number of frames.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("no pairs of errors to compare")
+    sizes = set()
+    for errors, reference in pairs:
+        if not np.array_equal(errors.frames, reference.frames):
+            raise ValueError("a model and its reference were evaluated on other frames")
+        sizes.add(len(errors.frames))
+    if len(sizes) > 1:
+        raise ValueError(f"pairs evaluated on different numbers of frames: {sizes}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = np.mean(
+            [
+                _as_row(errors.statistics(k)) / _as_row(reference.statistics(k))
+                for errors, reference in pairs
+            ],
+            axis=0,
+        )
+        resampled = np.mean(
+            [
+                errors.resampled(n_resamples, seed, k)
+                / reference.resampled(n_resamples, seed, k)
+                for errors, reference in pairs
+            ],
+            axis=0,
+        )
+    interval = _percentile_interval(resampled)
+    return {
+        name: (float(value), *interval[name])
+        for name, value in zip(STATISTICS, point, strict=True)
+    }
+
+
+def _as_row(statistics: dict) -> np.ndarray:
+    return np.array([statistics[name] for name in STATISTICS])
+
+
+def atom_force_errors(predicted, reference) -> np.ndarray:
+    """Norm of each atom's force error ``|F_pred - F_ref|``, shape (M, N), eV/Å."""
+    return np.linalg.norm(np.asarray(predicted) - np.asarray(reference), axis=-1)
 
 
 def cluster_errors(
@@ -300,6 +475,7 @@ def cluster_errors(
     }
     return ClusterErrors(
         labels=labels,
+        atom_force_error=atom_force_errors(forces, reference.forces),
         frame_force_rmse=np.sqrt(frame_mse),
         frame_energy_error=energy_error,
         n_frames=count,
@@ -331,6 +507,80 @@ def model_errors(
     energies, forces = backend.predict(dataset, frames, progress=progress)
     return cluster_errors(
         dataset.subset(frames), energies, forces, labels[frames], frames=frames
+    )
+
+
+def read_extra_test(
+    path: str | os.PathLike,
+    dataset: Dataset,
+    models=(),
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+) -> Dataset:
+    """Read an extra test trajectory: the molecule of ``dataset``, none of its frames.
+
+    An extra test set (e.g. MD at a higher temperature) measures what no
+    selection from ``dataset`` sees, so it may share no frame with it, nor with
+    the frames any of ``models`` trained or validated on. Frames are matched by
+    content (:func:`~ase_flatten.data.frame_hashes`), whichever file they were
+    read from.
+
+    Parameters
+    ----------
+    path : path
+        Labelled trajectory (any file :func:`~ase_flatten.data.read_dataset`
+        reads, ``FILE@SELECTION`` too).
+    dataset : Dataset
+        The data the models were selected from and tested on.
+    models : iterable of (str, SavedModel)
+        Named models whose training and validation frames must not be in it.
+    energy_key, forces_key : str, optional
+        Label keys, as for ``dataset``.
+
+    Raises
+    ------
+    InputError
+        When the file holds other atoms (or another atom order) than
+        ``dataset``, or a frame of ``dataset`` or of a model's training data.
+    """
+    from .data import same_frames
+
+    extra = read_dataset(path, energy_key=energy_key, forces_key=forces_key)
+    if not np.array_equal(extra.numbers, dataset.numbers):
+        raise InputError(
+            f"{path}: holds {extra.formula}, {dataset.source} holds "
+            f"{dataset.formula} (or another atom order); an extra test set must be "
+            "of the same molecule"
+        )
+    hashes = extra.frame_hashes()
+    shared = same_frames(hashes, dataset.frame_hashes())
+    where = f"frames of {dataset.source}"
+    for name, model in models:
+        if shared.any():
+            break
+        if model.seen_hashes is not None:
+            shared = same_frames(hashes, model.seen_hashes)
+            where = f"frames {name} trained or validated on"
+    if shared.any():
+        raise InputError(
+            f"{path}: {int(shared.sum())} of its {len(extra)} frames (the first: "
+            f"frame {int(np.flatnonzero(shared)[0])}) are {where}; an extra test "
+            "set must hold frames that are never in the training data"
+        )
+    return extra
+
+
+def extra_test_errors(
+    backend, extra: Dataset, progress: bool | None = None
+) -> ClusterErrors:
+    """Errors of a trained backend on every frame of an extra test set.
+
+    The frames form one cluster: the statistics that matter are the overall
+    RMSE and the per-atom tail (:meth:`ClusterErrors.tail`).
+    """
+    every = np.arange(len(extra))
+    return model_errors(
+        backend, extra, every, np.zeros(len(extra), dtype=int), progress=progress
     )
 
 

@@ -10,7 +10,14 @@ One command over every dataset in a folder, through the project's own commands
   where maml and quests are installed; the committee follows the flattening loop's
   schedule of random start and rounds);
 * data efficiency (Fig. 7): default models at 1x, 1.5x and 2x the flattened size
-  against the flattened model, on the worst-cluster error.
+  against the flattened model, on the worst-cluster error;
+* measures beside the worst cluster, from ``ase-flatten compare`` of each seed's
+  equal-size sets (random first, its clusters for all): the 99th percentile and
+  the maximum of the per-atom force-error norms, the test frames in the worst
+  cluster and, with ``--extra-test FILE`` (a labelled trajectory never in the
+  pool, e.g. hotter MD), the force RMSE on it; every ratio to random with a
+  bootstrap 95 % interval over the test frames (per seed, and of the mean over
+  seeds: the same frames drawn for every seed) beside the spread over seeds.
 
 ``--size quick`` (50 + 2 x 25 frames) finishes in minutes on the demo data;
 ``--size full`` (100 + 3 x 50 frames, the largest that sGDML's analytic solver
@@ -21,6 +28,7 @@ with machine, date, versions, sizes and wall time) and ``OUT/suite.json``.
 
 usage: python benchmarks/suite.py [--data-dir DIR] [--size quick|full]
        [--seeds 0 1 2] [--backends sgdml schnet gap] [-o OUT] [--dask ADDRESS]
+       [--extra-test FILE]
 
 With ``--dask ADDRESS`` (or ``local:N``) every run still to do is one task on the
 Dask workers (they must see this folder and the data); the tables are made here
@@ -216,6 +224,82 @@ def flatten(data, out, backend, params, sizes, seed, collect=False, rule=()) -> 
     return {**test_errors(out), "wall_s": wall}
 
 
+def compare(base: Path, names, extra_test=None) -> Path | None:
+    """``ase-flatten compare`` of one seed's equal-size sets, random first.
+
+    Kept in ``base/compare`` (``base/compare_NAME`` with the extra test set
+    ``NAME.*``) and reused while it compares the same runs with the same extra
+    test set. None while planning the Dask tasks.
+    """
+    if PLAN is not None:
+        return None
+    out = base / "compare"
+    if extra_test:
+        out = base / f"compare_{Path(extra_test).name.split('.')[0]}"
+    extra = str(Path(extra_test).resolve()) if extra_test else None
+    done = out / "comparison.json"
+    if done.exists() and (out / "frame_errors.npz").exists():
+        made = json.loads(done.read_text())
+        runs = [row["run"] for row in made["runs"]]
+        if runs == list(names) and (made.get("extra_test") or {}).get("path") == extra:
+            return out
+    argv = ["compare", *(base / name for name in names), "-o", out]
+    if extra:
+        argv += ["--extra-test", extra]
+    if out.exists():
+        argv.append("--overwrite")
+    argv = [str(a) for a in argv]
+    print("$ ase-flatten " + " ".join(argv), flush=True)
+    subprocess.run([str(BIN / "ase-flatten"), *argv, "-q"], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return out
+
+
+#: comparison.csv columns kept in the suite's rows (values, intervals, ratios).
+MEASURES = (
+    "test_frames",
+    "max_cluster_frames",
+    "force_rmse",
+    "max_cluster_force_rmse",
+    "atom_error_p99",
+    "atom_error_max",
+    "extra_test_frames",
+    "extra_force_rmse",
+    "extra_atom_error_p99",
+)
+#: The ratios to random in the tables: (comparison.csv column, statistic,
+#: test set, header).
+RATIOS = (
+    ("force_rmse_ratio", "force_rmse", "test", "overall"),
+    ("max_cluster_ratio", "max_cluster_force_rmse", "test", "worst cluster"),
+    ("atom_error_p99_ratio", "atom_error_p99", "test", "p99 per atom"),
+    ("atom_error_max_ratio", "atom_error_max", "test", "max per atom"),
+    ("extra_force_rmse_ratio", "force_rmse", "extra", "hotter overall"),
+    ("extra_atom_error_p99_ratio", "atom_error_p99", "extra", "hotter p99 per atom"),
+)
+
+
+def compared(out: Path | None) -> dict:
+    """Each run's measures from ``out/comparison.json``: ``{run: {...}}``."""
+    if out is None:
+        return {}
+    made = json.loads((out / "comparison.json").read_text())
+    rows = {}
+    for row in made["runs"]:
+        keep = {}
+        for key in MEASURES:
+            if key in row:
+                keep[key] = row[key]
+                for end in ("_low", "_high"):
+                    if key + end in row:
+                        keep[key + end] = row[key + end]
+        for key, *_ in RATIOS:
+            if key in row:
+                keep[key] = [row[key], row[f"{key}_low"], row[f"{key}_high"]]
+        rows[row["run"]] = {**keep, "compare": str(out)}
+    return rows
+
+
 def run_suite(args) -> dict:
     results = {"outlier": [], "improvement": [], "efficiency": []}
     for data in args.data:
@@ -258,6 +342,12 @@ def run_block(args, data, backend, seed) -> dict:
         out = base / f"flatten_{name}"
         r = flatten(data, out, backend, params, sizes, seed, rule=RULES[name], **kw)
         results["improvement"].append({**row, "strategy": f"flatten_{name}", **r})
+    improvement = results["improvement"]
+    measures = compared(
+        compare(base, [r["strategy"] for r in improvement], args.extra_test)
+    )
+    for r in improvement:
+        r["measures"] = measures.get(r["strategy"], {})
     if backend not in args.efficiency:
         return results
     for factor in (1.5, 2.0):
@@ -269,6 +359,156 @@ def run_block(args, data, backend, seed) -> dict:
     results["efficiency"].append({**row, "n_default": n, **default})
     results["efficiency"].append({**row, "n_default": "flattened", **flat})
     return results
+
+
+def measures_over_seeds(rows) -> list[dict]:
+    """Per dataset, backend and strategy, over its seeds: every measure's mean and
+    sample sd, and every ratio to random's: mean and sd over the seeds and the
+    95 % interval of the mean, the test frames drawn again (the same draw for
+    every seed and both sets, :func:`~ase_flatten.error_analysis.mean_ratios`).
+    """
+    from ase_flatten.comparison import load_frame_errors
+    from ase_flatten.error_analysis import mean_ratios
+
+    loaded = {}
+
+    def frame_errors(path):
+        if path not in loaded:
+            loaded[path] = load_frame_errors(Path(path) / "frame_errors.npz")
+        return loaded[path]
+
+    groups = _group([r for r in rows if r.get("measures")],
+                    ("data", "backend", "strategy"))  # fmt: skip
+    entries = []
+    for (data, backend, strategy), these in groups.items():
+        entry = {"data": data, "backend": backend, "strategy": strategy,
+                 "seeds": [r["seed"] for r in these]}  # fmt: skip
+        for key in MEASURES:
+            values = [r["measures"][key] for r in these if key in r["measures"]]
+            if values:
+                entry[key] = [float(np.mean(values)), _sd(values)]
+        entry["worst_cluster_frames"] = [
+            r["measures"]["max_cluster_frames"] for r in these
+        ]
+        pairs = {"test": [], "extra": []}
+        for r in these:
+            test, extra = frame_errors(r["measures"]["compare"])
+            pairs["test"].append((test[strategy], test["random"]))
+            if extra:
+                pairs["extra"].append((extra[strategy], extra["random"]))
+        pooled = {}
+        for which, these_pairs in pairs.items():
+            try:
+                pooled[which] = mean_ratios(these_pairs) if these_pairs else None
+            except ValueError as exc:  # seeds with other test frames
+                print(f"{data} {backend} {strategy}: no interval over seeds ({exc})")
+                pooled[which] = None
+        for column, statistic, which, _ in RATIOS:
+            ratios = [r["measures"][column][0] for r in these
+                      if column in r["measures"]]  # fmt: skip
+            if not ratios:
+                continue
+            entry[column] = {"mean": float(np.mean(ratios)), "sd": _sd(ratios)}
+            if pooled[which] is not None:
+                entry[column]["ci95"] = list(pooled[which][statistic][1:])
+        entries.append(entry)
+    return entries
+
+
+def measures_markdown(results) -> list[str]:
+    """The tables of :func:`measures_over_seeds` and each seed's ratios."""
+    entries = results.get("measures") or []
+    if not entries:
+        return []
+    extra = any("extra_force_rmse" in e for e in entries)
+    lines = [
+        "",
+        "## Measures beside the worst cluster (test force errors, eV/Å)",
+        "",
+        "From `ase-flatten compare` of each seed's sets, random first; the clusters "
+        "are random's (the same clustering as the flattened set's: same seed). "
+        "*p99 / max per atom*: the 99th percentile and the maximum of the "
+        "per-atom force-error norms |F_pred - F_ref| over all test atoms. "
+        + ("*hotter*: the --extra-test trajectory, never in the pool. " * extra)
+        + "Mean ± sd over seeds; *worst-cluster frames*: test frames in the worst "
+        "cluster, each seed.",
+        "",
+        "| data | backend | strategy | seeds | test frames | overall | worst cluster "
+        "| worst-cluster frames | p99 per atom | max per atom |"
+        + " hotter frames | hotter overall | hotter p99 per atom |"
+        * extra,
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        + " ---: | ---: | ---: |" * extra,
+    ]
+
+    def value(entry, key, digits=4):
+        if key not in entry:
+            return "n/a"
+        mean, sd = entry[key]
+        if len(entry["seeds"]) == 1:
+            return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+    for e in entries:
+        cells = [
+            e["data"], e["backend"], e["strategy"], str(len(e["seeds"])),
+            value(e, "test_frames", 0), value(e, "force_rmse"),
+            value(e, "max_cluster_force_rmse"),
+            ", ".join(map(str, e["worst_cluster_frames"])),
+            value(e, "atom_error_p99"), value(e, "atom_error_max"),
+        ]  # fmt: skip
+        if extra:
+            cells += [value(e, "extra_test_frames", 0), value(e, "extra_force_rmse"),
+                      value(e, "extra_atom_error_p99")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    ratios = [r for r in RATIOS if extra or r[2] == "test"]
+    lines += [
+        "",
+        "Ratios to random: mean ± sd over seeds [bootstrap 95 % interval of the "
+        "mean over seeds: the test frames drawn again, 1000 times, the same draw "
+        "for every seed and both sets].",
+        "",
+        "| data | backend | strategy | " + " | ".join(r[3] for r in ratios) + " |",
+        "| --- | --- | --- | " + " | ".join("---:" for _ in ratios) + " |",
+    ]
+
+    def ratio(entry, column):
+        if column not in entry:
+            return "n/a"
+        r = entry[column]
+        text = f"{r['mean']:.2f}"
+        if len(entry["seeds"]) > 1:
+            text += f" ± {r['sd']:.2f}"
+        if "ci95" in r:
+            text += f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+        return text
+
+    for e in entries:
+        cells = [e["data"], e["backend"], e["strategy"]]
+        cells += [ratio(e, column) for column, *_ in ratios]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each seed: ratio to that seed's random set [paired bootstrap 95 % interval "
+        "over the test frames].",
+        "",
+        "| data | backend | strategy | seed | " + " | ".join(r[3] for r in ratios)
+        + " |",
+        "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in ratios) + " |",
+    ]  # fmt: skip
+    for row in results["improvement"]:
+        m = row.get("measures")
+        if not m or row["strategy"] == "random":
+            continue
+        cells = [row["data"], row["backend"], row["strategy"], str(row["seed"])]
+        for column, *_ in ratios:
+            if column in m:
+                r, low, high = m[column]
+                cells.append(f"{r:.2f} [{low:.2f}, {high:.2f}]")
+            else:
+                cells.append("n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def spread(values, digits: int = 4) -> str:
@@ -318,6 +558,7 @@ def markdown(results, meta) -> str:
             f"{spread(overall, 2)} | {kcal} |"
         )
     lines += goal_table(results["improvement"])
+    lines += measures_markdown(results)
     lines += ["", "## Data efficiency: worst-cluster test force RMSE (eV/Å)", ""]
     lines += ["| data | backend | default frames | worst cluster | overall |"]
     lines += ["| --- | --- | --- | ---: | ---: |"]
@@ -578,6 +819,12 @@ def main() -> None:
         "--improve-gap", action="store_true", help="also run the loop with GAP"
     )
     parser.add_argument(
+        "--extra-test",
+        metavar="FILE",
+        help="labelled trajectory of the molecule never in the pool (e.g. hotter "
+        "MD): every equal-size set's errors on it too (one molecule at a time)",
+    )
+    parser.add_argument(
         "-o", "--output", default=ROOT / "benchmarks" / "output" / "suite"
     )
     parser.add_argument(
@@ -608,10 +855,15 @@ def main() -> None:
         ]
     if not args.data:
         sys.exit(f"{data_dir}: no datasets (*.xyz.gz, *500K.extxyz)")
+    if args.extra_test and len(args.data) > 1:
+        sys.exit("--extra-test is one molecule's trajectory: choose it by --molecules")
+    if args.extra_test and not Path(args.extra_test).is_file():
+        sys.exit(f"--extra-test {args.extra_test}: no such file")
     start = time.perf_counter()
     if args.dask and not args.collect:
         run_planned_on_dask(args)
     results = run_suite(args)
+    results["measures"] = measures_over_seeds(results["improvement"])
     import ase
     import sklearn
 
@@ -631,6 +883,8 @@ def main() -> None:
         f"{np.nansum(list(WALLS.values())) / 3600:.2f} h summed over its "
         f"{len(WALLS)} runs",
     }
+    if args.extra_test:
+        meta["extra test"] = str(args.extra_test)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "suite.json", json.dumps({"meta": meta, **results}, indent=1))

@@ -225,3 +225,132 @@ def test_compare_leaves_out_test_frames_equal_to_training_frames(
     assert data["left_out_test_frames"] == duplicates
     assert data["test_frames"] == len(test) - duplicates
     assert f"{duplicates} test frames equal to training frames left out" in out
+
+
+@pytest.fixture(scope="module")
+def hotter(tmp_path_factory):
+    """24 frames of ethanol GFN2-xTB MD at 650 K: never in the 500 K data."""
+    from ase_flatten.sample_data import make_md_dataset
+
+    path = tmp_path_factory.mktemp("extra") / "ethanol_650K.extxyz"
+    make_md_dataset(
+        "CH3CH2OH",
+        n_frames=24,
+        temperature_K=650,
+        equilibration_fs=100,
+        seed=3,
+        progress=False,
+    ).write(path)
+    return path
+
+
+def test_compare_extra_test_and_tail(runs, capsys, tmp_path, hotter):
+    """Every model on a hotter trajectory too; the per-atom tail; every ratio to
+    the first run with a paired interval."""
+    from ase_flatten.comparison import load_frame_errors
+
+    argv = ("compare", runs / "random", runs / "flat", "--extra-test", hotter)
+    status, out, err = run_cli(capsys, *argv, "-o", tmp_path / "c")
+    assert status == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "c" / "comparison.csv")))
+    data = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert data["extra_test"]["frames"] == 24
+    assert data["extra_test"]["path"] == str(hotter)
+    tests, extras = load_frame_errors(tmp_path / "c" / "frame_errors.npz")
+    for row in rows:
+        v = {k: float(x) for k, x in row.items() if k not in ("run", "strategy",
+             "backend")}  # fmt: skip
+        assert v["extra_test_frames"] == 24
+        for key in ("atom_error_p99", "atom_error_max", "extra_force_rmse",
+                    "extra_atom_error_p99", "max_cluster_ratio",
+                    "atom_error_p99_ratio", "extra_force_rmse_ratio"):  # fmt: skip
+            assert v[f"{key}_low"] <= v[key] <= v[f"{key}_high"], key
+        assert v["atom_error_max"] >= v["atom_error_p99"] > v["force_rmse"]
+        # the hotter trajectory is harder than the data's own test split
+        assert v["extra_force_rmse"] > v["force_rmse"]
+        extra = extras[row["run"]].statistics()
+        assert v["extra_force_rmse"] == pytest.approx(extra["force_rmse"], rel=1e-5)
+        assert v["atom_error_p99"] == pytest.approx(
+            tests[row["run"]].statistics()["atom_error_p99"], rel=1e-5
+        )
+        assert v["atom_error_p99_kcal"] == pytest.approx(
+            v["atom_error_p99"] * 23.0605, rel=1e-4
+        )
+    first, second = rows
+    for key in ("force_rmse_ratio", "max_cluster_ratio", "extra_force_rmse_ratio"):
+        assert (first[key], first[f"{key}_low"], first[f"{key}_high"]) == ("1",) * 3
+    assert float(second["extra_force_rmse_ratio"]) == pytest.approx(
+        float(second["extra_force_rmse"]) / float(first["extra_force_rmse"]),
+        rel=1e-5,
+    )
+    assert "extra test" in out and "p99/1st [95 % CI]" in out
+    assert f"{float(second['extra_force_rmse']):.4f} [" in out
+
+
+def test_compare_refuses_an_extra_test_of_training_data(
+    runs, capsys, tmp_path, xtb_dataset, hotter
+):
+    from ase.io import read, write
+
+    mixed = tmp_path / "mixed.extxyz"
+    train = int(np.load(runs / "flat" / "train_indices.npy")[0])
+    xtb_dataset.write(tmp_path / "one.extxyz", [train])
+    write(mixed, read(hotter, ":") + read(tmp_path / "one.extxyz", ":"))
+    argv = ("compare", runs / "random", runs / "flat", "--extra-test", mixed)
+    status, _, err = run_cli(capsys, *argv, "-o", tmp_path / "c")
+    assert_one_line_error(
+        status, err, "mixed.extxyz: 1 of its 25 frames (the first: frame 24)",
+        "never in the training data",
+    )  # fmt: skip
+    assert not (tmp_path / "c").exists()
+    other = tmp_path / "other.extxyz"
+    write(other, read(hotter, ":3"))
+    atoms = read(other, ":")
+    for frame in atoms:
+        frame.numbers[[0, 3]] = frame.numbers[[3, 0]]  # another atom order
+    write(other, atoms)
+    status, _, err = run_cli(capsys, *argv[:3], "--extra-test", other, "-o",
+                             tmp_path / "c")  # fmt: skip
+    assert_one_line_error(status, err, "other.extxyz: holds", "same molecule")
+
+
+def test_errors_extra_test(runs, capsys, tmp_path, xtb_files, hotter):
+    reference, predicted = xtb_files
+    argv = ("errors", reference, "--model", runs / "random", *CLUSTERS)
+    status, out, err = run_cli(
+        capsys, *argv, "--extra-test", hotter, "-o", tmp_path / "e"
+    )
+    assert status == 0, err
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    extra = summary["extra_test"]
+    assert extra["n_frames"] == 24 and extra["path"] == str(hotter)
+    low, high = extra["ci95"]["force_rmse"]
+    assert low <= extra["force_rmse"] <= high
+    assert extra["force_rmse"] > summary["force_rmse"]
+    assert extra["force_rmse_kcal"] == pytest.approx(
+        extra["force_rmse"] * 23.0605, rel=1e-4
+    )
+    low, high = summary["ci95"]["atom_error_p99"]
+    assert low <= summary["atom_error_p99"] <= high <= summary["atom_error_max"]
+    assert f"extra test set (24 frames): force RMSE {extra['force_rmse']:.4f}" in out
+    assert f"({summary['max_cluster_frames']} frames)" in out
+    assert f"p99 {summary['atom_error_p99']:.4f} eV/Å" in out
+    # predictions from a file cannot predict the extra frames
+    status, _, err = run_cli(capsys, "errors", reference, "--predicted", predicted,
+                             "--extra-test", hotter, "-o", tmp_path / "p")  # fmt: skip
+    assert_one_line_error(status, err, "--extra-test needs a model")
+    # frames the model trained on, though not in DATA
+    from ase_flatten.data import read_dataset
+
+    train = np.load(runs / "random" / "train_indices.npy")
+    path = tmp_path
+    dataset = read_dataset(reference)
+    dataset.write(path / "data.extxyz", np.setdiff1d(np.arange(150), train))
+    dataset.write(path / "trained.extxyz", train[:3])
+    status, _, err = run_cli(capsys, "errors", path / "data.extxyz", "--model",
+                             runs / "random", *CLUSTERS, "--extra-test",
+                             path / "trained.extxyz", "-o", path / "t")  # fmt: skip
+    assert_one_line_error(
+        status, err, "trained.extxyz: 3 of its 3 frames", "random trained or validated"
+    )
+    assert not (path / "t").exists()

@@ -4,7 +4,13 @@ Compares predicted energies and forces with the reference labels of DATA, frame 
 frame, and reports them per cluster: DIR/cluster_errors.csv (one row per cluster,
 sorted by force RMSE), DIR/frame_errors.csv, DIR/summary.json and
 DIR/cluster_errors.png (the paper's Fig. 2). Errors in eV and eV/Å, with kcal/mol
-columns beside them.
+columns beside them. The summary holds the frames of the worst cluster, the 99th
+percentile and the maximum of the per-atom force-error norms (the length of
+F_pred - F_ref at each atom), and a bootstrap 95 % interval over the frames for
+each (1000 resamples, seed 0).
+With --model or --calculator, --extra-test FILE also measures a labelled trajectory
+of the same molecule that shares no frame with DATA or the model's training data
+(e.g. MD at a higher temperature): DIR/summary.json's "extra_test".
 
 example: ase-flatten errors traj.xyz --predicted mace_out.xyz -o report/
 """
@@ -80,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --model: also evaluate the frames the model trained or validated "
         "on (found by content in any file; left out by default)",
     )
+    parser.add_argument(
+        "--extra-test",
+        metavar="FILE",
+        help="with --model or --calculator: also measure this labelled trajectory "
+        "of the same molecule (e.g. hotter MD); it may hold no frame of DATA or "
+        "of the model's training data",
+    )
     add_clustering_arguments(parser)
     add_dask_arguments(parser)
 
@@ -93,19 +106,25 @@ def run(args: argparse.Namespace) -> None:
     from ..outputs import atomic_directory, check_output_directory
     from .common import default_label_keys, read_dataset_arg
 
-    inputs = [args.data, args.predicted, args.model, args.clusters]
+    inputs = [args.data, args.predicted, args.model, args.clusters, args.extra_test]
     if args.model:  # read DATA as the model's dataset was read, unless told
         default_label_keys(args, args.model)
     check_output_directory(args.output, COMMAND, args.overwrite, inputs)
     if args.dask and not args.model:
         raise InputError("--dask predicts with a saved model: give --model DIR")
+    if args.extra_test and args.predicted:
+        raise InputError(
+            "--extra-test needs a model to predict its frames: give --model DIR or "
+            "--calculator, not --predicted"
+        )
     with (
         dask_client(args.dask) as client,
         worker_pool(client, chunk_frames=args.dask_chunk) as workers,
     ):
         dataset = read_dataset_arg(args)
         # a bad model fails now
-        predict, left_out = _prediction_source(args, dataset, workers)
+        predict, left_out, backend = _prediction_source(args, dataset, workers)
+        extra = _read_extra_test(args, dataset)
         labels, assigned = None, False
         if args.clusters:
             labels, assigned = _load_labels(args.clusters, dataset)
@@ -118,16 +137,42 @@ def run(args: argparse.Namespace) -> None:
                 os.path.join(args.model, "clusters.npz"),
             )
         with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
-            errors = _write_report(
-                args, dataset, predict, labels, left_out, tmp, assigned
+            errors, extra_errors = _write_report(
+                args, dataset, predict, labels, left_out, tmp, assigned, backend, extra
             )
-    _print_report(errors, args.output, left_out)
+    _print_report(errors, args.output, left_out, extra_errors)
 
 
-def _write_report(args, dataset, predict, labels, left_out, directory, assigned):
+def _read_extra_test(args, dataset):
+    """The --extra-test frames, checked against DATA and the model's training data."""
+    from ..error_analysis import read_extra_test
+
+    if not args.extra_test:
+        return None
+    models = []
+    if args.model:
+        from ..models import load_model
+
+        models.append((args.model, load_model(args.model)))
+    return read_extra_test(
+        args.extra_test,
+        dataset,
+        models,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+    )
+
+
+def _write_report(
+    args, dataset, predict, labels, left_out, directory, assigned, backend, extra
+):
     """Cluster (unless given ``labels``), predict, and write every report file."""
     from ..clustering import save_clusters
-    from ..error_analysis import cluster_errors
+    from ..error_analysis import (
+        BOOTSTRAP_RESAMPLES,
+        cluster_errors,
+        extra_test_errors,
+    )
     from ..plots import plot_cluster_errors
     from .common import clusters_meta, fit_clusters
 
@@ -148,6 +193,16 @@ def _write_report(args, dataset, predict, labels, left_out, directory, assigned)
         align_energies=args.align_energies,
         frames=frames,
     )
+    extra_errors = extra_meta = None
+    if extra is not None:
+        extra_errors = extra_test_errors(backend, extra)
+        extra_meta = {
+            "path": str(args.extra_test),
+            "n_frames": len(extra),
+            "fingerprint": extra.fingerprint(),
+            **_interval_summary(extra_errors, ("force_rmse", "energy_rmse",
+                                               "atom_error_p99", "atom_error_max")),
+        }  # fmt: skip
     errors.write(
         directory,
         dataset=dataset.source,
@@ -157,6 +212,9 @@ def _write_report(args, dataset, predict, labels, left_out, directory, assigned)
         clusters_assigned=assigned,
         excluded_training_frames=len(dataset) - len(frames),
         excluded_by=left_out["rule"] if left_out else None,
+        ci95=_interval_summary(errors)["ci95"],
+        bootstrap={"resamples": BOOTSTRAP_RESAMPLES, "seed": 0, "over": "frames"},
+        extra_test=extra_meta,
     )
     plot_cluster_errors(
         errors,
@@ -176,7 +234,20 @@ def _write_report(args, dataset, predict, labels, left_out, directory, assigned)
             cluster=errors.labels[worst],
             force_rmse=errors.frame_force_rmse[worst],
         )
-    return errors
+    return errors, extra_errors
+
+
+def _interval_summary(errors, names=None) -> dict:
+    """Statistics with kcal/mol values and ``ci95``: bootstrap 95 % intervals."""
+    from ..error_analysis import KCAL_MOL, STATISTICS
+
+    names = names or STATISTICS
+    values = errors.statistics()
+    interval = errors.bootstrap(seed=0)
+    summary = {name: values[name] for name in names}
+    summary.update({f"{name}_kcal": values[name] / KCAL_MOL for name in names})
+    summary["ci95"] = {name: list(interval[name]) for name in names}
+    return summary
 
 
 def _model_name(args) -> str:
@@ -205,6 +276,8 @@ def _prediction_source(args, dataset, workers=None):
         ``predict() -> (frames, energies, forces)``.
     left_out : dict or None
         With --model: ``count`` frames left out and the ``rule`` that found them.
+    backend : Backend or None
+        What predicts (None for --predicted): for an --extra-test set.
     """
     import json
 
@@ -216,7 +289,7 @@ def _prediction_source(args, dataset, workers=None):
         energies, forces = read_predictions(
             args.predicted, dataset, args.pred_energy_key, args.pred_forces_key
         )
-        return (lambda: (every, energies, forces)), None
+        return (lambda: (every, energies, forces)), None, None
     if args.model:
         from ..models import load_model
 
@@ -270,8 +343,12 @@ def _prediction_source(args, dataset, workers=None):
                 f"--calculator {args.calculator} with --calc-kwargs "
                 f"{args.calc_kwargs}: {type(exc).__name__}: {exc}"
             ) from exc
-        return (lambda: (every, *_calculator_predictions(args, backend, dataset))), None
-    return (lambda: (frames, *backend.predict(dataset, frames))), left_out
+        return (
+            (lambda: (every, *_calculator_predictions(args, backend, dataset))),
+            None,
+            backend,
+        )
+    return (lambda: (frames, *backend.predict(dataset, frames))), left_out, backend
 
 
 def _seen_frames(saved, dataset, model_path):
@@ -319,7 +396,7 @@ def _load_labels(path, dataset):
     return labels_for(model, arrays, dataset, path)
 
 
-def _print_report(errors, directory, left_out=None):
+def _print_report(errors, directory, left_out=None, extra=None):
     from ..error_analysis import KCAL_MOL
 
     s = errors.summary()
@@ -335,10 +412,23 @@ def _print_report(errors, directory, left_out=None):
         f"{s['n_clusters']} clusters"
     )
     print(
-        f"worst cluster {s['max_cluster']}: {s['max_cluster_force_rmse']:.4f} eV/Å "
-        f"= {s['max_ratio']:.2f}x overall; best {s['min_cluster']}: "
-        f"{s['min_ratio']:.2f}x"
+        f"worst cluster {s['max_cluster']} ({s['max_cluster_frames']} frames): "
+        f"{s['max_cluster_force_rmse']:.4f} eV/Å = {s['max_ratio']:.2f}x overall; "
+        f"best {s['min_cluster']}: {s['min_ratio']:.2f}x"
     )
+    print(
+        f"per-atom force error |F_pred - F_ref|: p99 {s['atom_error_p99']:.4f} eV/Å "
+        f"({s['atom_error_p99_kcal']:.3f} kcal/(mol Å)), max "
+        f"{s['atom_error_max']:.4f} eV/Å ({s['atom_error_max_kcal']:.3f} kcal/(mol Å))"
+    )
+    if extra is not None:
+        e = extra.statistics()
+        print(
+            f"extra test set ({len(extra.labels)} frames): force RMSE "
+            f"{e['force_rmse']:.4f} eV/Å ({e['force_rmse'] / KCAL_MOL:.3f} "
+            f"kcal/(mol Å)) = {e['force_rmse'] / s['force_rmse']:.2f}x DATA's; "
+            f"per-atom p99 {e['atom_error_p99']:.4f} eV/Å"
+        )
     print("worst clusters (cluster, frames, force RMSE eV/Å, ratio):")
     for c in errors.worst(5):
         print(
