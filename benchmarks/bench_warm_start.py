@@ -3,10 +3,13 @@
 For every seed this runs the flattening loop (``run_selection``, what ``ase-flatten
 select`` runs) once cold (every fit from scratch) and once per warm schedule
 (``warm_start``: each fit after the first continues from the previous
-iteration's model), and then one cold training of the final size on each run's
-final set: the reference cost, and the errors the selected set gives when the
-final model is trained from scratch. Everything is measured on the run's own
-test split and clusters.
+iteration's model, the final one too: ``warm_final``), and then one cold
+training of the final size on each run's final set: the reference cost, and the
+model ``select --warm-start`` ends with (the same seed and frames give the same
+model), whose final model is trained from scratch. The final warm fit is timed
+again on its own (it repeats to the last digit) so that the cost of a run with a
+cold final model is select's minus that fit plus the cold one. Everything is
+measured on the run's own test split and clusters.
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_warm_start.py \\
         /work/shared/data/ethanol_xtb500K.xyz.gz --seeds 0 1 2 \\
@@ -18,6 +21,9 @@ finished ones. CPU seconds (this process, one torch thread) are the load-free
 cost measure on a shared machine; wall seconds are recorded beside them. Writes
 OUT/s<seed>/<variant>/ (the run folder and ``bench.json``), OUT/summary.md and
 OUT/summary.json.
+
+Measured with this script (2026-12-02): cold, ``lr=5e-4,epochs=10,patience=5``,
+``lr=2e-3,epochs=10,patience=5`` (seed 0) and ``lr=1e-3,epochs=20,patience=10``.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
             n_fine=args.n_fine,
             seed=seed,
             warm_start=warm is not None,
+            warm_final=warm is not None,
         )
         resume = (run_dir / "checkpoint.json").exists()
         print(f"{out}: select{' (resumed)' if resume else ''}", flush=True)
@@ -127,7 +134,35 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
             },
         }
         write_json(record_file, record)
+    if warm is not None and "warm_final_fit" not in record:
+        print(f"{out}: the final warm fit again, timed on its own", flush=True)
+        record["warm_final_fit"] = time_final_warm_fit(dataset, seed, params, run_dir)
+        write_json(record_file, record)
     return record
+
+
+def time_final_warm_fit(dataset, seed: int, params: dict, run_dir: Path) -> dict:
+    """CPU and wall time of the run's final warm fit, repeated from its files."""
+    from ase_flatten.backends.schnet import SchNetBackend
+    from ase_flatten.clustering import load_clusters
+    from ase_flatten.error_analysis import model_errors
+
+    last = sorted((run_dir / "warm").glob("iteration_*"))[-1]
+    previous = SchNetBackend.load(last, dataset.numbers, params, random_state=seed)
+    train = np.load(run_dir / "train_indices.npy")
+    test = np.load(run_dir / "test_indices.npy")
+    backend = SchNetBackend(random_state=seed, **params)
+    wall, cpu = clock()
+    backend.fit(dataset, train, held_out=test, init_from=previous)
+    wall2, cpu2 = clock()
+    clusters = load_clusters(run_dir / "clusters.npz")[0]
+    errors = model_errors(backend, dataset, test, clusters.labels_, progress=False)
+    return {
+        "wall_s": wall2 - wall,
+        "cpu_s": cpu2 - cpu,
+        "epochs": backend.history_["epochs"],
+        "force_rmse": errors.overall["force_rmse"],  # equals select's final
+    }
 
 
 def _test_summary(test: dict) -> dict:
@@ -162,40 +197,53 @@ def summary(records: dict, args) -> str:
         "10 % test split, mean ± sd over seeds "
         f"{', '.join(str(s) for s in args.seeds)}. Cost is select's CPU time "
         "(one torch thread) over one cold training of the final size on the same "
-        "frames (wall-time ratio beside it; the machine was shared); 'fits' is "
-        "the wall time of select's trainings alone over that one training. "
-        "'cold final': the selected set with its final model trained from "
-        "scratch.",
+        "frames (wall-time ratio beside it; the machine was shared). Final model "
+        "cold: the warm run's selected frames with the final model trained from "
+        "scratch (select --warm-start); its cost is the warm run's with the final "
+        "warm fit swapped for the cold one.",
         "",
-        "| variant | seeds | select / one training (CPU) | (wall) | fits / one "
-        "training (wall) | fit epochs per iteration | overall | worst cluster | "
-        "cold final: overall | cold final: worst cluster |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| variant | final model | seeds | select / one training (CPU) | (wall) | "
+        "fit epochs per iteration | overall | worst cluster |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for name, runs in records.items():
         if not runs:
             continue
-        cpu = [r["select"]["cpu_s"] / r["reference"]["cpu_s"] for r in runs]
-        wall = [r["select"]["wall_s"] / r["reference"]["wall_s"] for r in runs]
-        fits = [
-            sum(f["train_s"] for f in r["select"]["fits"]) / r["reference"]["wall_s"]
-            for r in runs
-        ]
-        epochs = " / ".join(
-            "-".join(str(r["select"]["fits"][k].get("epochs")) for r in runs)
-            for k in range(len(runs[0]["select"]["fits"]))
-        )
-        resumed = any(r["select"]["resumed"] for r in runs)
-        lines.append(
-            f"| {name} | {len(runs)} | {mean_sd2(cpu)}"
-            f"{' (resumed: partial)' if resumed else ''} | {mean_sd2(wall)} | "
-            f"{mean_sd2(fits)} | {epochs} | "
-            f"{mean_sd([r['select']['test']['force_rmse'] for r in runs])} | "
-            f"{mean_sd([r['select']['test']['max_cluster_force_rmse'] for r in runs])}"
-            f" | {mean_sd([r['reference']['test']['force_rmse'] for r in runs])} | "
-            + mean_sd([r["reference"]["test"]["max_cluster_force_rmse"] for r in runs])
-            + " |"
-        )
+        rows = [("cold", "select", 0.0)] if name == "cold" else []
+        if name != "cold":
+            rows = [("warm", "select", 0.0), ("cold", "reference", 1.0)]
+        for final, source, swap in rows:
+            cpu, wall = [], []
+            for r in runs:
+                ref = r["reference"]
+                redo = r.get("warm_final_fit", {"cpu_s": 0.0, "wall_s": 0.0})
+                cpu.append(
+                    (r["select"]["cpu_s"] + swap * (ref["cpu_s"] - redo["cpu_s"]))
+                    / ref["cpu_s"]
+                )
+                wall.append(
+                    (r["select"]["wall_s"] + swap * (ref["wall_s"] - redo["wall_s"]))
+                    / ref["wall_s"]
+                )
+            fits = [r["select"]["fits"] for r in runs]
+            epochs = [[f.get("epochs") for f in run] for run in fits]
+            if source == "reference":
+                epochs = [
+                    e[:-1] + [r["reference"]["epochs"]]
+                    for e, r in zip(epochs, runs, strict=True)
+                ]
+            epochs = " / ".join(
+                "-".join(str(e[k]) for e in epochs) for k in range(len(epochs[0]))
+            )
+            test = [r[source]["test"] for r in runs]
+            resumed = any(r["select"]["resumed"] for r in runs)
+            lines.append(
+                f"| {name} | {final} | {len(runs)} | {mean_sd2(cpu)}"
+                f"{' (a run resumed: partial)' if resumed else ''} | "
+                f"{mean_sd2(wall)} | {epochs} | "
+                f"{mean_sd([t['force_rmse'] for t in test])} | "
+                f"{mean_sd([t['max_cluster_force_rmse'] for t in test])} |"
+            )
     lines += [
         "",
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, "

@@ -15,7 +15,7 @@ Run directory::
     test_indices.npy    the test split (never selected; all errors are on it)
     warm/iteration_NN/  with ``warm_start``: the models of the last two finished
                         iterations; the next fit continues from the last (also
-                        on resume)
+                        on resume; the final one only with ``warm_final``)
     ... and at the end the model directory files (model.json, model/,
     train_indices.npy, validation_indices.npy, cluster_errors.json), train.xyz and
     error_curves.png.
@@ -76,9 +76,12 @@ class SelectionConfig:
     test_fraction: float = 0.1
     split_seed: int = 0
     seed: int = 0
-    #: each fit after the first continues from the previous iteration's model
-    #: with the backend's warm schedule (neural backends only)
+    #: each iteration's fit after the first continues from the previous
+    #: iteration's model with the backend's warm schedule (neural backends only)
     warm_start: bool = False
+    #: with warm_start, the final model continues too (else it is trained from
+    #: scratch on the final set: measured to matter for SchNet)
+    warm_final: bool = False
 
     def validate(self, n_pool: int, source: str) -> None:
         for name, choices in (
@@ -110,6 +113,8 @@ class SelectionConfig:
                 f"--diverse-share must be in [0, 1), got {self.diverse_share}"
             )
         self.check_label_budget()
+        if self.warm_final and not self.warm_start:
+            raise InputError("--warm-final needs --warm-start")
         if self.warm_start:
             from ..backends import backend_class
 
@@ -269,7 +274,7 @@ def _loop(dataset, config, directory, state, split, progress, workers, labels=No
             directory,
             workers,
             labels,
-            previous,
+            previous if config.warm_final else None,
         )
         bar.update()
     return SelectionResult(train, test, history + [final], directory)

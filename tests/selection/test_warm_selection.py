@@ -52,9 +52,10 @@ def warm_run(xtb_dataset, tmp_path_factory):
 def test_each_fit_after_the_first_continues_from_the_previous_model(warm_run):
     history = warm_run.history
     assert [h["n_train"] for h in history] == [20, 28, 36]
-    assert [h["fit"]["warm_start"] for h in history] == [False, True, True]
-    assert history[0]["fit"]["epochs"] <= 8
-    assert all(h["fit"]["epochs"] <= 3 for h in history[1:])
+    # the final model is trained from scratch unless warm_final says otherwise
+    assert [h["fit"]["warm_start"] for h in history] == [False, True, False]
+    assert history[0]["fit"]["epochs"] <= 8 and history[-1]["fit"]["epochs"] <= 8
+    assert history[1]["fit"]["epochs"] <= 3
     # the last two iterations' models stay, for a resume to continue from
     warm = warm_run.directory / "warm"
     assert sorted(p.name for p in warm.iterdir()) == ["iteration_00", "iteration_01"]
@@ -117,6 +118,22 @@ def test_a_warm_run_missing_its_model_is_refused_on_resume(
     cold = dataclasses.replace(WARM, warm_start=False)
     with pytest.raises(InputError, match=r"other settings \(warm_start\)"):
         run_selection(xtb_dataset, cold, tmp_path / "r", resume=True)
+
+
+def test_warm_final_continues_the_final_fit_too(warm_run, xtb_dataset, tmp_path):
+    config = dataclasses.replace(WARM, warm_final=True)
+    result = run_selection(xtb_dataset, config, tmp_path / "f")
+    history = result.history
+    assert [h["fit"]["warm_start"] for h in history] == [False, True, True]
+    assert history[-1]["fit"]["epochs"] <= 3
+    # the same iterations as the run with a cold final model
+    np.testing.assert_array_equal(result.train_indices, warm_run.train_indices)
+    with pytest.raises(InputError, match="--warm-final needs --warm-start"):
+        run_selection(
+            xtb_dataset,
+            dataclasses.replace(config, warm_start=False),
+            tmp_path / "g",
+        )
 
 
 def test_warm_start_needs_a_backend_that_has_it(xtb_dataset, tmp_path):
