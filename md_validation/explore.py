@@ -15,7 +15,10 @@ only new labels can. Each round of :func:`explore`
    to weigh; FPS spreads the labels over the distinct geometries instead);
 4. labels them with the oracle (:mod:`ase_flatten.oracle`; labels paid for are
    never paid twice), adds every labelled frame to the training set and retrains
-   the backend from scratch with the start model's settings.
+   the backend with the start model's settings: from scratch, or with
+   ``warm_start`` from the last round's model (SchNet, MACE: the backend's warm
+   schedule, ``warm_lr``, ``warm_epochs``, ``warm_patience`` of the start model's
+   parameters).
 
 It stops when a round's replicas show no failure and at most
 ``stop_outside_share`` of their frames lie outside the domain ("survived"), when
@@ -87,6 +90,9 @@ class ExploreSettings:
         A cluster is high-error above this times the model's overall force RMSE.
     seed : int
         Seeds start frames, MD and FPS.
+    warm_start : bool
+        Each retraining continues from the last round's model (backends that
+        support it) instead of training from scratch.
     """
 
     temperatures: tuple = (300.0, 400.0)
@@ -102,6 +108,7 @@ class ExploreSettings:
     stop_outside_share: float = 0.05
     high_error_factor: float = 1.1
     seed: int = 0
+    warm_start: bool = False
 
     def __post_init__(self):
         object.__setattr__(
@@ -214,10 +221,18 @@ def explore(
     )
 
     start, dataset, test = _read_start(model_dir)
+    if settings.warm_start and not start.backend.supports_warm_start:
+        raise InputError(
+            f"--warm-start: the start model's {start.backend.name} backend cannot "
+            "continue from a previous model; it retrains from scratch"
+        )
     # a bad oracle fails now, in one line, before any MD
     probe_oracle(oracle, dataset, int(start.train_indices[0]))
+    recorded = dataclasses.asdict(settings)
+    if not settings.warm_start:  # runs from before the setting resume as they were
+        del recorded["warm_start"]
     run_settings = {
-        "settings": dataclasses.asdict(settings),
+        "settings": recorded,
         "oracle": oracle.describe(),
         "model": str(Path(model_dir).resolve()),
         "dataset": dataset.fingerprint(),
@@ -282,7 +297,7 @@ def _rounds(run: _Run) -> ExplorationResult:
             history.append(entry)
             if new is not None:
                 added = _concat(added, new)
-                model = _retrain(run, number + 1, added, entry)
+                model = _retrain(run, number + 1, added, entry, model)
             _checkpoint(run, history, added)
             bar.set_postfix(
                 failed=entry["failed"], outside=f"{entry['outside_share']:.2f}"
@@ -554,8 +569,12 @@ def _combined(run: _Run, added):
     return combined, np.concatenate([train, new])
 
 
-def _retrain(run: _Run, number: int, added, entry: dict):
-    """Train the start model's backend on the grown set; save it as round ``number``."""
+def _retrain(run: _Run, number: int, added, entry: dict, previous=None):
+    """Train the start model's backend on the grown set; save it as round ``number``.
+
+    With ``warm_start`` the fit continues from ``previous`` (the saved model the
+    round ran with, read from its files also in an uninterrupted run).
+    """
     from ase_flatten.backends import make_backend
     from ase_flatten.error_analysis import model_errors
     from ase_flatten.models import load_model, save_model
@@ -570,9 +589,14 @@ def _retrain(run: _Run, number: int, added, entry: dict):
         random_state=start.meta.get("random_state", 0),
         **start.meta["params"],
     )
+    init = previous.backend if run.settings.warm_start and previous else None
     t0 = time.perf_counter()
-    backend.fit(dataset, train, held_out=run.test)
+    backend.fit(dataset, train, held_out=run.test, init_from=init)
     seconds = time.perf_counter() - t0
+    entry["fit"] = {
+        "warm_start": init is not None,
+        "epochs": (getattr(backend, "history_", None) or {}).get("epochs"),
+    }
     errors = None
     if len(run.test):
         labels = start.clusters.labels_
@@ -597,6 +621,7 @@ def _retrain(run: _Run, number: int, added, entry: dict):
         test_fraction=start.meta.get("test_fraction"),
         split_seed=start.meta.get("split_seed"),
         train_seconds=round(seconds, 2),
+        warm_start_from=_relative(previous.path, run.work) if init else None,
         test_force_rmse=errors.overall["force_rmse"] if errors else None,
     )
     entry["timings"]["train"] = seconds
