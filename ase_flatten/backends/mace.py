@@ -184,9 +184,9 @@ class MACEBackend(Backend):
         warm_lr, warm_epochs, warm_patience : float, int, int
             Learning rate, upper limit on epochs and early-stopping patience of
             a warm fit, one that continues from a previous model
-            (``fit(..., init_from=...)``): 0.005, 30 and 8, half the cold
-            schedule's, as the schedule measured for SchNet (not measured for
-            MACE).
+            (``fit(..., init_from=...)``): 0.0025, 15 and 4, a quarter of the
+            cold schedule's, as the schedule measured for SchNet (not measured
+            for MACE).
 
     Attributes
     ----------
@@ -234,9 +234,9 @@ class MACEBackend(Backend):
         "dtype": "float64",
         "device": "auto",
         "warm_start": False,
-        "warm_lr": 0.005,
-        "warm_epochs": 30,
-        "warm_patience": 8,
+        "warm_lr": 0.0025,
+        "warm_epochs": 15,
+        "warm_patience": 4,
     }
     parameter_constraints: ClassVar[dict] = {
         "num_channels": [Integer(1)],
