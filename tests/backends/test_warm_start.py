@@ -16,6 +16,8 @@ import pytest
 from ase_flatten.data import Dataset
 from ase_flatten.exceptions import InputError
 
+pytestmark = pytest.mark.slow  # trains SchNet and MACE models
+
 TRAIN = np.arange(0, 60, 2)  # 30 frames
 GROWN = np.concatenate([TRAIN, np.arange(60, 100, 2)])  # 20 more
 VALID = np.arange(1, 40, 2)  # 20 frames between them

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # selection loops that train models
+
 pytest.importorskip("schnetpack")
 
 from ase_flatten.exceptions import InputError  # noqa: E402
