@@ -278,13 +278,13 @@ def test_garbage_history_on_resume(tmp_path, capsys, xtb_files):
 
 
 def test_a_working_directory_that_cannot_be_read(
-    tmp_path, capsys, xtb_files, monkeypatch
+    tmp_path, capsys, xtb_file, monkeypatch
 ):
     gone = tmp_path / "gone"
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()
-    status, _, err = run_cli(capsys, "cluster", xtb_files[0], "-o", "c.npz", *SMALL)
+    status, _, err = run_cli(capsys, "cluster", xtb_file, "-o", "c.npz", *SMALL)
     assert_one_line_error(status, err, "working directory")
 
 
@@ -440,16 +440,16 @@ def test_a_scaled_molecule_warns_once(tmp_path, capsys, caplog, xtb_dataset, mod
     assert len(warnings) == 1 and "2 of 4 frames" in warnings[0], warnings
 
 
-def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, xtb_files):
+def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, xtb_file):
     out = tmp_path / "c.npz"
     status, _, err = run_cli(
-        capsys, "cluster", xtb_files[0], "-o", out, "--reduce", "pca",
+        capsys, "cluster", xtb_file, "-o", out, "--reduce", "pca",
         "--components", "500", *SMALL,
     )  # fmt: skip
     assert_one_line_error(status, err, "--components", "36-dimensional", "at most 36")
     assert not out.exists()
     status, _, err = run_cli(
-        capsys, "select", xtb_files[0], *LOOP, "-o", tmp_path / "s", "--threshold",
+        capsys, "select", xtb_file, *LOOP, "-o", tmp_path / "s", "--threshold",
         "mass", "--factor", "5",
     )  # fmt: skip
     assert_one_line_error(status, err, "--factor 5", "--threshold mass")
@@ -460,7 +460,7 @@ def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, xtb_files):
 
 
 def test_a_sparse_file_is_refused_before_it_is_read(
-    tmp_path, capsys, xtb_files, monkeypatch
+    tmp_path, capsys, xtb_file, monkeypatch
 ):
     import ase.io
 
@@ -470,7 +470,7 @@ def test_a_sparse_file_is_refused_before_it_is_read(
     monkeypatch.setattr(ase.io, "read", no_reading)
     for name, size, head in (
         ("sparse.extxyz", 2 * 1024**3, b""),
-        ("tail.xyz", 2 * 1024**3, xtb_files[0].read_bytes()[:5000]),
+        ("tail.xyz", 2 * 1024**3, xtb_file.read_bytes()[:5000]),
     ):
         path = tmp_path / name
         with open(path, "wb") as handle:
@@ -483,15 +483,15 @@ def test_a_sparse_file_is_refused_before_it_is_read(
 
 
 def test_a_file_too_large_for_memory_is_refused(
-    tmp_path, capsys, xtb_files, monkeypatch
+    tmp_path, capsys, xtb_file, monkeypatch
 ):
     import ase_flatten.data
 
-    size = xtb_files[0].stat().st_size
+    size = xtb_file.stat().st_size
     monkeypatch.setattr(ase_flatten.data, "_available_memory", lambda: 3 * size)
-    status, _, err = run_cli(capsys, "cluster", xtb_files[0], "-o", tmp_path / "c.npz")
+    status, _, err = run_cli(capsys, "cluster", xtb_file, "-o", tmp_path / "c.npz")
     assert_one_line_error(status, err, "available", "FILE@0:N")
     status, _, err = run_cli(
-        capsys, "cluster", f"{xtb_files[0]}@0:60", "-o", tmp_path / "c.npz", *SMALL
+        capsys, "cluster", f"{xtb_file}@0:60", "-o", tmp_path / "c.npz", *SMALL
     )
     assert status == 0, err
