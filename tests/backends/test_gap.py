@@ -147,7 +147,10 @@ class TestGAP(BackendTests):
         lines = [r.getMessage() for r in caplog.records if "fitted" in r.getMessage()]
         assert len(lines) == 1 and "20 frames" in lines[0], lines
 
-    def test_save_copy_load_predicts_the_same(self, fitted, saved, dataset, tmp_path):
+    def test_save_and_load_give_the_same_numbers(
+        self, fitted, saved, dataset, tmp_path
+    ):
+        """The contract's check, from a moved copy that is then removed."""
         files = sorted(p.name for p in saved.iterdir())
         assert "gap.xml" in files
         sparse = [f for f in files if f.startswith("gap.xml.sparseX.")]

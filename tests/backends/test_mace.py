@@ -93,17 +93,14 @@ class TestMACE(BackendTests):
             history["val_force_rmse"]
         )
 
-    def test_a_model_directory_holds_settings_and_weights(
-        self, fitted, saved_directory, dataset
-    ):
+    def test_a_model_directory_holds_settings_and_weights(self, saved_directory):
+        # (the contract loads it: test_flattened_calculator_agrees_with_predict)
         files = saved_directory / "model"
         assert sorted(p.name for p in files.iterdir()) == [SETTINGS_FILE, STATE_FILE]
         settings = json.loads((files / SETTINGS_FILE).read_text())
         assert settings["hidden_irreps"] == "8x0e" and settings["r_max"] == 5.0
-        loaded = load_model(saved_directory).backend
-        assert isinstance(loaded, MACEBackend)
-        _, f0 = fitted.predict(dataset, TEST, progress=False)
-        np.testing.assert_array_equal(loaded.predict(dataset, TEST)[1], f0)
+        meta = json.loads((saved_directory / "model.json").read_text())
+        assert meta["backend"] == "mace"
 
     def test_mace_own_calculator_agrees(self, fitted, dataset):
         atoms = dataset.to_atoms(int(TEST[6]))
