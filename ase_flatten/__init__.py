@@ -26,6 +26,7 @@ _API = {
     "read_predictions": "error_analysis",
     "InputError": "exceptions",
     "FlattenedCalculator": "calculator",
+    "SavedModel": "models",
     "load_model": "models",
     "save_model": "models",
     "make_backend": "backends",

@@ -59,13 +59,12 @@ from ase.calculators.calculator import (
     all_changes,
 )
 
-from .domain import model_domain_report
-
 __all__ = ["DOMAIN_PROPERTIES", "MIN_DISTANCE", "FlattenedCalculator"]
 
 logger = logging.getLogger(__name__)
 
-#: extra properties of ``domain=True``
+#: extra properties of ``domain=True``: the keys of
+#: :meth:`ase_flatten.models.Location.row` (``Location.REPORTED``)
 DOMAIN_PROPERTIES = (
     "cluster",
     "cluster_force_rmse",
@@ -204,7 +203,7 @@ class FlattenedCalculator(Calculator):
             "forces": np.array(forces[0], dtype=float).reshape(-1, 3),
         }
         if self.domain:
-            extras = self._domain_report(positions[None], energy)
+            extras = self.model.locate(positions, [energy]).row(0)
             self.results.update(extras)
             if atoms is not None:  # travels with the structure (extxyz, ase db)
                 atoms.info.update(extras)
@@ -269,12 +268,3 @@ class FlattenedCalculator(Calculator):
             self.parameters["model"],
             limits.describe(shortest, longest),
         )
-
-    def _domain_report(self, positions: np.ndarray, energy: float) -> dict:
-        report = model_domain_report(self.model, positions, [energy])
-        return {
-            "cluster": int(report["cluster"][0]),
-            "cluster_force_rmse": float(report["cluster_force_rmse"][0]),
-            "domain_distance": float(report["domain_distance"][0]),
-            "outside_domain": bool(report["outside_domain"][0]),
-        }

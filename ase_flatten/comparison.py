@@ -53,7 +53,7 @@ def compare_runs(
         forces_key=forces_key or keys[1],
     )
     fingerprint = dataset.fingerprint()
-    test = _test_indices(Path(runs[0]))
+    test = _test_indices(runs[0], first)
     if len(test) and test.max() >= len(dataset):
         raise InputError(
             f"{Path(runs[0]) / 'test_indices.npy'}: frame {test.max()} is out of "
@@ -62,7 +62,7 @@ def compare_runs(
     for run, model in zip(runs, models, strict=True):
         if model.meta.get("dataset_fingerprint") != fingerprint:
             raise InputError(f"{run}: trained on another dataset than {dataset.source}")
-        other = _test_indices(Path(run))
+        other = _test_indices(run, model)
         if not np.array_equal(other, test):
             raise InputError(
                 f"{run}: has another test split than {runs[0]}; use the same "
@@ -182,13 +182,11 @@ def _unseen(runs, models, dataset, test) -> tuple[np.ndarray, int]:
     return test[~seen], int(seen.sum())
 
 
-def _test_indices(run: Path) -> np.ndarray:
-    from .models import load_indices
-
-    path = run / "test_indices.npy"
-    if not path.exists():
+def _test_indices(run, model) -> np.ndarray:
+    """The test split ``model`` (loaded from ``run``) records; one line without."""
+    if model.test_indices is None:
         raise InputError(f"{run}: no test split (test_indices.npy); train it again")
-    return load_indices(path, "the test split")
+    return model.test_indices
 
 
 def worst_mean(errors, k: int = 5) -> float:

@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from .exceptions import InputError
+from .exceptions import FILE_READ_ERRORS, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +412,9 @@ def read_frames(path: str | os.PathLike, index=None, format: str | None = None):
             )
     except InputError:
         raise
-    except Exception as exc:  # any parser failure is the file's problem
+    except Exception as exc:  # noqa: BLE001 - any parser failure is the file's:
+        # damaged extxyz and traj files made ASE's readers raise a dozen types,
+        # AttributeError, RuntimeError and MemoryError among them
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(
             f"{path}: cannot read as a trajectory ({type(exc).__name__}: {message})"
@@ -519,7 +521,7 @@ def check_searchable(path: Path) -> None:
     except (FileNotFoundError, NotADirectoryError):
         pass
     except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
 
 
 def _check_file(path: Path) -> None:
@@ -818,7 +820,7 @@ def _read_npz(path: Path, index, source: str) -> Dataset:
         )
     try:
         arrays = load_npz_arrays(path)
-    except Exception as exc:
+    except FILE_READ_ERRORS as exc:
         raise InputError(f"{path}: cannot read as sGDML/MD17 npz ({exc})") from exc
     for kind in ("energies", "forces"):
         if arrays[kind] is None:

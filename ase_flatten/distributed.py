@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import InputError
+from .exceptions import InputError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ LOCAL = "local:"
 #: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; any value
 #: turns off glibc's adaptive mmap threshold, so that every prediction batch maps
 #: and unmaps its arrays: sGDML predicted 3.5x slower on such a worker (measured,
-#: BENCHMARKS.md). ``local:N`` workers start without it; for others, see README.
+#: BENCHMARKS.md). ``local:N`` workers start without it; for others, see the docs
+#: (tutorials/dask).
 NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
@@ -162,7 +163,7 @@ def _require_distributed():
     except ImportError as exc:
         raise InputError(
             f"--dask needs dask.distributed ({exc}): pip install 'ase-flatten[dask]'"
-        ) from None
+        ) from exc
     return distributed
 
 
@@ -183,7 +184,7 @@ def _connect(distributed, address: str, timeout_s: float):
             f"--dask {address}: no Dask scheduler answers there within {timeout_s:g} "
             f"s ({type(exc).__name__}: {reason}); start one with `dask scheduler` or "
             "use --dask local:N"
-        ) from None
+        ) from exc
 
 
 def _probe(address: str, timeout_s: float) -> None:
@@ -230,7 +231,7 @@ def _log_workers(client, address: str) -> None:
             "dask %s: workers run with MALLOC_TRIM_THRESHOLD_ set (Dask's default), "
             "which makes predictions up to 3.5x slower; start them with "
             "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null in "
-            "their Dask config (README, 'Past one machine')",
+            "their Dask config (docs: tutorials/dask, 'Past one machine')",
             address,
         )
 
@@ -370,7 +371,7 @@ class WorkerPredictor:
         ``batch_size`` is accepted for the Backend signature; the model's own
         batch size is used so that every batch is the in-process one.
         """
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
         from tqdm.auto import tqdm
 
         if not np.array_equal(dataset.numbers, self.numbers_):
@@ -395,6 +396,11 @@ class WorkerPredictor:
                 for future in as_completed(futures):
                     bar.update(sizes[future.key])
             results = self.client.gather(futures)
+        except KilledWorker as exc:  # a chunk lost with every worker it was sent to
+            self.client.cancel(futures + data)
+            raise RunError(
+                f"{self.name} predict: Dask workers died predicting a chunk ({exc})"
+            ) from exc
         except BaseException:  # Ctrl-C or a failed chunk: drop the other chunks
             self.client.cancel(futures + data)
             raise

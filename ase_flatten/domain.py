@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .descriptors import pair_indices, pairwise_distances
-from .exceptions import InputError
+from .exceptions import FILE_READ_ERRORS, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ __all__ = [
     "ApplicabilityDomain",
     "DomainSettings",
     "hydrogen_groups",
-    "model_domain_distance",
 ]
 
 #: Bond rule for the hydrogen groups: within this factor of the covalent radii.
@@ -482,78 +481,10 @@ class ApplicabilityDomain:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return cls.from_state_arrays({k: npz[k] for k in npz.files})
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except Exception as exc:
+        except FileNotFoundError as exc:
+            raise InputError(f"{path}: no such file") from exc
+        except FILE_READ_ERRORS as exc:
             raise InputError(
                 f"{path}: not a domain file written by ase-flatten "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-
-
-def model_domain_distance(saved, positions, legacy_distance) -> tuple:
-    """Distance to the data and the threshold for a saved model.
-
-    Parameters
-    ----------
-    saved : SavedModel
-    positions : ndarray, shape (M, N, 3)
-        Structures (Å).
-    legacy_distance : ndarray, shape (M,)
-        Their distance to the nearest Ward-subset frame
-        (``TwoStageClustering.predict(..., return_distance=True)``), used for
-        models saved before ``domain.npz`` existed.
-
-    Returns
-    -------
-    distance : ndarray, shape (M,)
-        Å.
-    threshold : float or None
-        Å; None when the model has no domain at all.
-    """
-    if saved.domain is not None:
-        return saved.domain.distance(positions), saved.domain.threshold_
-    return np.asarray(legacy_distance), saved.domain_threshold
-
-
-def model_domain_report(saved, positions, energies) -> dict[str, np.ndarray]:
-    """Cluster, measured error and domain flag of structures, for a saved model.
-
-    What ``FlattenedCalculator(..., domain=True)`` reports for one structure and
-    ``ase-flatten predict`` for a file of them.
-
-    Parameters
-    ----------
-    saved : SavedModel
-        A model saved with its cluster model (``saved.clusters``).
-    positions : ndarray, shape (M, N, 3)
-        Structures (Å).
-    energies : array-like, shape (M,)
-        Their energies (eV), the model's own predictions: the energy levels of
-        the clusters are levels of energy.
-
-    Returns
-    -------
-    dict of ndarray, each shape (M,)
-        ``cluster`` (int), ``cluster_force_rmse`` (the model's measured force
-        RMSE on that cluster, eV/Å; NaN where none was measured),
-        ``domain_distance`` (Å) and ``outside_domain`` (bool).
-    """
-    from .clustering import cluster_features
-
-    clusters = saved.clusters
-    X = cluster_features(clusters.describe(positions), energies)
-    with one_blas_thread(len(X) <= FEW_STRUCTURES):
-        labels, legacy = clusters.predict(X, return_distance=True)
-        distance, threshold = model_domain_distance(saved, positions, legacy)
-    rmse = np.full(len(labels), np.nan)
-    if saved.cluster_force_rmse is not None:
-        known = labels < len(saved.cluster_force_rmse)
-        rmse[known] = saved.cluster_force_rmse[labels[known]]
-    outside = np.zeros(len(labels), bool) if threshold is None else distance > threshold
-    return {
-        "cluster": labels,
-        "cluster_force_rmse": rmse,
-        "domain_distance": np.asarray(distance, dtype=float),
-        "outside_domain": outside,
-    }

@@ -96,8 +96,8 @@ class DistanceRange:
             pairs = [
                 tuple(float(x) for x in value[key]) for key in ("shortest", "longest")
             ]
-        except (TypeError, KeyError, ValueError):
-            raise ValueError(f"distance_range is not a range: {value!r}") from None
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"distance_range is not a range: {value!r}") from exc
         for pair in pairs:
             if len(pair) != 2 or not (0 < pair[0] <= pair[1] < np.inf):
                 raise ValueError(f"distance_range is not a range: {value!r}")

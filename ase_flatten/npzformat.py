@@ -53,9 +53,9 @@ def _unit(npz, key: str, table: dict, default: str) -> tuple[float, str]:
     name = str(np.asarray(npz[key]).reshape(-1)[0])
     try:
         return table[name.lower()], name
-    except KeyError:
+    except KeyError as exc:
         known = ", ".join(sorted(table))
-        raise ValueError(f"unknown {key} {name!r} (known: {known})") from None
+        raise ValueError(f"unknown {key} {name!r} (known: {known})") from exc
 
 
 def load_npz_arrays(file) -> dict[str, np.ndarray]:

@@ -38,12 +38,13 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .exceptions import InputError
+from .exceptions import InputError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -274,13 +275,13 @@ class LabelStore:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as exc:
                 if number >= len(lines) - 1:  # the last line, cut short by a kill
                     logger.warning("%s: ignoring an unfinished last line", self.path)
                     continue
                 raise InputError(
                     f"{self.path}: line {number} is not a label record"
-                ) from None
+                ) from exc
             if not isinstance(record, dict) or not isinstance(record.get("key"), str):
                 raise InputError(f"{self.path}: line {number} is not a label record")
             self._records[record["key"]] = record
@@ -376,6 +377,8 @@ def label_frames(
     ------
     InputError
         The oracle cannot be built, or more than its failure share failed.
+    RunError
+        A worker process died (its cause chained).
     """
     from tqdm.auto import tqdm
 
@@ -466,7 +469,13 @@ def _oracle_results(numbers, positions, todo, oracle, jobs, client=None):
         futures = {pool.submit(_worker_label, numbers, positions[i]): i for i in todo}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    record = future.result()
+                except BrokenProcessPool as exc:  # killed, out of memory, crashed
+                    raise RunError(
+                        f"oracle {oracle.name}: a label worker process died ({exc})"
+                    ) from exc
+                yield futures[future], record
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -474,6 +483,7 @@ def _oracle_results(numbers, positions, todo, oracle, jobs, client=None):
 
 def _dask_results(numbers, positions, todo, oracle, client):
     """(frame, record) pairs from the Dask workers, as they finish."""
+    from distributed import KilledWorker
     from distributed import as_completed as dask_completed
 
     if not oracle.importable:
@@ -489,7 +499,13 @@ def _dask_results(numbers, positions, todo, oracle, client):
     }
     try:
         for future in dask_completed(futures):
-            yield futures[future], future.result()
+            try:
+                record = future.result()
+            except KilledWorker as exc:  # lost with every worker it was sent to
+                raise RunError(
+                    f"oracle {oracle.name}: Dask workers died labelling a frame ({exc})"
+                ) from exc
+            yield futures[future], record
     except BaseException:
         client.cancel(list(futures))
         raise

@@ -94,7 +94,7 @@ def atomic_path(path: str | os.PathLike):
             prefix=f".{path.stem}.", suffix=suffix, dir=path.parent
         )
     except OSError as exc:
-        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from None
+        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from exc
     os.close(fd)
     try:
         yield tmp
@@ -103,7 +103,7 @@ def atomic_path(path: str | os.PathLike):
     except OSError as exc:
         if exc.errno not in DISK_ERRNOS:
             raise
-        raise InputError(f"{path}: cannot write it ({_reason(exc)})") from None
+        raise InputError(f"{path}: cannot write it ({_reason(exc)})") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -277,7 +277,7 @@ def check_reachable(path: str | os.PathLike) -> None:
         raise InputError(
             f"{path}: cannot read the working directory ({_reason(exc)}); change to "
             "a folder you can read"
-        ) from None
+        ) from exc
     try:
         os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -285,7 +285,7 @@ def check_reachable(path: str | os.PathLike) -> None:
     except OSError as exc:
         raise InputError(
             f"{path}: cannot look it up ({_reason(exc)}); choose a place you can search"
-        ) from None
+        ) from exc
 
 
 def read_marker(path: str | os.PathLike) -> str | None:
@@ -409,15 +409,15 @@ def folder_lock(path: str | os.PathLike) -> Iterator[None]:
     try:
         fd = os.open(Path(path) / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     except OSError as exc:
-        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from None
+        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             raise InputError(
                 f"{path}: another process is writing this run now; wait for it to "
                 "finish or choose another output"
-            ) from None
+            ) from exc
         yield
     finally:
         os.close(fd)
@@ -512,7 +512,7 @@ def open_work_folder(
     try:
         work.mkdir(parents=True)
     except OSError as exc:
-        raise InputError(f"{work}: cannot write there ({_reason(exc)})") from None
+        raise InputError(f"{work}: cannot write there ({_reason(exc)})") from exc
     write_marker(work, command, settings)
     return work
 
@@ -567,7 +567,7 @@ def sibling_directory(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
             tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
         )
     except OSError as exc:
-        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from None
+        raise InputError(f"{path}: cannot write there ({_reason(exc)})") from exc
     os.chmod(made, 0o777 & ~_umask())  # mkdtemp's 0700 is not what users expect
     return made
 
@@ -587,7 +587,7 @@ def _swap_in(new: Path, path: Path) -> None:
         raise InputError(
             f"{path}: cannot move the old folder aside to replace it "
             f"({_reason(exc)}); it is left as it was, {where}"
-        ) from None
+        ) from exc
     try:
         os.replace(new, path)
     except BaseException:

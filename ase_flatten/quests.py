@@ -47,10 +47,10 @@ def _import_quests():
     try:
         from quests.compression import DatasetCompressor
         from quests.descriptor import get_descriptors
-    except ImportError:
+    except ImportError as exc:
         raise InputError(
             "the quests strategy needs QUESTS: pip install 'ase-flatten[quests]'"
-        ) from None
+        ) from exc
     return DatasetCompressor, get_descriptors
 
 

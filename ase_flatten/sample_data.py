@@ -83,10 +83,10 @@ def xtb_calculator(method: str = "GFN2-xTB"):
     """tblite's ASE calculator for ``method`` (GFN2-xTB, GFN1-xTB, IPEA1-xTB)."""
     try:
         from tblite.ase import TBLite
-    except ImportError:
+    except ImportError as exc:
         raise InputError(
             "tblite is not installed: pip install 'ase-flatten[xtb]'"
-        ) from None
+        ) from exc
     return TBLite(method=method, verbosity=0)
 
 
@@ -233,11 +233,11 @@ def build_molecule(molecule: str | Atoms) -> Atoms:
         return molecule.copy()
     try:
         return ase_molecule(molecule)
-    except KeyError:
+    except KeyError as exc:
         raise InputError(
             f"{molecule!r}: not a molecule ase.build.molecule knows "
             "(e.g. CH3CH2OH), nor a structure file"
-        ) from None
+        ) from exc
 
 
 def _start_md(atoms: Atoms, protocol: MDProtocol):

@@ -6,7 +6,7 @@ on ``--train`` of them (random, seed 0, sigma 10), and 300 frames from later in 
 trajectory (frames 12,000-12,299: new structures, as in MD) are evaluated one call
 at a time: the backend's own one-frame prediction (the model's call), a plain
 FlattenedCalculator call, one with ``domain=True``, the extras alone
-(``domain.model_domain_report``: cluster, its error, domain distance) and the
+(``SavedModel.locate``: cluster, its error, domain distance) and the
 domain distance alone. Median of 5 passes, ms per call.
 
 Run it as the machine runs user code (BLAS with its default threads) and with
@@ -50,7 +50,6 @@ def bench(path: Path, n_train: int) -> dict:
     from ase_flatten.backends import make_backend
     from ase_flatten.clustering import cluster_dataset
     from ase_flatten.data import read_dataset
-    from ase_flatten.domain import model_domain_report
     from ase_flatten.models import load_model, save_model
 
     data = read_dataset(path, index="0:5000")
@@ -88,7 +87,7 @@ def bench(path: Path, n_train: int) -> dict:
 
         def report(positions):  # what domain=True adds: cluster, error, distance
             i = next(k) % len(energies)
-            model_domain_report(saved, positions[None], [energies[i]])
+            saved.locate(positions, [energies[i]])
 
         times["report"] = per_call(report, new.positions)
     return {"molecule": data.formula, "atoms": data.n_atoms, **times}

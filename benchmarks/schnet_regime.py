@@ -56,12 +56,15 @@ def test_errors(model: Path, data: str) -> dict:
     """Force and energy RMSE of a saved model on its own test split (eV/Å, eV)."""
     from ase_flatten import read_dataset
     from ase_flatten.error_analysis import model_errors
-    from ase_flatten.models import load_indices, load_model
+    from ase_flatten.models import load_model
 
     saved = load_model(model)
-    test = load_indices(model / "test_indices.npy")
     errors = model_errors(
-        saved.backend, read_dataset(data), test, saved.clusters.labels_, progress=False
+        saved.backend,
+        read_dataset(data),
+        saved.test_indices,
+        saved.clusters.labels_,
+        progress=False,
     )
     return {key: errors.overall[key] for key in ("force_rmse", "energy_rmse")}
 

@@ -45,6 +45,7 @@ from ase_flatten.cli.common import add_label_key_arguments
 from ase_flatten.cli.runtime import (
     ArgumentParser,
     add_output_arguments,
+    add_traceback_argument,
     add_verbosity_arguments,
     execute,
 )
@@ -277,6 +278,7 @@ def build_parser() -> ArgumentParser:
         "ps (default: %(default)s; 0: never)",
     )
     add_verbosity_arguments(parser)
+    add_traceback_argument(parser)
     return parser
 
 
@@ -293,7 +295,7 @@ def _reference_spec(args):
     try:
         kwargs = json.loads(args.reference_kwargs or "{}")
     except json.JSONDecodeError as exc:
-        raise InputError(f"--reference-kwargs is not JSON ({exc})") from None
+        raise InputError(f"--reference-kwargs is not JSON ({exc})") from exc
     if not isinstance(kwargs, dict):
         raise InputError("--reference-kwargs must be a JSON object, e.g. '{}'")
     import_factory(args.reference)
@@ -312,7 +314,7 @@ def _check_reference(spec, atoms) -> None:
         raise InputError(
             f"--reference {spec.factory} with {spec.kwargs} fails on the start "
             f"frame ({type(exc).__name__}: {exc})"
-        ) from None
+        ) from exc
 
 
 #: At most this many MD steps per run (a run keeps a record of every step).

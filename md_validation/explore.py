@@ -8,14 +8,17 @@ only new labels can. Each round of :func:`explore`
 2. harvests candidates: the frames leading up to every failure (the last
    ``precursors`` saved frames of a failed run) and the frames outside the
    model's applicability domain or in one of its high-error clusters
-   (:func:`md_validation.metrics.classify_frames`);
+   (:meth:`ase_flatten.models.SavedModel.locate`);
 3. thins them to at most ``per_round`` frames by farthest-point sampling on the
    pairwise-distance descriptor, precursors first (no labels exist yet for an
    error-weighted allocation, so the paper's fine-cluster allocation has nothing
    to weigh; FPS spreads the labels over the distinct geometries instead);
 4. labels them with the oracle (:mod:`ase_flatten.oracle`; labels paid for are
    never paid twice), adds every labelled frame to the training set and retrains
-   the backend from scratch with the start model's settings.
+   the backend with the start model's settings: from scratch, or with
+   ``warm_start`` from the last round's model (SchNet, MACE: the backend's warm
+   schedule, ``warm_lr``, ``warm_epochs``, ``warm_patience`` of the start model's
+   parameters).
 
 It stops when a round's replicas show no failure and at most
 ``stop_outside_share`` of their frames lie outside the domain ("survived"), when
@@ -48,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.exceptions import InputError
+from ase_flatten.exceptions import InputError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,9 @@ class ExploreSettings:
         A cluster is high-error above this times the model's overall force RMSE.
     seed : int
         Seeds start frames, MD and FPS.
+    warm_start : bool
+        Each retraining continues from the last round's model (backends that
+        support it) instead of training from scratch.
     """
 
     temperatures: tuple = (300.0, 400.0)
@@ -102,6 +108,7 @@ class ExploreSettings:
     stop_outside_share: float = 0.05
     high_error_factor: float = 1.1
     seed: int = 0
+    warm_start: bool = False
 
     def __post_init__(self):
         object.__setattr__(
@@ -214,10 +221,18 @@ def explore(
     )
 
     start, dataset, test = _read_start(model_dir)
+    if settings.warm_start and not start.backend.supports_warm_start:
+        raise InputError(
+            f"--warm-start: the start model's {start.backend.name} backend cannot "
+            "continue from a previous model; it retrains from scratch"
+        )
     # a bad oracle fails now, in one line, before any MD
     probe_oracle(oracle, dataset, int(start.train_indices[0]))
+    recorded = dataclasses.asdict(settings)
+    if not settings.warm_start:  # runs from before the setting resume as they were
+        del recorded["warm_start"]
     run_settings = {
-        "settings": dataclasses.asdict(settings),
+        "settings": recorded,
         "oracle": oracle.describe(),
         "model": str(Path(model_dir).resolve()),
         "dataset": dataset.fingerprint(),
@@ -239,12 +254,7 @@ def explore(
 def _read_start(model_dir):
     """The start model, its dataset and test split; one line when unusable."""
     from ase_flatten.data import read_dataset
-    from ase_flatten.models import (
-        load_indices,
-        load_model,
-        recorded_dataset,
-        recorded_label_keys,
-    )
+    from ase_flatten.models import load_model, recorded_dataset, recorded_label_keys
 
     start = load_model(model_dir)
     if start.clusters is None:
@@ -259,12 +269,7 @@ def _read_start(model_dir):
         raise InputError(
             f"{path}: not the frames {model_dir} was trained on (fingerprint differs)"
         )
-    test_file = Path(model_dir) / "test_indices.npy"
-    test = (
-        load_indices(test_file, "the test split")
-        if test_file.exists()
-        else np.zeros(0, int)
-    )
+    test = start.test_indices if start.test_indices is not None else np.zeros(0, int)
     return start, dataset, test
 
 
@@ -292,7 +297,7 @@ def _rounds(run: _Run) -> ExplorationResult:
             history.append(entry)
             if new is not None:
                 added = _concat(added, new)
-                model = _retrain(run, number + 1, added, entry)
+                model = _retrain(run, number + 1, added, entry, model)
             _checkpoint(run, history, added)
             bar.set_postfix(
                 failed=entry["failed"], outside=f"{entry['outside_share']:.2f}"
@@ -437,7 +442,7 @@ def _run_md(run: _Run, model, folder: Path, number: int) -> list[dict]:
     todo = [task for task in tasks if not is_finished(task.run_dir)]
     errors = run_tasks(todo, jobs=run.jobs, progress=_on_terminal(run.progress))
     if errors:
-        raise RuntimeError(f"exploration MD could not run: {errors[0]}")
+        raise RunError(f"exploration MD could not run: {errors[0]}")
     rows = []
     for task in tasks:
         result = RunResult.load(task.run_dir)
@@ -478,8 +483,6 @@ def _harvest(run: _Run, model, runs: list[dict]) -> dict:
     """Every saved MD frame of the round with its flags and candidacy."""
     import ase.io
 
-    from .metrics import classify_frames
-
     positions, energies, temps, precursor = [], [], [], []
     for row in runs:
         path = row["trajectory"]
@@ -497,13 +500,12 @@ def _harvest(run: _Run, model, runs: list[dict]) -> dict:
     energies = np.asarray(energies, dtype=float)
     if len(positions):
         # a frame whose energy the model could not give sits in no energy level
-        flags = classify_frames(
-            model,
+        where = model.locate(
             positions,
             np.nan_to_num(energies, nan=float(np.nanmedian(run.dataset.energies))),
             run.settings.high_error_factor,
         )
-        outside, high = flags["outside_domain"], flags["high_error"]
+        outside, high = where.outside_domain, where.high_error
     else:
         outside = high = np.zeros(0, bool)
     precursor = np.asarray(precursor, bool)
@@ -567,8 +569,12 @@ def _combined(run: _Run, added):
     return combined, np.concatenate([train, new])
 
 
-def _retrain(run: _Run, number: int, added, entry: dict):
-    """Train the start model's backend on the grown set; save it as round ``number``."""
+def _retrain(run: _Run, number: int, added, entry: dict, previous=None):
+    """Train the start model's backend on the grown set; save it as round ``number``.
+
+    With ``warm_start`` the fit continues from ``previous`` (the saved model the
+    round ran with, read from its files also in an uninterrupted run).
+    """
     from ase_flatten.backends import make_backend
     from ase_flatten.error_analysis import model_errors
     from ase_flatten.models import load_model, save_model
@@ -583,9 +589,14 @@ def _retrain(run: _Run, number: int, added, entry: dict):
         random_state=start.meta.get("random_state", 0),
         **start.meta["params"],
     )
+    init = previous.backend if run.settings.warm_start and previous else None
     t0 = time.perf_counter()
-    backend.fit(dataset, train, held_out=run.test)
+    backend.fit(dataset, train, held_out=run.test, init_from=init)
     seconds = time.perf_counter() - t0
+    entry["fit"] = {
+        "warm_start": init is not None,
+        "epochs": (getattr(backend, "history_", None) or {}).get("epochs"),
+    }
     errors = None
     if len(run.test):
         labels = start.clusters.labels_
@@ -602,6 +613,7 @@ def _retrain(run: _Run, number: int, added, entry: dict):
         dataset,
         clusters=start.clusters,
         cluster_errors=errors,
+        test_indices=run.test if len(run.test) else None,
         strategy="explore",
         seed=run.settings.seed,
         start_model=str(Path(start.path).resolve()),
@@ -609,6 +621,7 @@ def _retrain(run: _Run, number: int, added, entry: dict):
         test_fraction=start.meta.get("test_fraction"),
         split_seed=start.meta.get("split_seed"),
         train_seconds=round(seconds, 2),
+        warm_start_from=_relative(previous.path, run.work) if init else None,
         test_force_rmse=errors.overall["force_rmse"] if errors else None,
     )
     entry["timings"]["train"] = seconds
@@ -698,7 +711,8 @@ def _checkpoint(run: _Run, history: list, added) -> None:
 
 
 def _publish_model(run: _Run, model, added) -> None:
-    """Copy the last model's files into the folder itself; write the datasets."""
+    """Copy the last model's files (its test split too) into the folder itself;
+    write the datasets."""
     from ase_flatten.models import MODEL_FILES
 
     for name in MODEL_FILES:
@@ -712,7 +726,5 @@ def _publish_model(run: _Run, model, added) -> None:
             shutil.copytree(source, target)
         else:
             shutil.copy2(source, target)
-    if len(run.test):
-        np.save(run.work / "test_indices.npy", run.test)
     dataset, _ = _combined(run, added)
     dataset.write(run.work / "dataset.extxyz")

@@ -2,7 +2,7 @@
 
 For every model, the frames of its finished runs that fall outside the data's
 applicability domain or in one of its high-error clusters
-(:func:`md_validation.metrics.classify_frames`) are thinned by farthest-point
+(:meth:`ase_flatten.models.SavedModel.locate`) are thinned by farthest-point
 sampling on the pairwise-distance descriptor (scikit-matter's FPS, as the ``fps``
 training-set strategy) to at most ``max_frames``, and written as
 ``DIR/<model>.extxyz``: positions only (no energies or forces: the model's are not
@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from .metrics import classify_frames
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +97,11 @@ def check_export_available(
     check_output_directory(directory, EXPORT_COMMAND, overwrite, inputs)
     try:
         import skmatter  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
         raise InputError(
             "--export-risky needs skmatter (farthest-point sampling): pip install "
             "'ase-flatten[baselines]'"
-        ) from None
+        ) from exc
 
 
 def export_risky_frames(
@@ -176,17 +174,17 @@ def _export_model(name, saved, runs, staging, directory, settings) -> dict:
     if frames:
         positions = np.array([f.positions for f in frames])
         energies = np.array([f.info["model_energy_eV"] for f in frames])
-        flags = classify_frames(saved, positions, energies, settings.high_error_factor)
-        risky = np.flatnonzero(flags["outside_domain"] | flags["high_error"])
+        where = saved.locate(positions, energies, settings.high_error_factor)
+        risky = np.flatnonzero(where.risky)
         counts.update(
-            outside_domain=int(flags["outside_domain"].sum()),
-            high_error=int(flags["high_error"].sum()),
+            outside_domain=int(where.outside_domain.sum()),
+            high_error=int(where.high_error.sum()),
             risky=len(risky),
         )
         chosen = risky[
             farthest_point_frames(positions[risky], settings.max_frames, settings.seed)
         ]
-        frames = [_annotate(frames[i], flags, i) for i in chosen]
+        frames = [_annotate(frames[i], where, i) for i in chosen]
     if frames:
         _write_frames(staging / path.name, frames)
     logger.info(
@@ -228,13 +226,14 @@ def _read_frames(run: RunTrajectory) -> list:
     return frames
 
 
-def _annotate(atoms, flags: dict, i: int):
-    outside, high = bool(flags["outside_domain"][i]), bool(flags["high_error"][i])
+def _annotate(atoms, where, i: int):
+    """Frame ``i``'s cluster, distance and why it is risky (``where``: a Location)."""
+    outside, high = bool(where.outside_domain[i]), bool(where.high_error[i])
     reasons = [r for r, f in (("outside_domain", outside), ("high_error", high)) if f]
     atoms.info.update(
-        cluster=int(flags["cluster"][i]),
+        cluster=int(where.cluster[i]),
         reason="+".join(reasons),
-        domain_distance=float(flags["domain_distance"][i]),
+        domain_distance=float(where.domain_distance[i]),
     )
     return atoms
 

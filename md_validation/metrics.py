@@ -1,4 +1,8 @@
-"""Metrics of one run: energies relative to the data's zero, drifts, failure, domain."""
+"""Metrics of one run: energies relative to the data's zero, drifts, failure, domain.
+
+Where a run's frames fall in the model's error map is the model's to say
+(:meth:`ase_flatten.models.SavedModel.locate`); :func:`domain_fractions` counts it.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ import math
 
 import numpy as np
 
-from ase_flatten.domain import model_domain_distance
-
 from .result import RunResult
 
-__all__ = ["classify_frames", "domain_fractions", "drift_per_ps", "run_metrics"]
+__all__ = ["domain_fractions", "drift_per_ps", "run_metrics"]
 
 
 def drift_per_ps(time_ps: np.ndarray, values: np.ndarray) -> float:
@@ -20,17 +22,6 @@ def drift_per_ps(time_ps: np.ndarray, values: np.ndarray) -> float:
     if ok.sum() < 2 or np.ptp(time_ps[ok]) == 0:
         return float("nan")
     return float(np.polyfit(time_ps[ok], values[ok], 1)[0])
-
-
-def overall_force_rmse(saved) -> float:
-    """The model's overall test force RMSE (eV/Å) stored with its cluster errors.
-
-    Models saved without it fall back to the root mean square of the clusters'.
-    """
-    if saved.overall_force_rmse is not None:
-        return float(saved.overall_force_rmse)
-    rmse = saved.cluster_force_rmse
-    return float(np.sqrt(np.nanmean(rmse**2))) if rmse is not None else float("nan")
 
 
 def domain_fractions(
@@ -48,7 +39,7 @@ def domain_fractions(
         Their potential energies (eV) as the model predicted them.
     high_error_factor : float
         A cluster is high-error when its force RMSE exceeds this times the
-        model's overall force RMSE.
+        model's overall force RMSE (:meth:`~ase_flatten.models.SavedModel.locate`).
 
     Returns
     -------
@@ -64,51 +55,11 @@ def domain_fractions(
             "outside_domain_fraction": math.nan,
             "risky_fraction": math.nan,
         }
-    flags = classify_frames(saved, positions, energies, high_error_factor)
-    high, outside = flags["high_error"], flags["outside_domain"]
+    where = saved.locate(positions, energies, high_error_factor)
     return {
-        "high_error_fraction": float(high.mean()),
-        "outside_domain_fraction": float(outside.mean()),
-        "risky_fraction": float((high | outside).mean()),
-    }
-
-
-def classify_frames(
-    saved, positions: np.ndarray, energies: np.ndarray, high_error_factor: float = 1.1
-) -> dict[str, np.ndarray]:
-    """Cluster, domain distance and risk flags of every frame.
-
-    Parameters are those of :func:`domain_fractions` (``saved`` must carry its
-    cluster model).
-
-    Returns
-    -------
-    dict of ndarray, each shape (M,)
-        ``cluster`` (int), ``domain_distance`` (Å), ``high_error`` (in a cluster
-        whose force RMSE exceeds ``high_error_factor`` x the overall RMSE) and
-        ``outside_domain`` (beyond the model's domain threshold).
-    """
-    from ase_flatten.clustering import cluster_features
-
-    positions = np.asarray(positions, dtype=float)
-    X = cluster_features(saved.clusters.describe(positions), energies)
-    labels, distance = saved.clusters.predict(X, return_distance=True)
-    high = np.zeros(len(labels), bool)
-    rmse = saved.cluster_force_rmse
-    if rmse is not None:
-        per_frame = np.full(len(labels), np.nan)
-        known = labels < len(rmse)
-        per_frame[known] = rmse[labels[known]]
-        high = per_frame > high_error_factor * overall_force_rmse(saved)
-    distance, threshold = model_domain_distance(saved, positions, distance)
-    outside = (
-        distance > threshold if threshold is not None else np.zeros(len(labels), bool)
-    )
-    return {
-        "cluster": labels,
-        "domain_distance": distance,
-        "high_error": high,
-        "outside_domain": outside,
+        "high_error_fraction": float(where.high_error.mean()),
+        "outside_domain_fraction": float(where.outside_domain.mean()),
+        "risky_fraction": float(where.risky.mean()),
     }
 
 

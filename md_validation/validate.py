@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from ase_flatten.exceptions import InputError
+from ase_flatten.exceptions import RunError
 
 from .failure import FailureCriteria
 from .metrics import run_metrics
@@ -183,8 +183,8 @@ def validate_models(
     if len(todo) < len(tasks):
         logger.info("keeping %d finished runs", len(tasks) - len(todo))
     errors = run_tasks(todo, jobs=jobs, progress=progress, client=client)
-    if errors:
-        raise InputError(
+    if errors:  # a run that raised or a worker that died: not the input's fault
+        raise RunError(
             f"{len(errors)} of {len(todo)} runs did not finish (first: {errors[0]}); "
             f"the finished ones are kept in {outdir}: rerun with --resume"
         )

@@ -29,6 +29,14 @@ def gfn1_dataset(xtb_dataset) -> Dataset:
 
 
 @pytest.fixture(scope="session")
+def xtb_file(tmp_path_factory, xtb_dataset):
+    """The reference frames alone as an extxyz file (no GFN1 labels to compute)."""
+    path = tmp_path_factory.mktemp("xtb_reference") / "ethanol_gfn2.extxyz"
+    xtb_dataset.write(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def xtb_files(tmp_path_factory, xtb_dataset, gfn1_dataset):
     """Paths of the reference and GFN1 'predictions' as extxyz files."""
     directory = tmp_path_factory.mktemp("xtb")

@@ -49,3 +49,15 @@ def broken(**kwargs):
 
 def not_a_calculator():
     return object()
+
+
+def dies_in_workers():
+    """EMT in this process; in a worker process it ends the process (a crash)."""
+    import multiprocessing
+    import os
+
+    from ase.calculators.emt import EMT
+
+    if multiprocessing.parent_process() is not None:
+        os._exit(3)
+    return EMT()

@@ -22,7 +22,7 @@ from ase_flatten.calculator import DOMAIN_PROPERTIES
 from ase_flatten.clustering import cluster_dataset, cluster_features
 from ase_flatten.descriptors import pairwise_distances
 from ase_flatten.error_analysis import cluster_errors
-from ase_flatten.models import model_content_hash, save_model
+from ase_flatten.models import Location, load_model, model_content_hash, save_model
 
 TRAIN = np.arange(0, 150, 5)
 
@@ -48,6 +48,7 @@ def domain_dir(tmp_path_factory, xtb_dataset, sgdml_dir):
     return path, clusters, errors
 
 
+@pytest.mark.slow
 def test_energy_and_forces_like_the_backend(sgdml_dir, xtb_dataset):
     calc = FlattenedCalculator(str(sgdml_dir))
     atoms = xtb_dataset.to_atoms(7)
@@ -108,6 +109,7 @@ def test_plugin_listed_by_ase_entry_points():
     assert "ase_flatten.plugin" in names
 
 
+@pytest.mark.slow
 def test_cluster_and_domain_extras(domain_dir, xtb_dataset):
     path, clusters, errors = domain_dir
     assert FlattenedCalculator(path).domain is False  # plain calls stay plain
@@ -124,6 +126,10 @@ def test_cluster_and_domain_extras(domain_dir, xtb_dataset):
     )
     assert calc.results["outside_domain"] is False
     assert calc.results["domain_distance"] < 1e-6  # a frame of the data itself
+    # the model's own locate, for one structure: the same numbers
+    assert DOMAIN_PROPERTIES == Location.REPORTED
+    where = load_model(path).locate(atoms.positions, [calc.results["energy"]])
+    assert {key: calc.results[key] for key in DOMAIN_PROPERTIES} == where.row(0)
     stretched = atoms.copy()
     stretched.positions *= 1.4  # every bond 40% longer: no such frame in the data
     stretched.calc = calc
@@ -144,6 +150,7 @@ def test_wrong_molecule(sgdml_dir):
         atoms.get_potential_energy()
 
 
+@pytest.mark.slow
 def test_domain_uses_the_clusters_descriptor(tmp_path, xtb_dataset, sgdml_dir):
     """Clusters built on inverse distances are looked up with inverse distances."""
     from ase_flatten.models import load_model

@@ -12,6 +12,8 @@ from ase_flatten.cli.main import main
 from ase_flatten.data import read_dataset
 from tests.helpers import random_dataset
 
+pytestmark = pytest.mark.slow  # whole command lines on real data
+
 SMALL = ["--n-geometry", "3", "--n-energy", "4"]
 
 

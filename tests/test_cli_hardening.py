@@ -10,6 +10,8 @@ import pytest
 from ase_flatten.outputs import MARKER, read_marker
 from tests.test_cli import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # whole command lines that train models
+
 SMALL = ["--n-geometry", "3", "--n-energy", "2"]
 SGDML = ["--backend", "sgdml", "-p", "sigma=20"]
 

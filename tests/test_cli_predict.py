@@ -12,6 +12,8 @@ from ase_flatten.data import read_dataset
 from ase_flatten.models import load_model, save_model
 from tests.test_cli import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # whole command lines that train models
+
 EXTRAS = ("cluster", "cluster_force_rmse", "domain_distance", "outside_domain")
 
 

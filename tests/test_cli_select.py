@@ -8,6 +8,8 @@ import pytest
 
 from tests.test_cli import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # selection runs that train models
+
 LOOP = ["--init", "20", "--step", "8", "--iterations", "2", "--n-geometry", "3",
         "--n-energy", "2", "--n-fine", "12", "-p", "sigma=20"]  # fmt: skip
 CLUSTERS = ["--n-geometry", "3", "--n-energy", "2"]

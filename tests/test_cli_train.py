@@ -10,6 +10,8 @@ from ase_flatten import FlattenedCalculator
 from ase_flatten.data import read_dataset
 from tests.test_cli import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # whole command lines that train models
+
 SGDML = ["--backend", "sgdml", "-p", "sigma=20"]
 
 

@@ -29,6 +29,7 @@ def blobs(n_per=60, n_blobs=4, dim=6, seed=0):
     return X, rng.normal(size=len(X)), truth
 
 
+@pytest.mark.slow
 def test_counts_and_label_layout(xtb_X):
     X, E = xtb_X
     model = TwoStageClustering(n_geometry=4, n_energy=5).fit(cluster_features(X, E))
@@ -41,6 +42,7 @@ def test_counts_and_label_layout(xtb_X):
     assert len(np.unique(model.geometry_labels_)) == 4
 
 
+@pytest.mark.slow
 def test_energy_levels_are_ordered_by_energy(xtb_X):
     X, E = xtb_X
     model = TwoStageClustering(n_geometry=3, n_energy=4).fit(cluster_features(X, E))
@@ -54,6 +56,7 @@ def test_energy_levels_are_ordered_by_energy(xtb_X):
         np.testing.assert_array_equal(nearest, model.energy_labels_[members])
 
 
+@pytest.mark.slow
 def test_deterministic_with_seed(xtb_X):
     X, E = xtb_X
     params = dict(n_geometry=4, n_energy=3, subset_size=60)
@@ -78,6 +81,7 @@ def test_full_ward_matches_scipy_ward(xtb_X):
     np.testing.assert_array_equal(large.geometry_labels_, model.geometry_labels_)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule, reduce", [("average", np.mean), ("max", np.max)])
 def test_assignment_follows_the_rule(xtb_X, rule, reduce):
     X, E = xtb_X
@@ -107,6 +111,7 @@ def test_rules_differ_somewhere(xtb_X):
     assert not np.array_equal(labels["average"], labels["max"])
 
 
+@pytest.mark.slow
 def test_subset_and_assign_recovers_full_ward_on_separated_blobs():
     X, E, truth = blobs()
     full = TwoStageClustering(n_geometry=4, n_energy=2, subset_size=None).fit(
@@ -139,6 +144,7 @@ def test_predict_reproduces_assigned_frames_and_roundtrips(tmp_path, xtb_X):
     )
 
 
+@pytest.mark.slow
 def test_unlimited_subset_roundtrips(tmp_path, xtb_X):
     X, E = xtb_X
     model = TwoStageClustering(n_geometry=2, n_energy=2, subset_size=None).fit(
@@ -211,6 +217,7 @@ def test_load_rejects_other_files(tmp_path):
         load_clusters(tmp_path / "none.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pca", "kpca"])
 def test_reduced_descriptor_clusters_and_roundtrips(tmp_path, xtb_X, method):
     X, E = xtb_X

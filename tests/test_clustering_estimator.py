@@ -48,6 +48,7 @@ BEFORE_PARAMS = {
 # scikit-learn's checks use 10-30 random samples: the paper's 10 x 5 = 50 clusters
 # need at least 50 frames, so the checks run on small cluster counts. No check is
 # expected to fail.
+@pytest.mark.slow
 @parametrize_with_checks(
     [
         TwoStageClustering(n_geometry=2, n_energy=2),
@@ -67,6 +68,7 @@ def before():
         return {k: npz[k] for k in npz.files}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BEFORE_PARAMS)
 def test_labels_are_those_of_the_two_argument_api(before, name):
     X = cluster_features(before["X"], before["E"])
@@ -93,6 +95,7 @@ def features(xtb_dataset):
     )
 
 
+@pytest.mark.slow
 def test_n_features_in_and_wrong_width(features):
     model = TwoStageClustering(n_geometry=3, n_energy=2).fit(features)
     assert model.n_features_in_ == 36 + 1  # 9 atoms: 36 distances, then energy
@@ -117,6 +120,7 @@ def test_hyperparameters_are_checked_in_fit(features, params, message):
         model.fit(features)
 
 
+@pytest.mark.slow
 def test_clone_gives_an_unfitted_copy(features):
     model = TwoStageClustering(n_geometry=3, n_energy=2, random_state=4).fit(features)
     copy = clone(model)
@@ -126,6 +130,7 @@ def test_clone_gives_an_unfitted_copy(features):
     np.testing.assert_array_equal(copy.fit(features).labels_, model.labels_)
 
 
+@pytest.mark.slow
 def test_pipeline_reduces_the_descriptor_and_keeps_the_energy(features):
     """PCA of the distances in a Pipeline, the energy passed through last."""
     reduce = ColumnTransformer(
@@ -169,6 +174,7 @@ def test_grid_search_picks_the_best_scored_n_geometry(features):
     assert len(search.best_estimator_.labels_) == len(features)
 
 
+@pytest.mark.slow
 def test_files_without_n_features_in_still_load(tmp_path, features):
     """clusters.npz files written before n_features_in was recorded."""
     for params in ({}, {"reduce": "pca", "n_components": 3}, {"reduce": "kpca"}):

@@ -14,6 +14,8 @@ from ase_flatten.data import REF_ENERGY_KEY, REF_FORCES_KEY, read_dataset
 from ase_flatten.exceptions import InputError
 from tests.test_cli import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # whole command lines that train models
+
 SGDML = ["--backend", "sgdml", "--size", "20"]
 CLUSTERS = ["--n-geometry", "3", "--n-energy", "2"]
 KEYS = ["--energy-key", "REF_energy", "--forces-key", "REF_forces"]

@@ -237,6 +237,7 @@ def test_shape_checks():
         Dataset([1], np.zeros((0, 1, 3)), np.zeros(0), np.zeros((0, 1, 3)), "x")
 
 
+@pytest.mark.slow
 def test_kcal_mol_forces_in_an_extxyz_are_flagged(tmp_path, xtb_dataset, caplog):
     kcal = units.kcal / units.mol
     in_ev, in_kcal = tmp_path / "ev.extxyz", tmp_path / "kcal.extxyz"

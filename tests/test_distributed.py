@@ -23,6 +23,8 @@ pytest.importorskip("distributed")
 from md_validation.cli import main as md_main  # noqa: E402
 from tests.test_cli import assert_one_line_error, run_cli  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Dask clusters
+
 DASK = str(Path(sys.executable).with_name("dask"))
 LOOP = ["--init", "20", "--step", "8", "--iterations", "2", "--n-geometry", "3",
         "--n-energy", "2", "--n-fine", "12", "-p", "sigma=20"]  # fmt: skip
@@ -36,7 +38,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-#: The Dask config the README recommends for workers (glibc's adaptive mmap
+#: The Dask config docs/tutorials/dask.md recommends for workers (glibc's adaptive mmap
 #: threshold stays on: predictions are not slowed down by Dask's malloc setting).
 WORKER_CONFIG = """distributed:
   nanny:

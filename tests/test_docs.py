@@ -44,3 +44,72 @@ def test_every_page_is_reachable_from_the_index():
     } | {f"tutorials/{path.stem}" for path in (DOCS / "tutorials").glob("*.md")}
     missing = {page for page in pages if not re.search(rf"^{page}$", toctrees, re.M)}
     assert missing == set()
+
+
+ROOT = DOCS.parent
+#: markdown links and images: [text](target) and ![alt](target)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _relative_links(path):
+    """The relative link targets of a markdown file, without their #fragment."""
+    targets = []
+    in_code = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code:
+            continue
+        for target in LINK.findall(line):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL or an anchor of the same page
+            targets.append(target.split("#")[0])
+    return targets
+
+
+def test_readme_is_short():
+    size = (ROOT / "README.md").stat().st_size
+    assert size <= 8192, f"README.md is {size} bytes; move detail into docs/"
+
+
+def test_readme_and_benchmarks_links_point_to_files():
+    missing = [
+        f"{name}: {target}"
+        for name in ("README.md", "BENCHMARKS.md")
+        for target in _relative_links(ROOT / name)
+        if not (ROOT / target).exists()
+    ]
+    assert _relative_links(ROOT / "README.md"), "README.md links to no file"
+    assert missing == []
+
+
+def _slug(heading):
+    """GitHub's anchor of a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_benchmarks_contents_anchors_exist():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    headings = {
+        _slug(line.lstrip("#"))
+        for line in re.sub(r"```.*?```", "", text, flags=re.S).splitlines()
+        if re.match(r"^#{1,6} ", line)
+    }
+    anchors = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(anchors) >= 7  # one per topic
+    assert [anchor for anchor in anchors if anchor not in headings] == []
+
+
+def test_product_text_names_no_tracker_sessions_or_helpers():
+    pattern = re.compile(
+        r"\bissues?\s*#?\d+|#\d{1,4}\b|\b(sessions?|helpers?|trackers?)\b",
+        re.IGNORECASE,
+    )
+    files = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *_sources()]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert found == []

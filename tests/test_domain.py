@@ -82,6 +82,7 @@ def test_rotated_methyl_is_the_same_geometry(xtb_dataset):
     assert plain.distance(swapped)[0] > 1.0
 
 
+@pytest.mark.slow
 def test_independent_md_stays_inside(xtb_dataset, ethanol_300K):
     domain = ApplicabilityDomain().fit(xtb_dataset.numbers, xtb_dataset.positions)
     assert domain.outside(ethanol_300K.positions).mean() <= 0.05
@@ -97,6 +98,7 @@ def test_independent_md_stays_inside(xtb_dataset, ethanol_300K):
     assert domain.threshold_ > 1.5 * adjacent.threshold_
 
 
+@pytest.mark.slow
 def test_unseen_conformer_is_outside(butane, caplog):
     data, independent, gauche = butane
     with caplog.at_level(logging.WARNING, logger="ase_flatten.domain"):
@@ -180,6 +182,7 @@ class _Recording(ApplicabilityDomain):
         return super()._nearest(queries, times)
 
 
+@pytest.mark.slow
 def test_one_structure_runs_blas_on_one_thread(xtb_dataset, ethanol_300K):
     """A calculator's single-structure look-up skips BLAS threads (on a busy
     machine they made it cost 5-25 ms instead of 0.5); same distances as a

@@ -142,6 +142,7 @@ def test_read_predictions_checks_the_frames(tmp_path, case):
         read_predictions(tmp_path / "moved.extxyz", reference)
 
 
+@pytest.mark.slow
 def test_gfn1_against_gfn2_with_a_calculator(xtb_dataset, gfn1_dataset):
     """Realistic case: GFN1-xTB as the 'model', GFN2-xTB as the reference."""
     from ase_flatten.clustering import cluster_dataset

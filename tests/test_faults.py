@@ -68,6 +68,7 @@ def _edit_json(path, **changes):
 # -- data loss ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_never_writes_into_a_model_folder(tmp_path, capsys, xtb_files, model):
     before = (model / "train.xyz").read_bytes()
     for target in (model / "train.xyz", model / "model" / "new.xyz"):
@@ -100,6 +101,7 @@ def test_predict_never_writes_into_a_model_folder(tmp_path, capsys, xtb_files, m
 # -- hang -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dask_address_of_a_web_server_fails_within_seconds(tmp_path, xtb_files):
     pytest.importorskip("distributed")
     server = http.server.ThreadingHTTPServer(
@@ -186,6 +188,7 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line(tmp_path, capsys, xtb_files, model, monkeypatch):
     import ase.io
 
@@ -210,6 +213,7 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, xtb_files, model, monkeypatch
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_an_old_folder_that_cannot_be_moved_aside(
     tmp_path, capsys, xtb_files, model, monkeypatch
 ):
@@ -234,6 +238,7 @@ def test_an_old_folder_that_cannot_be_moved_aside(
     assert (tmp_path / "report.new" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_damaged_domain_and_partners_in_a_model(
     tmp_path, capsys, xtb_files, model_copy
 ):
@@ -258,6 +263,7 @@ def test_damaged_domain_and_partners_in_a_model(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_garbage_history_on_resume(tmp_path, capsys, xtb_files):
     out = tmp_path / "run"
     args = ["select", xtb_files[0], *LOOP, "-o", out]
@@ -272,16 +278,17 @@ def test_garbage_history_on_resume(tmp_path, capsys, xtb_files):
 
 
 def test_a_working_directory_that_cannot_be_read(
-    tmp_path, capsys, xtb_files, monkeypatch
+    tmp_path, capsys, xtb_file, monkeypatch
 ):
     gone = tmp_path / "gone"
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()
-    status, _, err = run_cli(capsys, "cluster", xtb_files[0], "-o", "c.npz", *SMALL)
+    status, _, err = run_cli(capsys, "cluster", xtb_file, "-o", "c.npz", *SMALL)
     assert_one_line_error(status, err, "working directory")
 
 
+@pytest.mark.slow
 def test_a_working_directory_that_may_not_be_searched(tmp_path, xtb_files, monkeypatch):
     """The red team's case: ``-o ro/sub/c.npz`` from a folder without search
     permission. Root ignores permissions unless it drops the capabilities that
@@ -381,6 +388,7 @@ def test_periodic_frames_are_refused_for_training(tmp_path, capsys, xtb_dataset)
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_model_numbers_edited_to_another_element(model_copy, monkeypatch):
     from ase_flatten import FlattenedCalculator
     from ase_flatten.models import load_model
@@ -400,6 +408,7 @@ def test_model_numbers_edited_to_another_element(model_copy, monkeypatch):
         load_model(model_copy)
 
 
+@pytest.mark.slow
 def test_a_scaled_molecule_warns_once(tmp_path, capsys, caplog, xtb_dataset, model):
     from ase_flatten import FlattenedCalculator
 
@@ -431,16 +440,16 @@ def test_a_scaled_molecule_warns_once(tmp_path, capsys, caplog, xtb_dataset, mod
     assert len(warnings) == 1 and "2 of 4 frames" in warnings[0], warnings
 
 
-def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, xtb_files):
+def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, xtb_file):
     out = tmp_path / "c.npz"
     status, _, err = run_cli(
-        capsys, "cluster", xtb_files[0], "-o", out, "--reduce", "pca",
+        capsys, "cluster", xtb_file, "-o", out, "--reduce", "pca",
         "--components", "500", *SMALL,
     )  # fmt: skip
     assert_one_line_error(status, err, "--components", "36-dimensional", "at most 36")
     assert not out.exists()
     status, _, err = run_cli(
-        capsys, "select", xtb_files[0], *LOOP, "-o", tmp_path / "s", "--threshold",
+        capsys, "select", xtb_file, *LOOP, "-o", tmp_path / "s", "--threshold",
         "mass", "--factor", "5",
     )  # fmt: skip
     assert_one_line_error(status, err, "--factor 5", "--threshold mass")
@@ -451,7 +460,7 @@ def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, xtb_files):
 
 
 def test_a_sparse_file_is_refused_before_it_is_read(
-    tmp_path, capsys, xtb_files, monkeypatch
+    tmp_path, capsys, xtb_file, monkeypatch
 ):
     import ase.io
 
@@ -461,7 +470,7 @@ def test_a_sparse_file_is_refused_before_it_is_read(
     monkeypatch.setattr(ase.io, "read", no_reading)
     for name, size, head in (
         ("sparse.extxyz", 2 * 1024**3, b""),
-        ("tail.xyz", 2 * 1024**3, xtb_files[0].read_bytes()[:5000]),
+        ("tail.xyz", 2 * 1024**3, xtb_file.read_bytes()[:5000]),
     ):
         path = tmp_path / name
         with open(path, "wb") as handle:
@@ -474,15 +483,15 @@ def test_a_sparse_file_is_refused_before_it_is_read(
 
 
 def test_a_file_too_large_for_memory_is_refused(
-    tmp_path, capsys, xtb_files, monkeypatch
+    tmp_path, capsys, xtb_file, monkeypatch
 ):
     import ase_flatten.data
 
-    size = xtb_files[0].stat().st_size
+    size = xtb_file.stat().st_size
     monkeypatch.setattr(ase_flatten.data, "_available_memory", lambda: 3 * size)
-    status, _, err = run_cli(capsys, "cluster", xtb_files[0], "-o", tmp_path / "c.npz")
+    status, _, err = run_cli(capsys, "cluster", xtb_file, "-o", tmp_path / "c.npz")
     assert_one_line_error(status, err, "available", "FILE@0:N")
     status, _, err = run_cli(
-        capsys, "cluster", f"{xtb_files[0]}@0:60", "-o", tmp_path / "c.npz", *SMALL
+        capsys, "cluster", f"{xtb_file}@0:60", "-o", tmp_path / "c.npz", *SMALL
     )
     assert status == 0, err

@@ -174,3 +174,208 @@ def test_save_model_follows_the_umask(tmp_path, backend, xtb_dataset):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755  # not mkdtemp's 0700
     assert stat.S_IMODE((path / "model.json").stat().st_mode) == 0o644
+
+
+# -- the error map: SavedModel.locate -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory, backend, xtb_dataset):
+    """A model saved with its clusters, errors and test split; frames to place.
+
+    The probes are the data's frames, frames stretched by 40 % (far outside the
+    data) and by 10 % (some outside), and frames with 0.08 Å noise.
+    """
+    from ase_flatten.selection.split import holdout_split
+
+    clusters = cluster_dataset(xtb_dataset, n_geometry=3, n_energy=3)
+    test, _ = holdout_split(len(xtb_dataset), 0.2, 0)
+    energies, forces = backend.predict(xtb_dataset, test)
+    errors = cluster_errors(
+        xtb_dataset.subset(test), energies, forces, clusters.labels_[test]
+    )
+    path = save_model(
+        tmp_path_factory.mktemp("mapped") / "m",
+        backend,
+        TRAIN,
+        xtb_dataset,
+        clusters=clusters,
+        cluster_errors=errors,
+        test_indices=test,
+    )
+    rng = np.random.default_rng(0)
+    positions = xtb_dataset.positions
+    probes = np.concatenate(
+        [
+            positions,
+            positions[:15] * 1.4,
+            positions[15:30] * 1.1,
+            positions[30:90] + rng.normal(0, 0.08, (60, 9, 3)),
+        ]
+    )
+    return path, clusters, errors, test, probes
+
+
+def _parts(saved, probes, energies):
+    """What locate is made of, computed from the model's parts one by one."""
+    from ase_flatten.clustering import cluster_features
+
+    X = cluster_features(saved.clusters.describe(probes), energies)
+    labels, ward = saved.clusters.predict(X, return_distance=True)
+    rmse = np.full(len(labels), np.nan)
+    if saved.cluster_force_rmse is not None:
+        known = labels < len(saved.cluster_force_rmse)
+        rmse[known] = saved.cluster_force_rmse[labels[known]]
+    return labels, ward, rmse
+
+
+def test_locate_is_its_parts(mapped, xtb_dataset):
+    """Cluster, measured error, domain distance and flags, number for number."""
+    path, clusters, errors, test, probes = mapped
+    saved = load_model(path)
+    energies = saved.backend.predict_positions(probes)[0]
+    where = saved.locate(probes, energies)
+    labels, _, rmse = _parts(saved, probes, energies)
+    distance = saved.domain.distance(probes)
+    np.testing.assert_array_equal(where.cluster, labels)
+    np.testing.assert_array_equal(where.cluster_force_rmse, rmse)
+    np.testing.assert_allclose(
+        where.cluster_force_rmse, errors.force_rmse[labels], rtol=0, atol=0
+    )
+    np.testing.assert_array_equal(where.domain_distance, distance)
+    np.testing.assert_array_equal(
+        where.outside_domain, distance > saved.domain.threshold_
+    )
+    overall = errors.overall["force_rmse"]
+    np.testing.assert_array_equal(where.high_error, rmse > 1.1 * overall)
+    np.testing.assert_array_equal(where.risky, where.high_error | where.outside_domain)
+    # the data itself is inside, stretched frames are not; some clusters are worse
+    assert not where.outside_domain[:150].any()
+    assert where.outside_domain[150:165].all()
+    assert 0 < where.outside_domain[165:].sum() < len(probes) - 165
+    assert 0 < where.high_error.sum() < len(probes)
+    assert where.domain_distance[:150].max() < 1e-6
+    # energies predicted inside; one structure; small blocks: the same numbers
+    again = saved.locate(probes)
+    for name in ("cluster", "domain_distance", "outside_domain", "high_error"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(where, name))
+    one = saved.locate(probes[160], energies[160:161])
+    assert one.row(0) == {key: getattr(where, key)[160].item() for key in one.REPORTED}
+    assert type(one.row(0)["outside_domain"]) is bool
+    stricter = saved.locate(probes, energies, high_error_factor=0.5)
+    np.testing.assert_array_equal(stricter.high_error, rmse > 0.5 * overall)
+
+
+def test_locate_in_blocks_and_edge_cases(mapped, monkeypatch):
+    from ase_flatten import models
+
+    path, _, _, _, probes = mapped
+    saved = load_model(path)
+    energies = saved.backend.predict_positions(probes)[0]
+    whole = saved.locate(probes, energies)
+    monkeypatch.setattr(models, "LOCATE_CHUNK", 7)
+    blocks = saved.locate(probes, energies)
+    for name in ("cluster", "cluster_force_rmse", "domain_distance", "high_error"):
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name))
+    empty = saved.locate(np.zeros((0, 9, 3)), [])
+    assert len(empty) == 0 and empty.outside_domain.dtype == bool
+    with pytest.raises(InputError, match=r"shape \(M, 9, 3\) expected"):
+        saved.locate(np.zeros((2, 3, 3)), [0.0, 0.0])
+    with pytest.raises(InputError, match="3 structures but 2 energies"):
+        saved.locate(probes[:3], energies[:2])
+    saved.clusters = None
+    with pytest.raises(InputError, match="saved without its data's cluster model"):
+        saved.locate(probes[:3])
+
+
+def test_locate_for_older_models(mapped, xtb_dataset):
+    """Models saved before domain.npz, without cluster errors or their overall."""
+    path, clusters, errors, _, probes = mapped
+    saved = load_model(path)
+    energies = saved.backend.predict_positions(probes)[0]
+    labels, ward, rmse = _parts(saved, probes, energies)
+    # no calibrated domain: the Ward subset's distance and the recorded threshold
+    saved.domain, saved.domain_threshold = None, clusters.domain_threshold()
+    where = saved.locate(probes, energies)
+    np.testing.assert_array_equal(where.domain_distance, ward)
+    np.testing.assert_array_equal(
+        where.outside_domain, ward > clusters.domain_threshold()
+    )
+    saved.domain_threshold = None  # no threshold at all: nothing outside
+    assert not saved.locate(probes, energies).outside_domain.any()
+    # no overall RMSE recorded: the clusters' root mean square
+    saved.overall_force_rmse = None
+    level = 1.1 * np.sqrt(np.nanmean(errors.force_rmse**2))
+    np.testing.assert_array_equal(
+        saved.locate(probes, energies).high_error, rmse > level
+    )
+    # no cluster errors: nothing measured, nothing high
+    saved.cluster_force_rmse = None
+    where = saved.locate(probes, energies)
+    assert np.isnan(where.cluster_force_rmse).all() and not where.high_error.any()
+    np.testing.assert_array_equal(where.cluster, labels)
+
+
+# -- the test split and the data files ------------------------------------------
+
+
+def test_the_test_split_is_a_model_file(mapped, tmp_path, backend, xtb_dataset):
+    import shutil
+
+    from ase_flatten.models import model_content_hash
+
+    path, _, _, test, _ = mapped
+    saved = load_model(path)
+    np.testing.assert_array_equal(saved.test_indices, test)
+    assert np.load(path / "test_indices.npy").dtype == np.int64
+    # not part of the content hash: hashes of models saved before stay valid
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    digest = model_content_hash(copy)
+    (copy / "test_indices.npy").unlink()
+    assert model_content_hash(copy) == digest
+    assert load_model(copy).test_indices is None
+    # replacing the model replaces its split (a stale one would mislead compare)
+    save_model(copy, backend, TRAIN, xtb_dataset, test_indices=test[:3], overwrite=True)
+    np.testing.assert_array_equal(load_model(copy).test_indices, test[:3])
+    save_model(copy, backend, TRAIN, xtb_dataset, overwrite=True)
+    assert load_model(copy).test_indices is None
+
+
+def test_data_files_written_first_are_kept(tmp_path, backend, xtb_dataset):
+    """A selection run writes clusters.npz and the split when it starts; its final
+    model keeps those very files."""
+    from ase_flatten.clustering import load_clusters
+    from ase_flatten.models import DATA_FILES, write_data_files
+
+    clusters = cluster_dataset(xtb_dataset, n_geometry=3, n_energy=2)
+    test = np.arange(140, 150)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_data_files(run, xtb_dataset, clusters, test)
+    before = {name: (run / name).stat() for name in DATA_FILES}
+    save_model(
+        run, backend, TRAIN, xtb_dataset, clusters=clusters, keep_data_files=True
+    )
+    for name in DATA_FILES:
+        after = (run / name).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (
+            before[name].st_ino,
+            before[name].st_mtime_ns,
+        )
+    saved = load_model(run)
+    np.testing.assert_array_equal(saved.test_indices, test)
+    assert saved.domain is not None  # calibrated with the kept clusters
+    arrays = load_clusters(run / "clusters.npz")[1]
+    assert str(arrays["fingerprint"]) == xtb_dataset.fingerprint()
+    np.testing.assert_array_equal(arrays["numbers"], xtb_dataset.numbers)
+    (run / "test_indices.npy").unlink()
+    with pytest.raises(InputError, match="test_indices.npy: missing"):
+        save_model(
+            run,
+            backend,
+            TRAIN,
+            clusters=clusters,
+            overwrite=True,
+            keep_data_files=True,
+        )

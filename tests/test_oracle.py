@@ -60,6 +60,7 @@ def test_labels_are_gfn2_and_never_paid_twice(xtb_dataset, tmp_path):
     assert len(lines) == 8 == len({json.loads(line)["key"] for line in lines})
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_labels(xtb_dataset, tmp_path):
     positions = _frames(xtb_dataset, 5)
     serial = label_frames(

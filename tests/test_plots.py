@@ -2,6 +2,7 @@
 
 import matplotlib
 import matplotlib.pyplot as plt
+import pytest
 
 from ase_flatten.plots import plot_error_curves
 
@@ -54,6 +55,7 @@ def gfn1_errors(xtb_dataset, gfn1_dataset, n_geometry=4, n_energy=3):
     )
 
 
+@pytest.mark.slow
 def test_cluster_errors_figure(tmp_path, monkeypatch, xtb_dataset, gfn1_dataset):
     """Fig. 2 names what it shows, keeps one axis per side and draws the
     population as bars under the same clusters, not as a line across them."""
@@ -92,6 +94,7 @@ def test_cluster_errors_figure(tmp_path, monkeypatch, xtb_dataset, gfn1_dataset)
     assert labels == {"left": ["force RMSE [eV/Å]"], "right": ["[kcal/(mol Å)]"]}
 
 
+@pytest.mark.slow
 def test_cluster_comparison_figure(tmp_path, monkeypatch, xtb_dataset, gfn1_dataset):
     """Fig. 5-7: a title, one legend for both panels, clusters by id, and the
     test frames of every cluster."""

@@ -19,6 +19,8 @@ from ase_flatten.sample_data import (
 )
 from md_validation.failure import check_structure
 
+pytestmark = pytest.mark.slow  # GFN2-xTB MD (tblite)
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

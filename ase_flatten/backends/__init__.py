@@ -2,9 +2,9 @@
 
 Backends are found by name in the entry-point group ``ase_flatten.backends``
 (``name = package.module:Class``). ase-flatten's own backends are registered there
-in its setup.cfg, and any installed package can add one the same way (README,
-"Writing a backend"). The built-in table below is also used directly, so a source
-checkout that was never installed still has its own backends.
+in its setup.cfg, and any installed package can add one the same way (docs,
+tutorials/backend, "Writing a backend"). The built-in table below is also used
+directly, so a source checkout that was never installed still has its own backends.
 
 Nothing is imported to list the backends: an entry point is loaded only when its
 backend is used, so listing or choosing a backend never needs the optional
@@ -126,7 +126,7 @@ def _load_plugin(ep: metadata.EntryPoint) -> type[Backend]:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(
             f"{where} failed to load: {type(exc).__name__}: {message}"
-        ) from None
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise InputError(f"{where} is not a subclass of ase_flatten.backends.Backend")
     if cls.name != ep.name:

@@ -136,7 +136,7 @@ def import_factory(spec: str):
     try:
         function = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise InputError(f"cannot import calculator factory {spec!r} ({exc})") from None
+        raise InputError(f"cannot import calculator factory {spec!r} ({exc})") from exc
     if not callable(function):
         raise InputError(f"calculator factory {spec!r} is not callable")
     return function

@@ -9,7 +9,11 @@ library's quirks stay inside its backend module.
 
 A subclass sets ``name``, ``extra``, ``defaults`` and ``parameter_constraints``
 (the allowed values of each hyperparameter, see :mod:`.parameters`, checked here
-once) and implements ``_fit``, ``_predict``, ``_save`` and ``_load``.
+once) and implements ``_fit``, ``_predict``, ``_save`` and ``_load``. A backend
+that can continue training from a previous model's weights (a warm start, see
+:meth:`Backend.fit`) sets ``supports_warm_start``, names the hyperparameters
+that fix the network's shape in ``architecture_params`` and implements
+``_fit_warm``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ class Backend(ABC):
     #: name -> allowed kinds of value (see .parameters); one entry per default
     parameter_constraints: ClassVar[dict] = {}
     batch_size: ClassVar[int] = 256  #: frames per predict call
+    #: whether :meth:`fit` can continue from a previous model (``init_from``)
+    supports_warm_start: ClassVar[bool] = False
+    #: hyperparameters a model to continue from must share (the network's shape)
+    architecture_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, random_state: int = 0, **params):
         self.params = {**self.defaults, **params}
@@ -69,7 +77,14 @@ class Backend(ABC):
         return f"{type(self).__name__}({self.params})"
 
     # -- training ---------------------------------------------------------------
-    def fit(self, dataset: Dataset, train_idx, val_idx=None, held_out=None) -> Backend:
+    def fit(
+        self,
+        dataset: Dataset,
+        train_idx,
+        val_idx=None,
+        held_out=None,
+        init_from: Backend | None = None,
+    ) -> Backend:
         """Train on ``dataset`` frames ``train_idx``.
 
         Parameters
@@ -84,6 +99,15 @@ class Backend(ABC):
         held_out : sequence of int, optional
             Frames the fit must never see, not even for validation: the test
             split on which the model is judged.
+        init_from : Backend, optional
+            A trained backend of the same kind and architecture to continue
+            from (a warm start): training starts from its weights and follows
+            the backend's short warm schedule (``warm_lr``, ``warm_epochs``,
+            ``warm_patience``) instead of starting from random weights. Only
+            for backends with ``supports_warm_start``. With the hyperparameter
+            ``warm_start`` true (scikit-learn's convention), a backend that is
+            already trained continues from its own weights when no
+            ``init_from`` is given.
 
         Notes
         -----
@@ -102,10 +126,58 @@ class Backend(ABC):
                 raise InputError("validation frames overlap the training frames")
             if np.intersect1d(self._held_out, val_idx).size:
                 raise InputError("validation frames overlap the held-out test frames")
+        if init_from is None and self.params.get("warm_start"):
+            init_from = self if self.numbers_ is not None else None
+        if init_from is not None:
+            self.check_warm_start(init_from, dataset)
         self.numbers_ = dataset.numbers.copy()
         self.validation_indices_ = np.empty(0, dtype=int)
-        self._fit(dataset, train_idx, val_idx)
+        if init_from is None:
+            self._fit(dataset, train_idx, val_idx)
+        else:
+            self._fit_warm(dataset, train_idx, val_idx, init_from)
         return self
+
+    def check_warm_start(self, init_from: Backend, dataset: Dataset) -> None:
+        """Raise InputError unless this backend can continue from ``init_from``.
+
+        It must support warm starts; ``init_from`` must be a trained backend of
+        the same kind, on the molecule of ``dataset``, with the same
+        ``architecture_params``.
+        """
+        if not self.supports_warm_start:
+            raise InputError(
+                f"the {self.name} backend cannot continue from a previous model "
+                "(no warm start); it trains from scratch"
+            )
+        if not isinstance(init_from, type(self)) or init_from.name != self.name:
+            raise InputError(
+                f"{self.name}: a warm start needs a trained {self.name} model to "
+                f"continue from, got {type(init_from).__name__}"
+            )
+        init_from._check_fitted()
+        if not np.array_equal(init_from.numbers_, dataset.numbers):
+            raise InputError(
+                f"{dataset.source}: holds {dataset.formula}, the {self.name} model "
+                "to continue from was trained on another molecule or atom order"
+            )
+        differ = [
+            key
+            for key in self.architecture_params
+            if _plain(self.params[key]) != _plain(init_from.params[key])
+        ]
+        if differ:
+            raise InputError(
+                f"{self.name}: cannot continue from a model with other "
+                + ", ".join(
+                    f"{key} ({init_from.params[key]!r}, not {self.params[key]!r})"
+                    for key in differ
+                )
+            )
+
+    def _fit_warm(self, dataset: Dataset, train_idx, val_idx, init_from) -> None:
+        """Train starting from ``init_from``'s weights (``supports_warm_start``)."""
+        raise NotImplementedError(f"the {self.name} backend has no warm start")
 
     @abstractmethod
     def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
@@ -272,7 +344,14 @@ class Backend(ABC):
             raise InputError(
                 f"the {cls.name} backend needs {module.split('.')[0]} ({exc}): "
                 f"pip install 'ase-flatten[{cls.extra}]'"
-            ) from None
+            ) from exc
+
+
+def _plain(value):
+    """``value`` with tuples as lists, for comparing hyperparameters."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def check_indices(idx, n_frames: int, what: str) -> np.ndarray:

@@ -279,7 +279,7 @@ def sparse_files(xml_path: Path) -> list[str]:
     try:
         root = ET.parse(xml_path).getroot()
     except (ET.ParseError, OSError) as exc:
-        raise fail(f"not a well-formed XML file: {exc}") from None
+        raise fail(f"not a well-formed XML file: {exc}") from exc
     if root.find(".//GAP_params") is None:
         raise fail("no GAP_params element: not a gap_fit model")
     names = []
@@ -329,7 +329,7 @@ def quippy_potential(directory: str | os.PathLike):
     except RuntimeError as exc:
         raise InputError(
             f"{path}: cannot load GAP model ({_quip_message(exc)})"
-        ) from None
+        ) from exc
 
 
 def _quip_message(exc: BaseException) -> str:

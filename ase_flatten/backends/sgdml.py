@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dataset
-from ..exceptions import InputError
+from ..exceptions import FILE_READ_ERRORS, InputError
 from .base import Backend
 from .parameters import Boolean, Integer, ListOf, Real
 
@@ -354,14 +354,14 @@ def read_model(path: Path) -> dict:
             model = dict(npz)
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
-            raise InputError(f"{path}: cannot load sGDML model ({exc})") from None
+            raise InputError(f"{path}: cannot load sGDML model ({exc})") from exc
         raise InputError(
             f"{path}: holds pickled Python objects, which are never loaded (they "
             "could run code); a model saved by an older ase-flatten or by sGDML "
             "itself: retrain it with `ase-flatten train`"
-        ) from None
-    except Exception as exc:
-        raise InputError(f"{path}: cannot load sGDML model ({exc})") from None
+        ) from exc
+    except FILE_READ_ERRORS as exc:
+        raise InputError(f"{path}: cannot load sGDML model ({exc})") from exc
     if str(model.get("type")) != "m":
         raise InputError(f"{path}: cannot load sGDML model (not an sGDML model)")
     if str(model.get("e_unit", "eV")) != "eV":

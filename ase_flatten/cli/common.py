@@ -237,7 +237,7 @@ def build_backend(name: str, params, seed: int = 0):
         given = ", ".join(f"{key}={value!r}" for key, value in params.items())
         raise InputError(
             f"backend {name}: bad hyperparameter ({exc}); given -p {given}"
-        ) from None
+        ) from exc
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None:
@@ -326,7 +326,7 @@ def build_oracle(args: argparse.Namespace):
     try:
         kwargs = json.loads(args.oracle_kwargs)
     except json.JSONDecodeError as exc:
-        raise InputError(f"--oracle-kwargs is not JSON ({exc})") from None
+        raise InputError(f"--oracle-kwargs is not JSON ({exc})") from exc
     oracle = Oracle(
         args.oracle,
         kwargs,

@@ -327,7 +327,7 @@ def _prediction_source(args, dataset, workers=None):
         try:
             kwargs = json.loads(args.calc_kwargs)
         except json.JSONDecodeError as exc:
-            raise InputError(f"--calc-kwargs is not JSON ({exc})") from None
+            raise InputError(f"--calc-kwargs is not JSON ({exc})") from exc
         if not isinstance(kwargs, dict):
             raise InputError(
                 f"--calc-kwargs must be a JSON object of keyword arguments, got "
@@ -342,7 +342,7 @@ def _prediction_source(args, dataset, workers=None):
             raise InputError(
                 f"--calculator {args.calculator} with --calc-kwargs "
                 f"{args.calc_kwargs}: {type(exc).__name__}: {exc}"
-            ) from None
+            ) from exc
         return (
             (lambda: (every, *_calculator_predictions(args, backend, dataset))),
             None,
@@ -385,7 +385,7 @@ def _calculator_predictions(args, backend, dataset):
         raise InputError(
             f"--calculator {args.calculator} with --calc-kwargs {args.calc_kwargs} "
             f"failed: {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
 
 
 def _load_labels(path, dataset):

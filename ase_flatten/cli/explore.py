@@ -100,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop after a round without failures and at most this share of "
         "frames outside the domain (0.05)",
     )
+    loop.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="each retraining continues from the last round's model with the "
+        "backend's warm schedule (the start model's warm_lr, warm_epochs, "
+        "warm_patience) instead of training from scratch; schnet and mace only",
+    )
     loop.add_argument("--seed", type=nonnegative_int, default=0, help="seed (0)")
     parser.add_argument(
         "--jobs",
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> None:
         precursors=args.precursors,
         stop_outside_share=args.stop_outside,
         seed=args.seed,
+        warm_start=args.warm_start,
     )
     oracle = build_oracle(args)
     try:

@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> None:
     from ..data import read_dataset, write_reference_frames
     from ..exceptions import InputError
     from ..models import (
-        load_indices,
         load_model,
         recorded_dataset,
         recorded_label_keys,
@@ -74,8 +73,7 @@ def run(args: argparse.Namespace) -> None:
         )
     model = Path(args.model)
     train = saved.train_indices
-    test_file = model / "test_indices.npy"
-    test = load_indices(test_file, "the test split") if test_file.exists() else None
+    test = saved.test_indices
     valid = saved.validation_indices
     for name, frames in (("training", train), ("validation", valid), ("test", test)):
         if frames is not None and len(frames) and frames.max() >= len(dataset):
@@ -88,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             history = json.loads((model / "history.json").read_text())
         except (OSError, ValueError) as exc:
-            raise InputError(f"{model / 'history.json'}: unreadable ({exc})") from None
+            raise InputError(f"{model / 'history.json'}: unreadable ({exc})") from exc
         if not isinstance(history, list):
             raise InputError(f"{model / 'history.json'}: damaged (not a list)")
     reasons = (

@@ -3,7 +3,9 @@
 Every subcommand module has ``description``, ``add_arguments(parser)`` and
 ``run(args)``; heavy imports live inside ``run``. User mistakes raise
 :class:`~ase_flatten.exceptions.InputError`, printed as one line (exit 2) by
-the runtime shared with ``md-validate`` (:mod:`ase_flatten.cli.runtime`).
+the runtime shared with ``md-validate`` (:mod:`ase_flatten.cli.runtime`); a
+failed run (:class:`~ase_flatten.exceptions.RunError`) as one line (exit 1).
+``ase-flatten -T COMMAND ...`` prints the traceback instead, as ASE's ``ase -T``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import importlib
 import sys
 
 from .. import __version__
-from .runtime import ArgumentParser, add_verbosity_arguments, execute
+from .runtime import (
+    ArgumentParser,
+    add_traceback_argument,
+    add_verbosity_arguments,
+    execute,
+)
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -36,6 +43,7 @@ def build_parser() -> ArgumentParser:
         "and pick training sets that flatten the error.",
     )
     parser.add_argument("--version", action="version", version=__version__)
+    add_traceback_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -46,6 +54,7 @@ def build_parser() -> ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_verbosity_arguments(sub_parser)
+        add_traceback_argument(sub_parser)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(run=module.run)
     return parser

@@ -44,10 +44,6 @@ def prefix_arg(text: str) -> str:
     return text
 
 
-#: frames per block of the cluster and domain look-up (bounds its memory)
-DOMAIN_CHUNK = 1000
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "data",
@@ -103,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
     frames, source = _read_frames(args, saved)
     positions = np.stack([atoms.positions for atoms in frames])
     energies, forces = _predict(saved, positions, source, args.batch_size)
-    extras = _domain_extras(saved, positions, energies)
+    extras = _locate(saved, positions, energies)
     _write(args.output, frames, energies, forces, extras, saved, args.prefix)
     _print_summary(len(frames), saved, extras, args.output, args.prefix)
 
@@ -124,7 +120,7 @@ def _read_frames(args, saved):
         try:
             calc.check_structure(atoms)
         except (CalculatorSetupError, CalculationFailed) as exc:
-            raise InputError(f"{source}: frame {i}: {exc}") from None
+            raise InputError(f"{source}: frame {i}: {exc}") from exc
         taken = energy_key if energy_key in atoms.info else None
         taken = taken or (forces_key if forces_key in atoms.arrays else None)
         if taken:
@@ -178,12 +174,9 @@ def _predict(saved, positions, source, batch_size):
     return saved.backend.predict(frames, batch_size=batch_size)
 
 
-def _domain_extras(saved, positions, energies) -> dict | None:
-    """Cluster, measured error and domain flag per frame; None without clusters."""
-    import numpy as np
-
-    from ..domain import model_domain_report
-
+def _locate(saved, positions, energies):
+    """The frames' place in the model's error map (``SavedModel.locate``); None
+    for a model saved without its data's clusters."""
     if saved.clusters is None:
         logger.warning(
             "%s: saved without its data's clusters: no cluster, error estimate or "
@@ -191,15 +184,7 @@ def _domain_extras(saved, positions, energies) -> dict | None:
             saved.path,
         )
         return None
-    blocks = [
-        model_domain_report(
-            saved,
-            positions[start : start + DOMAIN_CHUNK],
-            energies[start : start + DOMAIN_CHUNK],
-        )
-        for start in range(0, len(positions), DOMAIN_CHUNK)
-    ]
-    return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
+    return saved.locate(positions, energies)
 
 
 def _write(path, frames, energies, forces, extras, saved, prefix=PREFIX) -> None:
@@ -225,7 +210,7 @@ def _write(path, frames, energies, forces, extras, saved, prefix=PREFIX) -> None
         frame.arrays[f"{prefix}forces"] = forces[i].copy()
         frame.info.update(model=model, frame=i)
         if extras is not None:
-            frame.info.update({key: values[i].item() for key, values in extras.items()})
+            frame.info.update(extras.row(i))
         out.append(frame)
     with atomic_path(path) as tmp:
         ase.io.write(tmp, out, format="extxyz")
@@ -240,9 +225,9 @@ def _print_summary(n_frames, saved, extras, output, prefix=PREFIX) -> None:
     )
     if extras is None:
         return
-    rmse = extras["cluster_force_rmse"]
+    rmse = extras.cluster_force_rmse
     worst = f"{np.nanmax(rmse):.4f} eV/Å" if np.isfinite(rmse).any() else "unmeasured"
     print(
-        f"{int(extras['outside_domain'].sum())} of {n_frames} outside the model's "
+        f"{int(extras.outside_domain.sum())} of {n_frames} outside the model's "
         f"domain; largest measured cluster force RMSE among them: {worst}"
     )

@@ -2,12 +2,15 @@
 
 * :class:`ArgumentParser`: argparse with one-line errors.
 * :func:`add_verbosity_arguments`: ``-v``/``-q``.
+* :func:`add_traceback_argument`: ``-T``/``--traceback``, as in ASE's command line.
 * :func:`add_output_arguments`: ``-o DIR``, ``--overwrite`` (replaces only an
   earlier output of the same command, never an input; see
   :mod:`ase_flatten.outputs`) and, for checkpointed commands, ``--resume``.
 * :func:`execute`: logging from ``-v``/``-q``, the matplotlib backend, SIGTERM as
-  Ctrl-C, and a user mistake (:class:`~ase_flatten.exceptions.InputError`) as one
-  line with exit status 2.
+  Ctrl-C, a user mistake (:class:`~ase_flatten.exceptions.InputError`) as one
+  line with exit status 2 and a failed run
+  (:class:`~ase_flatten.exceptions.RunError`) as one line with exit status 1;
+  with ``-T`` the traceback instead, cause included.
 
 This module stays light: it imports only the standard library, so ``--help``
 answers at once.
@@ -19,10 +22,13 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 
-from ..exceptions import InputError
+from ..exceptions import InputError, RunError
 
+#: Exit status of a run that failed for another reason (a worker died).
+EXIT_RUN_ERROR = 1
 #: Exit status of a user mistake (bad input, refused output).
 EXIT_INPUT_ERROR = 2
 #: Exit status after Ctrl-C or SIGTERM (128 + SIGINT).
@@ -45,6 +51,23 @@ def add_verbosity_arguments(parser: argparse.ArgumentParser) -> None:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug log")
     verbosity.add_argument(
         "-q", "--quiet", action="store_true", help="warnings and errors only"
+    )
+
+
+def add_traceback_argument(parser: argparse.ArgumentParser) -> None:
+    """``-T/--traceback``: a failure's full traceback instead of its one line.
+
+    As in ASE's command line. Given to the top-level parser and to each
+    subcommand's, so it may come before or after the command; it is absent from
+    the namespace when not given (``getattr(args, "traceback", False)``).
+    """
+    parser.add_argument(
+        "-T",
+        "--traceback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on an error, print the full traceback (with its cause) instead of "
+        "one line",
     )
 
 
@@ -93,13 +116,16 @@ def _check_working_directory() -> None:
         raise InputError(
             f"cannot read the working directory ({exc.strerror or exc}); change to "
             "a folder you can read"
-        ) from None
+        ) from exc
 
 
 def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:
     """Set up logging from ``-v``/``-q``, call ``run(args)``, map errors to status.
 
-    A user mistake (:class:`InputError`) prints one line and gives 2; Ctrl-C and
+    A user mistake (:class:`InputError`) prints one line and gives 2, a failed run
+    (:class:`RunError`: a worker process died) one line and 1; with ``-T``
+    (``args.traceback``) each prints its traceback, cause included, and gives the
+    same status. Any other exception is a bug: its traceback, status 1. Ctrl-C and
     SIGTERM give 130 after the command's ``finally`` blocks cleaned up (temporary
     output folders, child processes). Plots are written to files: the matplotlib
     backend is ``Agg`` unless ``MPLBACKEND`` says otherwise (the library itself
@@ -119,21 +145,34 @@ def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():
             run(args)
     except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+        return _report(prog, args, f"{exc}", EXIT_INPUT_ERROR)
+    except RunError as exc:
+        return _report(
+            prog, args, f"{exc} (rerun with -T for the traceback)", EXIT_RUN_ERROR
+        )
     except OSError as exc:
         from ..outputs import DISK_ERRNOS
 
         if exc.errno not in DISK_ERRNOS:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        print(
-            f"{prog}: error: {where}cannot write ({exc.strerror or exc}); free "
-            "space or choose another output",
-            file=sys.stderr,
+        return _report(
+            prog,
+            args,
+            f"{where}cannot write ({exc.strerror or exc}); free space or choose "
+            "another output",
+            EXIT_INPUT_ERROR,
         )
-        return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _report(prog: str, args: argparse.Namespace, message: str, status: int) -> int:
+    """Print the error being handled: one line, or with ``-T`` its traceback."""
+    if getattr(args, "traceback", False):
+        traceback.print_exc(file=sys.stderr)
+    else:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+    return status

@@ -128,6 +128,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "farthest-point sampling over the whole pool, away from the training set "
         "(0: the paper's rules only)",
     )
+    loop.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="each iteration's fit after the first continues from the previous "
+        "iteration's model with the backend's short warm schedule (-p warm_lr=, "
+        "warm_epochs=, warm_patience=) instead of training from scratch; the final "
+        "model is still trained from scratch; schnet and mace only",
+    )
+    loop.add_argument(
+        "--warm-final",
+        action="store_true",
+        help="with --warm-start, the final model continues from the last "
+        "iteration's too (cheaper; its errors were measured higher for SchNet)",
+    )
     add_split_arguments(loop)
     loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
     add_clustering_arguments(parser, seed=False)
@@ -190,6 +204,8 @@ def run(args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         seed=args.seed,
+        warm_start=args.warm_start,
+        warm_final=args.warm_final,
     )
     config.check_label_budget()  # before the pool is read or the oracle asked
     try:

@@ -106,12 +106,10 @@ def run(args: argparse.Namespace) -> None:
     import dataclasses
     import time
 
-    import numpy as np
-
     from ..data import write_reference_frames
     from ..error_analysis import KCAL_MOL, model_errors
     from ..models import write_model_files
-    from ..outputs import atomic_directory, atomic_path, check_output_directory
+    from ..outputs import atomic_directory, check_output_directory
     from ..selection.baselines import select_frames
     from ..selection.split import holdout_split
     from .common import build_backend, fit_clusters, read_dataset_arg
@@ -157,6 +155,7 @@ def run(args: argparse.Namespace) -> None:
             dataset,
             clusters=clusters,
             cluster_errors=errors,
+            test_indices=test,
             strategy=args.strategy,
             **peer,
             select_seconds=round(select_seconds, 2),
@@ -166,8 +165,6 @@ def run(args: argparse.Namespace) -> None:
             train_seconds=round(seconds, 2),
             test_force_rmse=errors.overall["force_rmse"] if errors else None,
         )
-        with atomic_path(tmp / "test_indices.npy") as path:
-            np.save(path, test)
         write_reference_frames(dataset, tmp / "train.xyz", train_idx, args.strategy)
     print(
         f"trained {args.backend} on {args.size} {args.strategy} frames of "

@@ -293,11 +293,11 @@ def gradient_guided_fps(
 def _skmatter(strategy: str, positions: np.ndarray, n: int, seed: int) -> np.ndarray:
     try:
         from skmatter.sample_selection import CUR, FPS
-    except ImportError:
+    except ImportError as exc:
         raise InputError(
             f"the {strategy} strategy needs skmatter: pip install "
             "'ase-flatten[baselines]'"
-        ) from None
+        ) from exc
     from ..descriptors import pairwise_distances
 
     X = pairwise_distances(positions)
@@ -393,10 +393,10 @@ def _import_maml():
             DIRECTSampler,
             SelectKFromClusters,
         )
-    except ImportError:
+    except ImportError as exc:
         raise InputError(
             "the direct strategy needs maml: pip install 'ase-flatten[direct]'"
-        ) from None
+        ) from exc
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

@@ -13,6 +13,9 @@ Run directory::
     history.json        per iteration: frames added and why, errors, timings
     clusters.npz        the coarse clusters of the dataset
     test_indices.npy    the test split (never selected; all errors are on it)
+    warm/iteration_NN/  with ``warm_start``: the models of the last two finished
+                        iterations; the next fit continues from the last (also
+                        on resume; the final one only with ``warm_final``)
     ... and at the end the model directory files (model.json, model/,
     train_indices.npy, validation_indices.npy, cluster_errors.json), train.xyz and
     error_curves.png.
@@ -33,7 +36,7 @@ import numpy as np
 from .. import clustering_options as options
 from ..data import Dataset, write_reference_frames
 from ..exceptions import InputError
-from ..outputs import atomic_path, folder_lock, write_json, write_marker
+from ..outputs import folder_lock, write_json, write_marker
 from ..signals import sigterm_as_interrupt
 from . import picking
 from .split import holdout_split
@@ -73,6 +76,12 @@ class SelectionConfig:
     test_fraction: float = 0.1
     split_seed: int = 0
     seed: int = 0
+    #: each iteration's fit after the first continues from the previous
+    #: iteration's model with the backend's warm schedule (neural backends only)
+    warm_start: bool = False
+    #: with warm_start, the final model continues too (else it is trained from
+    #: scratch on the final set: measured to matter for SchNet)
+    warm_final: bool = False
 
     def validate(self, n_pool: int, source: str) -> None:
         for name, choices in (
@@ -104,6 +113,16 @@ class SelectionConfig:
                 f"--diverse-share must be in [0, 1), got {self.diverse_share}"
             )
         self.check_label_budget()
+        if self.warm_final and not self.warm_start:
+            raise InputError("--warm-final needs --warm-start")
+        if self.warm_start:
+            from ..backends import backend_class
+
+            if not backend_class(self.backend).supports_warm_start:
+                raise InputError(
+                    f"--warm-start: the {self.backend} backend cannot continue from "
+                    "a previous model; it trains from scratch every iteration"
+                )
         final = self.init + self.step * self.iterations
         if final > n_pool:
             raise InputError(
@@ -208,6 +227,7 @@ def _loop(dataset, config, directory, state, split, progress, workers, labels=No
     clusters = state["clusters"]
     X = state["descriptors"]
     train, history = state["train"], state["history"]
+    previous = _warm_model(directory, config, dataset, len(history))
 
     bar = tqdm(
         total=config.iterations + 1,
@@ -221,7 +241,7 @@ def _loop(dataset, config, directory, state, split, progress, workers, labels=No
             if _budget_left(config, labels, dataset, test) == 0:
                 logger.info("label budget of %d calls spent", config.label_budget)
                 break
-            entry, added = _iteration(
+            entry, added, backend = _iteration(
                 dataset,
                 config,
                 clusters,
@@ -232,9 +252,12 @@ def _loop(dataset, config, directory, state, split, progress, workers, labels=No
                 iteration,
                 workers,
                 labels,
+                previous,
             )
             train = np.sort(np.concatenate([train, added]))
             history.append(entry)
+            if config.warm_start:  # saved before the checkpoint commits it
+                previous = _save_warm(directory, iteration, backend)
             _checkpoint(directory, train, history)
             bar.set_postfix(
                 test_rmse=f"{entry['test']['force_rmse']:.4f}",
@@ -242,7 +265,16 @@ def _loop(dataset, config, directory, state, split, progress, workers, labels=No
             )
             bar.update()
         final = _finish(
-            dataset, config, clusters, train, test, history, directory, workers, labels
+            dataset,
+            config,
+            clusters,
+            train,
+            test,
+            history,
+            directory,
+            workers,
+            labels,
+            previous if config.warm_final else None,
         )
         bar.update()
     return SelectionResult(train, test, history + [final], directory)
@@ -251,16 +283,71 @@ def _loop(dataset, config, directory, state, split, progress, workers, labels=No
 # -- the steps ---------------------------------------------------------------------
 
 
-def _train(dataset, config, train, test, labels=None):
+def _train(dataset, config, train, test, labels=None, previous=None):
     """A backend trained on ``train``; its validation frames avoid ``test`` (and
-    frames without labels)."""
+    frames without labels). With ``previous`` it continues from that model."""
     from ..backends import make_backend
 
     backend = make_backend(config.backend, random_state=config.seed, **config.params)
     held_out = test if labels is None else np.union1d(test, labels.unusable())
     start = time.perf_counter()
-    backend.fit(dataset, train, held_out=held_out)
+    backend.fit(dataset, train, held_out=held_out, init_from=previous)
     return backend, time.perf_counter() - start
+
+
+def _fit_facts(backend, previous) -> dict:
+    """What the history records of a fit: warm or cold, and its epochs."""
+    history = getattr(backend, "history_", None) or {}
+    return {"warm_start": previous is not None, "epochs": history.get("epochs")}
+
+
+def _warm_folder(directory: Path, iteration: int) -> Path:
+    return directory / "warm" / f"iteration_{iteration:02d}"
+
+
+def _save_warm(directory: Path, iteration: int, backend):
+    """Save iteration ``iteration``'s model for the next fit; drop older ones.
+
+    Written beside its place and renamed in. The previous iteration's model
+    stays until the next save: until the checkpoint commits this iteration, a
+    resume redoes it from that one. Returns ``backend``.
+    """
+    import os
+    import shutil
+
+    from ..outputs import sibling_directory
+
+    target = _warm_folder(directory, iteration)
+    staging = sibling_directory(target)
+    try:
+        backend.save(staging)
+        if target.exists():  # this iteration ran before an interruption
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in target.parent.glob("iteration_*"):
+        if old.name < _warm_folder(directory, iteration - 1).name:
+            shutil.rmtree(old)
+    return backend
+
+
+def _warm_model(directory: Path, config, dataset, done: int):
+    """With ``warm_start``, the model of iteration ``done - 1``; else None."""
+    from ..backends import backend_class
+
+    if not config.warm_start or done == 0:
+        return None
+    folder = _warm_folder(directory, done - 1)
+    if not folder.is_dir():
+        raise InputError(
+            f"{folder}: missing; a warm-started run continues from the model of "
+            f"its last finished iteration ({done - 1}); start the run again in "
+            "another folder"
+        )
+    return backend_class(config.backend).load(
+        folder, dataset.numbers, config.params, random_state=config.seed
+    )
 
 
 def _predictor(backend, workers):
@@ -276,12 +363,25 @@ def _frame_mse(backend, dataset, frames):
 
 
 def _iteration(
-    dataset, config, clusters, X, train, test, pool, iteration, workers, oracle_labels
+    dataset,
+    config,
+    clusters,
+    X,
+    train,
+    test,
+    pool,
+    iteration,
+    workers,
+    oracle_labels,
+    previous=None,
 ):
-    """One round: train, measure, pick. Returns the history entry and new frames."""
+    """One round: train (from ``previous``'s weights when given), measure, pick.
+
+    Returns the history entry, the new frames and the trained backend.
+    """
     rng = np.random.default_rng([config.seed, iteration])
-    backend, t_train = _train(dataset, config, train, test, oracle_labels)
-    backend = _predictor(backend, workers)
+    trained, t_train = _train(dataset, config, train, test, oracle_labels, previous)
+    backend = _predictor(trained, workers)
 
     # 2. errors on the pool (or a sample of each cluster) and on the test split
     start = time.perf_counter()
@@ -371,6 +471,7 @@ def _iteration(
         "pool_cluster_force_rmse": _nan_to_none(coarse),
         "test": test_report,
         "timings": {"train": t_train, "predict": t_predict, "select": t_select},
+        "fit": _fit_facts(trained, previous),
     }
     if oracle_labels is not None:
         entry["labels_paid"] = {**oracle_labels.spent, "calls": oracle_labels.calls()}
@@ -389,7 +490,7 @@ def _iteration(
         t_predict,
         t_select,
     )
-    return entry, added
+    return entry, added, trained
 
 
 def _budget_left(config, labels, dataset, test) -> int | None:
@@ -520,13 +621,9 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
     training frames are labelled here (from the label store on resume); frames the
     oracle fails on leave both.
     """
-    from ..clustering import (
-        TwoStageClustering,
-        cluster_features,
-        load_clusters,
-        save_clusters,
-    )
+    from ..clustering import TwoStageClustering, cluster_features, load_clusters
     from ..descriptors import pairwise_distances
+    from ..models import write_data_files
 
     settings = {"config": dataclasses.asdict(config), "dataset": dataset.fingerprint()}
     X = pairwise_distances(dataset.positions, kind=config.descriptor)
@@ -586,7 +683,7 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
     except OSError as exc:
         raise InputError(
             f"{directory}: cannot write there ({exc.strerror or exc})"
-        ) from None
+        ) from exc
     held.enter_context(folder_lock(directory))
     write_marker(directory, COMMAND)
     energies = dataset.energies
@@ -603,11 +700,8 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
         n_components=config.n_components,
         random_state=config.seed,
     ).fit(cluster_features(X, energies))
-    save_clusters(
-        directory / "clusters.npz", clusters, fingerprint=dataset.fingerprint()
-    )
-    with atomic_path(directory / "test_indices.npy") as tmp:
-        np.save(tmp, test)
+    # the final model's data files, written once: a resume reads the clusters
+    write_data_files(directory, dataset, clusters, test)
     write_json(directory / "config.json", settings)
     rng = np.random.default_rng([config.seed, 0x1417])
     train = np.sort(rng.choice(pool, config.init, replace=False))
@@ -634,14 +728,24 @@ def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
 
 
 def _finish(
-    dataset, config, clusters, train, test, history, directory, workers, labels=None
+    dataset,
+    config,
+    clusters,
+    train,
+    test,
+    history,
+    directory,
+    workers,
+    labels=None,
+    previous=None,
 ) -> dict:
-    """Train the final model, evaluate it, save model, frames and plots."""
+    """Train the final model (from ``previous`` when given), evaluate it, save
+    model, frames and plots."""
     from ..error_analysis import model_errors
     from ..models import save_model
     from ..plots import plot_error_curves
 
-    backend, t_train = _train(dataset, config, train, test, labels)
+    backend, t_train = _train(dataset, config, train, test, labels, previous)
     errors = model_errors(
         _predictor(backend, workers), dataset, test, clusters.labels_, progress=False
     )
@@ -651,6 +755,7 @@ def _finish(
         "test": _errors_entry(errors),
     }
     final["timings"] = {"train": t_train}
+    final["fit"] = _fit_facts(backend, previous)
     if labels is not None:
         final["labels_paid"] = {
             **labels.spent,
@@ -672,6 +777,7 @@ def _finish(
         clusters=clusters,
         cluster_errors=errors,
         overwrite=True,
+        keep_data_files=True,  # clusters.npz and test_indices.npy, from _start
         strategy="flatten",
         seed=config.seed,
         test_fraction=config.test_fraction,
@@ -713,10 +819,10 @@ def frame_reasons(train, history: list) -> np.ndarray:
 def _read_json(path: Path, what: str, kind: type = dict):
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} (missing file)") from None
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: {what} (missing file)") from exc
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable ({exc})") from None
+        raise InputError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(data, kind):
         raise InputError(f"{path}: damaged (a JSON {type(data).__name__})")
     return data

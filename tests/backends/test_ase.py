@@ -1,4 +1,5 @@
-"""The ase backend: a saved model directory never imports its factory by itself."""
+"""The ase backend: the backend contract (EMT), and a saved model directory never
+imports its factory by itself."""
 
 import json
 
@@ -8,8 +9,25 @@ import pytest
 from ase_flatten.backends.ase import ASEBackend
 from ase_flatten.exceptions import InputError
 from ase_flatten.models import load_model, save_model
+from ase_flatten.testing import BackendTests
 
 FACTORY = "planted_calc:make"
+EMT = "ase.calculators.emt:EMT"
+
+
+class TestASEContract(BackendTests):
+    """An ASE calculator (EMT) passes the contract; the data are EMT's own."""
+
+    backend = "ase"
+    params = {"factory": EMT, "kwargs": {}}
+    load_kwargs = {"factory": EMT}
+    max_force_rmse_share = 1e-12  # the calculator that labelled the frames
+    max_energy_rmse = 1e-12
+    gradient_atol = 1e-5
+    bad_params = [
+        ({"factory": "no colon"}, "ase: parameter factory must be a 'module:call"),
+        ({"kwargs": [1]}, "ase: parameter kwargs must be a dictionary"),
+    ]
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from ase_flatten import FlattenedCalculator
 from ase_flatten.backends import make_backend
 from ase_flatten.models import save_model
 
+pytestmark = pytest.mark.slow  # MD with every trained backend
+
 TRAIN = np.arange(0, 150, 6)  # 25 frames
 TINY = {
     "sgdml": {"sigma": 20},

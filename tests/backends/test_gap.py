@@ -21,24 +21,13 @@ from ase_flatten.backends.gap import (  # noqa: E402
     two_body_pairs,
 )
 from ase_flatten.exceptions import InputError  # noqa: E402
+from ase_flatten.testing import BackendTests  # noqa: E402
 
 # small enough for ~3 s fits on one thread
 SMALL = {"n_max": 6, "l_max": 4, "n_sparse": 40, "two_body_n_sparse": 10}
 TRAIN = np.arange(0, 140, 7)  # 20 frames spread over the trajectory
 TEST = np.setdiff1d(np.arange(150), TRAIN)[::2]  # 65 other frames
 ETHANOL_PAIRS = [(1, 1), (1, 6), (1, 8), (6, 6), (6, 8)]  # no O-O: one oxygen
-
-
-@pytest.fixture(scope="module")
-def fitted(xtb_dataset):
-    return GAPBackend(random_state=3, **SMALL).fit(xtb_dataset, TRAIN)
-
-
-@pytest.fixture(scope="module")
-def saved(fitted, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("gap") / "model"
-    fitted.save(directory)
-    return directory
 
 
 def rmse(a, b):
@@ -125,114 +114,105 @@ def test_defaults_are_json_and_validated():
             GAPBackend(**bad)
 
 
-# -- fitting and predicting -------------------------------------------------------
-def test_fit_predicts_forces_well(fitted, xtb_dataset):
-    energies, forces = fitted.predict(xtb_dataset, TEST, progress=False)
-    assert energies.shape == (len(TEST),) and forces.shape == (len(TEST), 9, 3)
-    assert energies.dtype == forces.dtype == np.float64
-    assert np.isfinite(energies).all() and np.isfinite(forces).all()
-    reference = xtb_dataset.forces[TEST]
-    error = rmse(forces, reference)
-    assert error < 0.35 * reference.std(), (error, reference.std())
-    e_error = rmse(energies, xtb_dataset.energies[TEST])
-    assert e_error < 0.5 * xtb_dataset.energies[TEST].std()
+# -- the contract, fitting, predicting, saving and loading ------------------------
+@pytest.fixture(scope="class")
+def saved(fitted, tmp_path_factory):
+    """The class's trained model, saved (``fitted`` is the contract's fixture)."""
+    directory = tmp_path_factory.mktemp("gap") / "model"
+    fitted.save(directory)
+    return directory
 
 
-def test_one_frame_and_many_frames_agree(fitted, xtb_dataset):
-    positions = xtb_dataset.positions[TEST[:5]]
-    energies, forces = fitted.predict_positions(positions)
-    for m in range(5):
-        e, f = fitted.predict_positions(positions[m : m + 1])
-        np.testing.assert_allclose(e[0], energies[m], atol=1e-8)
-        np.testing.assert_allclose(f[0], forces[m], atol=1e-8)
+@pytest.mark.slow
+class TestGAP(BackendTests):
+    """The backend contract, and what only GAP does."""
 
+    backend = "gap"
+    params = SMALL
+    random_state = 3
+    dataset_fixture = "xtb_dataset"
+    train_idx = TRAIN
+    val_idx = None
+    test_idx = TEST
+    max_force_rmse_share = 0.35
+    max_energy_rmse = 0.5 * 0.125  # eV: half the spread of the test frames' energies
+    batch_atol = 1e-8
+    load_atol = 1e-9
+    gradient_atol = 2e-4
+    determinism_atol = 1e-9
 
-def test_forces_are_minus_the_energy_gradient(fitted, xtb_dataset):
-    frame = xtb_dataset.positions[TEST[3]]
-    h = 1e-4
-    shifted = []
-    for k in range(frame.size):
-        for sign in (1, -1):
-            x = frame.copy().reshape(-1)
-            x[k] += sign * h
-            shifted.append(x.reshape(frame.shape))
-    energies, _ = fitted.predict_positions(np.array(shifted))
-    numeric = -(energies[0::2] - energies[1::2]) / (2 * h)
-    _, forces = fitted.predict_positions(frame[None])
-    np.testing.assert_allclose(numeric, forces[0].reshape(-1), atol=2e-4)
+    def test_same_random_state_same_model(self, fitted, dataset, caplog):
+        with caplog.at_level(logging.INFO, logger="ase_flatten.backends.gap"):
+            super().test_same_random_state_same_model(fitted, dataset)
+        lines = [r.getMessage() for r in caplog.records if "fitted" in r.getMessage()]
+        assert len(lines) == 1 and "20 frames" in lines[0], lines
 
+    def test_save_and_load_give_the_same_numbers(
+        self, fitted, saved, dataset, tmp_path
+    ):
+        """The contract's check, from a moved copy that is then removed."""
+        files = sorted(p.name for p in saved.iterdir())
+        assert "gap.xml" in files
+        sparse = [f for f in files if f.startswith("gap.xml.sparseX.")]
+        assert len(sparse) == 5 + 3  # five pair terms, three SOAP terms
+        moved = tmp_path / "elsewhere"
+        shutil.copytree(saved, moved)
+        loaded = GAPBackend.load(moved, dataset.numbers, fitted.params)
+        e1, f1 = fitted.predict(dataset, TEST[:10], progress=False)
+        e2, f2 = loaded.predict(dataset, TEST[:10], progress=False)
+        np.testing.assert_allclose(e2, e1, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(f2, f1, rtol=0, atol=1e-9)
+        # the loaded model keeps its own copy: saving it again works after the
+        # directory it came from is gone
+        shutil.rmtree(moved)
+        again = tmp_path / "again"
+        loaded.save(again)
+        assert sorted(p.name for p in again.iterdir()) == files
 
-def test_same_seed_same_model(fitted, xtb_dataset, caplog):
-    with caplog.at_level(logging.INFO, logger="ase_flatten.backends.gap"):
-        again = GAPBackend(random_state=3, **SMALL).fit(xtb_dataset, TRAIN)
-    fit_lines = [r.getMessage() for r in caplog.records if "fitted" in r.getMessage()]
-    assert len(fit_lines) == 1 and "20 frames" in fit_lines[0], fit_lines
-    e1, f1 = fitted.predict(xtb_dataset, TEST[:10], progress=False)
-    e2, f2 = again.predict(xtb_dataset, TEST[:10], progress=False)
-    np.testing.assert_allclose(e2, e1, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(f2, f1, rtol=0, atol=1e-9)
+    def test_saving_over_a_model_removes_its_stale_sparse_files(self, saved, tmp_path):
+        target = tmp_path / "model"
+        shutil.copytree(saved, target)
+        (target / "gap.xml.sparseX.GAP_old_1").write_text("old")
+        loaded = GAPBackend.load(saved, [6, 6, 8, 1, 1, 1, 1, 1, 1], SMALL)
+        loaded.save(target)
+        assert not (target / "gap.xml.sparseX.GAP_old_1").exists()
+        GAPBackend.load(target, [6, 6, 8, 1, 1, 1, 1, 1, 1], SMALL)
 
+    def test_bare_quippy_potential_agrees(self, fitted, saved, dataset):
+        potential = quippy_potential(saved)
+        i = TEST[7]
+        atoms = Atoms(numbers=dataset.numbers, positions=dataset.positions[i])
+        atoms.calc = potential
+        energy, forces = fitted.predict_positions(dataset.positions[[i, i + 1]])
+        np.testing.assert_allclose(atoms.get_potential_energy(), energy[0], atol=1e-8)
+        np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-8)
 
-# -- saving and loading -------------------------------------------------------------
-def test_save_copy_load_predicts_the_same(fitted, saved, xtb_dataset, tmp_path):
-    files = sorted(p.name for p in saved.iterdir())
-    assert "gap.xml" in files
-    sparse = [f for f in files if f.startswith("gap.xml.sparseX.")]
-    assert len(sparse) == 5 + 3  # five pair terms, three SOAP terms
-    moved = tmp_path / "elsewhere"
-    shutil.copytree(saved, moved)
-    loaded = GAPBackend.load(moved, xtb_dataset.numbers, fitted.params)
-    e1, f1 = fitted.predict(xtb_dataset, TEST[:10], progress=False)
-    e2, f2 = loaded.predict(xtb_dataset, TEST[:10], progress=False)
-    np.testing.assert_allclose(e2, e1, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(f2, f1, rtol=0, atol=1e-9)
-    # the loaded model keeps its own copy: saving it again works after the
-    # directory it came from is gone
-    shutil.rmtree(moved)
-    again = tmp_path / "again"
-    loaded.save(again)
-    assert sorted(p.name for p in again.iterdir()) == files
+    @pytest.mark.parametrize(
+        "damage, reason",
+        [
+            (lambda d: shutil.rmtree(d), "no such file"),
+            (lambda d: (d / "gap.xml").write_text("garbage, not XML"), "well-formed"),
+            (lambda d: (d / "gap.xml").write_text("<a><b/></a>"), "GAP_params"),
+            (lambda d: next(d.glob("gap.xml.sparseX.*")).unlink(), "missing sparse"),
+            (lambda d: _corrupt(max(d.glob("gap.xml.sparseX.*"))), "md5"),
+        ],
+    )
+    def test_load_of_a_bad_model_is_an_input_error(
+        self, saved, tmp_path, damage, reason
+    ):
+        directory = tmp_path / "model"
+        shutil.copytree(saved, directory)
+        damage(directory)
+        with pytest.raises(InputError, match=reason) as info:
+            GAPBackend.load(directory, [6, 6, 8, 1, 1, 1, 1, 1, 1], SMALL)
+        message = str(info.value)
+        assert message.startswith(f"{directory / 'gap.xml'}: cannot load GAP model (")
+        assert "\n" not in message
 
-
-def test_saving_over_a_model_removes_its_stale_sparse_files(saved, tmp_path):
-    target = tmp_path / "model"
-    shutil.copytree(saved, target)
-    (target / "gap.xml.sparseX.GAP_old_1").write_text("old")
-    loaded = GAPBackend.load(saved, [6, 6, 8, 1, 1, 1, 1, 1, 1], SMALL)
-    loaded.save(target)
-    assert not (target / "gap.xml.sparseX.GAP_old_1").exists()
-    GAPBackend.load(target, [6, 6, 8, 1, 1, 1, 1, 1, 1], SMALL)
-
-
-def test_bare_quippy_potential_agrees(fitted, saved, xtb_dataset):
-    potential = quippy_potential(saved)
-    i = TEST[7]
-    atoms = Atoms(numbers=xtb_dataset.numbers, positions=xtb_dataset.positions[i])
-    atoms.calc = potential
-    energy, forces = fitted.predict_positions(xtb_dataset.positions[[i, i + 1]])
-    np.testing.assert_allclose(atoms.get_potential_energy(), energy[0], atol=1e-8)
-    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-8)
-
-
-@pytest.mark.parametrize(
-    "damage, reason",
-    [
-        (lambda d: shutil.rmtree(d), "no such file"),
-        (lambda d: (d / "gap.xml").write_text("garbage, not XML"), "well-formed"),
-        (lambda d: (d / "gap.xml").write_text("<a><b/></a>"), "GAP_params"),
-        (lambda d: next(d.glob("gap.xml.sparseX.*")).unlink(), "missing sparse"),
-        (lambda d: _corrupt(max(d.glob("gap.xml.sparseX.*"))), "md5"),
-    ],
-)
-def test_load_of_a_bad_model_is_an_input_error(saved, tmp_path, damage, reason):
-    directory = tmp_path / "model"
-    shutil.copytree(saved, directory)
-    damage(directory)
-    with pytest.raises(InputError, match=reason) as info:
-        GAPBackend.load(directory, [6, 6, 8, 1, 1, 1, 1, 1, 1], SMALL)
-    message = str(info.value)
-    assert message.startswith(f"{directory / 'gap.xml'}: cannot load GAP model (")
-    assert "\n" not in message
+    def test_missing_quippy_names_the_extra(self, saved, monkeypatch):
+        monkeypatch.setitem(sys.modules, "quippy.potential", None)
+        with pytest.raises(InputError, match=r"ase-flatten\[gap\]"):
+            quippy_potential(saved)
 
 
 def _corrupt(path):
@@ -242,6 +222,7 @@ def _corrupt(path):
 
 
 # -- failures of the fit -------------------------------------------------------------
+@pytest.mark.slow
 def test_failing_gap_fit_is_a_one_line_input_error(xtb_dataset, monkeypatch):
     monkeypatch.setattr(gapmod, "gap_string", lambda *a, **k: "soap n_max=x")
     with pytest.raises(InputError, match="gap_fit failed on 20 frames") as info:
@@ -266,17 +247,3 @@ def test_missing_gap_fit_names_the_extra(xtb_dataset, monkeypatch, tmp_path):
         gapmod.find_gap_fit()
     with pytest.raises(InputError, match=r"ase-flatten\[gap\]"):
         GAPBackend(**SMALL).fit(xtb_dataset, TRAIN)
-
-
-def test_missing_quippy_names_the_extra(saved, monkeypatch):
-    monkeypatch.setitem(sys.modules, "quippy.potential", None)
-    with pytest.raises(InputError, match=r"ase-flatten\[gap\]"):
-        quippy_potential(saved)
-
-
-def test_unfitted_model_cannot_predict_or_save(tmp_path):
-    backend = GAPBackend()
-    with pytest.raises(InputError, match="not trained"):
-        backend.predict_positions(np.zeros((1, 9, 3)))
-    with pytest.raises(InputError, match="not trained"):
-        backend.save(tmp_path)

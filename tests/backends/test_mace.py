@@ -15,14 +15,14 @@ from ase.io import read
 if importlib.util.find_spec("mace") is None:
     pytest.skip("mace-torch is not installed (extra 'mace')", allow_module_level=True)
 
-from ase_flatten import FlattenedCalculator  # noqa: E402
 from ase_flatten.backends.mace import (  # noqa: E402
     SETTINGS_FILE,
     STATE_FILE,
     MACEBackend,
 )
 from ase_flatten.exceptions import InputError  # noqa: E402
-from ase_flatten.models import load_model, save_model  # noqa: E402
+from ase_flatten.models import load_model  # noqa: E402
+from ase_flatten.testing import BackendTests  # noqa: E402
 from tests.test_cli import run_cli  # noqa: E402
 
 TINY = {
@@ -58,95 +58,87 @@ def force_rmse(backend, dataset, idx):
     return float(np.sqrt(np.mean((forces - dataset.forces[idx]) ** 2)))
 
 
-@pytest.fixture(scope="module")
-def trained(xtb_dataset, tmp_path_factory):
-    """A tiny model trained for up to 25 epochs, saved as a model directory."""
-    backend = fit(xtb_dataset, max_epochs=25)
-    directory = save_model(
-        tmp_path_factory.mktemp("mace") / "model", backend, TRAIN, xtb_dataset
-    )
-    return backend, directory
+@pytest.mark.slow
+class TestMACE(BackendTests):
+    """The backend contract, and what only MACE does."""
 
+    backend = "mace"
+    params = {**TINY, "max_epochs": 25}  # up to 25 epochs
+    dataset_fixture = "xtb_dataset"
+    train_idx = TRAIN
+    val_idx = VALID
+    test_idx = TEST
+    # beats predicting zero forces on held-out frames by far
+    max_force_rmse_share = 0.5
+    max_energy_rmse = 0.5  # eV near the reference (the training offset aligned)
+    gradient_atol = 1e-5
+    determinism_params = {"max_epochs": 2}
+    seed_changes_model = True
+    bad_params = [
+        ({"max_L": 4}, r"max_L must be an integer in \[0, 3\], got 4"),
+        ({"gate": "relu"}, "gate must be one of silu, tanh, abs"),
+        ({"MLP_irreps": "16x1o"}, "MLP_irreps must be scalar irreps"),
+        ({"radial_MLP": []}, "radial_MLP must be a non-empty list"),
+        ({"dtype": "float16"}, "dtype must be one of float64, float32"),
+        ({"depth": 3}, "mace: unknown parameter 'depth'"),
+        ({"energy_weight": 0.0, "forces_weight": 0.0}, "both 0"),
+    ]
 
-def test_training_lowers_the_force_error(xtb_dataset, trained):
-    backend, _ = trained
-    history = backend.history_
-    assert history["n_train"] == 20 and history["n_valid"] == 10
-    assert 1 <= history["best_epoch"] <= history["epochs"] <= 25
-    assert history["seconds_per_epoch"] > 0
-    assert force_rmse(backend, xtb_dataset, VALID) == pytest.approx(
-        history["val_force_rmse"]
-    )
-    # the trained model beats predicting zero forces on held-out frames by far
-    zero = float(np.sqrt(np.mean(xtb_dataset.forces[TEST] ** 2)))
-    assert force_rmse(backend, xtb_dataset, TEST) < 0.5 * zero
+    def test_training_history(self, fitted, dataset):
+        history = fitted.history_
+        assert history["n_train"] == 20 and history["n_valid"] == 10
+        assert 1 <= history["best_epoch"] <= history["epochs"] <= 25
+        assert history["seconds_per_epoch"] > 0
+        assert force_rmse(fitted, dataset, VALID) == pytest.approx(
+            history["val_force_rmse"]
+        )
 
+    def test_a_model_directory_holds_settings_and_weights(self, saved_directory):
+        # (the contract loads it: test_flattened_calculator_agrees_with_predict)
+        files = saved_directory / "model"
+        assert sorted(p.name for p in files.iterdir()) == [SETTINGS_FILE, STATE_FILE]
+        settings = json.loads((files / SETTINGS_FILE).read_text())
+        assert settings["hidden_irreps"] == "8x0e" and settings["r_max"] == 5.0
+        meta = json.loads((saved_directory / "model.json").read_text())
+        assert meta["backend"] == "mace"
 
-def test_predictions_have_the_right_shapes_and_units(xtb_dataset, trained):
-    backend, _ = trained
-    energies, forces = backend.predict(xtb_dataset, TEST, batch_size=7, progress=False)
-    assert energies.shape == (20,) and energies.dtype == np.float64
-    assert forces.shape == (20, 9, 3) and forces.dtype == np.float64
-    # energies in eV near the reference (the training frames' offset is aligned)
-    assert abs(energies.mean() - xtb_dataset.energies[TEST].mean()) < 0.5
-    # batching does not change the numbers; a single frame neither
-    e_all, f_all = backend.predict_positions(xtb_dataset.positions[TEST])
-    e_one, f_one = backend.predict_positions(xtb_dataset.positions[TEST[3:4]])
-    np.testing.assert_allclose(e_all, energies, atol=1e-9)
-    np.testing.assert_allclose(f_one[0], f_all[3], atol=1e-9)
-    np.testing.assert_allclose(e_one[0], e_all[3], atol=1e-9)
+    def test_mace_own_calculator_agrees(self, fitted, dataset):
+        atoms = dataset.to_atoms(int(TEST[6]))
+        atoms.calc = fitted.bare_calculator()
+        assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+        energies, forces = fitted.predict_positions(atoms.positions[None])
+        assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-8)
+        np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-8)
 
+    def test_a_planted_pickle_payload_is_refused(
+        self, saved_directory, dataset, tmp_path
+    ):
+        import shutil
 
-def test_forces_are_minus_the_energy_gradient(xtb_dataset, trained):
-    backend, _ = trained
-    positions = xtb_dataset.positions[TEST[0]]
-    _, forces = backend.predict_positions(positions[None])
-    step = 1e-4
-    displaced = []
-    for atom in range(9):
-        for axis in range(3):
-            for sign in (1, -1):
-                shifted = positions.copy()
-                shifted[atom, axis] += sign * step
-                displaced.append(shifted)
-    energies, _ = backend.predict_positions(np.array(displaced))
-    numeric = -(energies[0::2] - energies[1::2]).reshape(9, 3) / (2 * step)
-    assert np.abs(forces[0]).max() > 0.1
-    np.testing.assert_allclose(numeric, forces[0], atol=1e-5)
+        import torch
 
+        copy = tmp_path / "model"
+        shutil.copytree(saved_directory / "model", copy)
+        marker = tmp_path / "payload_ran"
+        torch.save({"weights": _Payload(marker)}, copy / STATE_FILE)
+        params = json.loads((saved_directory / "model.json").read_text())["params"]
+        with pytest.raises(InputError, match=r"mace_state.pt: cannot load MACE model"):
+            MACEBackend.load(copy, dataset.numbers, params)
+        assert not marker.exists()
 
-def test_save_and_load_give_identical_numbers(xtb_dataset, trained):
-    backend, directory = trained
-    files = directory / "model"
-    assert sorted(p.name for p in files.iterdir()) == [SETTINGS_FILE, STATE_FILE]
-    settings = json.loads((files / SETTINGS_FILE).read_text())
-    assert settings["hidden_irreps"] == "8x0e" and settings["r_max"] == 5.0
-    loaded = load_model(directory).backend
-    assert isinstance(loaded, MACEBackend)
-    e0, f0 = backend.predict(xtb_dataset, TEST, progress=False)
-    e1, f1 = loaded.predict(xtb_dataset, TEST, progress=False)
-    np.testing.assert_array_equal(e1, e0)
-    np.testing.assert_array_equal(f1, f0)
+    def test_broken_settings_are_input_errors(self, saved_directory, dataset, tmp_path):
+        import shutil
 
-
-def test_flattened_calculator_agrees_with_predict(xtb_dataset, trained):
-    backend, directory = trained
-    calc = FlattenedCalculator(directory)
-    atoms = xtb_dataset.to_atoms(int(TEST[4]))
-    atoms.calc = calc
-    energies, forces = backend.predict(xtb_dataset, TEST[4:5], progress=False)
-    assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-9)
-    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-9)
-
-
-def test_mace_own_calculator_agrees(xtb_dataset, trained):
-    backend, _ = trained
-    atoms = xtb_dataset.to_atoms(int(TEST[6]))
-    atoms.calc = backend.bare_calculator()
-    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
-    energies, forces = backend.predict_positions(atoms.positions[None])
-    assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-8)
-    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-8)
+        copy = tmp_path / "model"
+        shutil.copytree(saved_directory / "model", copy)
+        settings = json.loads((copy / SETTINGS_FILE).read_text())
+        settings["interaction_cls"] = "os.system"
+        (copy / SETTINGS_FILE).write_text(json.dumps(settings))
+        with pytest.raises(InputError, match=r"mace.json: cannot load MACE model"):
+            MACEBackend.load(copy, dataset.numbers, {})
+        (copy / STATE_FILE).unlink()
+        with pytest.raises(InputError, match=r"mace_state.pt: cannot load .*no such"):
+            MACEBackend.load(copy, dataset.numbers, {})
 
 
 class _Payload:
@@ -159,55 +151,14 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_planted_pickle_payload_is_refused(xtb_dataset, trained, tmp_path):
-    import shutil
-
-    import torch
-
-    _, directory = trained
-    copy = tmp_path / "model"
-    shutil.copytree(directory / "model", copy)
-    marker = tmp_path / "payload_ran"
-    torch.save({"weights": _Payload(marker)}, copy / STATE_FILE)
-    params = json.loads((directory / "model.json").read_text())["params"]
-    with pytest.raises(InputError, match=r"mace_state.pt: cannot load MACE model"):
-        MACEBackend.load(copy, xtb_dataset.numbers, params)
-    assert not marker.exists()
-
-
-def test_broken_settings_are_input_errors(xtb_dataset, trained, tmp_path):
-    import shutil
-
-    _, directory = trained
-    copy = tmp_path / "model"
-    shutil.copytree(directory / "model", copy)
-    settings = json.loads((copy / SETTINGS_FILE).read_text())
-    settings["interaction_cls"] = "os.system"
-    (copy / SETTINGS_FILE).write_text(json.dumps(settings))
-    with pytest.raises(InputError, match=r"mace.json: cannot load MACE model"):
-        MACEBackend.load(copy, xtb_dataset.numbers, {})
-    (copy / STATE_FILE).unlink()
-    with pytest.raises(InputError, match=r"mace_state.pt: cannot load .*no such file"):
-        MACEBackend.load(copy, xtb_dataset.numbers, {})
-
-
-def test_same_seed_same_model_other_seed_other_model(xtb_dataset):
-    first = fit(xtb_dataset, max_epochs=2)
-    second = fit(xtb_dataset, max_epochs=2)
-    third = fit(xtb_dataset, max_epochs=2, random_state=1)
-    _, f1 = first.predict(xtb_dataset, TEST, progress=False)
-    _, f2 = second.predict(xtb_dataset, TEST, progress=False)
-    _, f3 = third.predict(xtb_dataset, TEST, progress=False)
-    np.testing.assert_array_equal(f1, f2)
-    assert np.abs(f3 - f1).max() > 1e-3
-
-
+@pytest.mark.slow
 def test_early_stopping_ends_training(xtb_dataset):
     # at this learning rate the validation loss soon stops falling
     history = fit(xtb_dataset, max_epochs=20, patience=2, lr=0.5).history_
     assert history["epochs"] == history["best_epoch"] + 2 < 20
 
 
+@pytest.mark.slow  # imports mace-torch in a new process
 def test_importing_mace_leaves_torch_load_safe():
     code = (
         "import os; from ase_flatten.backends.mace import import_mace; "
@@ -221,23 +172,7 @@ def test_importing_mace_leaves_torch_load_safe():
     assert out.stdout.strip() == "None"
 
 
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        ({"max_L": 4}, r"max_L must be an integer in \[0, 3\], got 4"),
-        ({"gate": "relu"}, "gate must be one of silu, tanh, abs"),
-        ({"MLP_irreps": "16x1o"}, "MLP_irreps must be scalar irreps"),
-        ({"radial_MLP": []}, "radial_MLP must be a non-empty list"),
-        ({"dtype": "float16"}, "dtype must be one of float64, float32"),
-        ({"depth": 3}, "mace: unknown parameter 'depth'"),
-        ({"energy_weight": 0.0, "forces_weight": 0.0}, "both 0"),
-    ],
-)
-def test_bad_parameters_are_input_errors(params, match):
-    with pytest.raises(InputError, match=match):
-        MACEBackend(**params)
-
-
+@pytest.mark.slow
 def test_train_command_line(capsys, xtb_files, tmp_path):
     reference, _ = xtb_files
     params = [f"{k}={json.dumps(v)}" for k, v in {**TINY, "max_epochs": 2}.items()]
@@ -254,6 +189,7 @@ def test_train_command_line(capsys, xtb_files, tmp_path):
     assert forces.shape == (1, 9, 3) and np.isfinite(energies).all()
 
 
+@pytest.mark.slow
 def test_validation_frames_avoid_the_held_out_frames(xtb_dataset):
     held_out = np.arange(40, len(xtb_dataset))  # leaves 20 frames beside TRAIN
     backend = MACEBackend(random_state=0, **TINY, max_epochs=1)

@@ -23,9 +23,9 @@ from ase_flatten.backends import (
     available_backends,
     backend_class,
     load_backends,
-    make_backend,
 )
 from ase_flatten.exceptions import InputError
+from ase_flatten.testing import BackendTests
 from tests.test_cli import assert_one_line_error, run_cli
 
 TOY_MODULE = '''
@@ -150,13 +150,29 @@ def test_a_plugin_is_listed_without_importing_it(installed):
     assert backend_class("sgdml").__module__ == "ase_flatten.backends.sgdml"
 
 
-def test_the_toy_backend_fits_and_predicts(installed, xtb_dataset):
-    backend = make_backend("toy").fit(xtb_dataset, np.arange(0, 100, 2))
-    energies, forces = backend.predict(xtb_dataset, np.arange(120, 150))
-    reference = xtb_dataset.forces[120:150]
-    rmse = np.sqrt(np.mean((forces - reference) ** 2))
-    assert rmse < 0.6 * np.sqrt(np.mean(reference**2))
-    assert energies.shape == (30,) and forces.shape == (30, 9, 3)
+@pytest.fixture(scope="class")
+def toy_package(plugin_dir):
+    """The toy package installed for a whole test class."""
+    import ase_flatten.backends
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(plugin_dir))
+        patch.setattr(ase_flatten.backends, "_warned", set())
+        yield plugin_dir
+    for name in ("toy_backend", "toy_broken"):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.usefixtures("toy_package")
+class TestToyBackendContract(BackendTests):
+    """The plugin passes the contract a plugin author runs (on EMT frames)."""
+
+    backend = "toy"
+    params = {"alpha": 1e-8}
+    max_force_rmse_share = 0.6
+    max_energy_rmse = 0.2
+    gradient_atol = 1e-6
+    bad_params = [({"alpha": -1.0}, "toy: parameter alpha must be a number >= 0")]
 
 
 def test_a_broken_plugin_warns_once_and_spares_the_others(installed, caplog):
@@ -175,6 +191,7 @@ def test_a_broken_plugin_warns_once_and_spares_the_others(installed, caplog):
         backend_class("nope")
 
 
+@pytest.mark.slow
 def test_train_and_select_with_the_plugin(installed, xtb_files, tmp_path, capsys):
     reference, _ = xtb_files
     clusters = ["--n-geometry", "3", "--n-energy", "2"]
@@ -204,6 +221,7 @@ def test_train_and_select_with_the_plugin(installed, xtb_files, tmp_path, capsys
     assert_one_line_error(status, err, "backend plugin 'broken'", "toy-backends 0.1")
 
 
+@pytest.mark.slow
 def test_the_installed_command_finds_the_plugin(plugin_dir, xtb_files, tmp_path):
     """The real console script in a fresh process, the package on PYTHONPATH."""
     reference, _ = xtb_files

@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -17,12 +16,14 @@ from ase_flatten.backends.schnet import (  # noqa: E402
     SchNetBackend,
 )
 from ase_flatten.exceptions import InputError  # noqa: E402
+from ase_flatten.testing import BackendTests  # noqa: E402
 from tests.helpers import PlantedPayload  # noqa: E402
 
 TINY = {"n_atom_basis": 16, "n_interactions": 2, "n_rbf": 10, "batch_size": 10}
 TRAIN = np.arange(0, 60, 2)  # 30 frames
 VALID = np.arange(1, 40, 2)  # 20 frames between them
 TEST = np.arange(100, 120)
+GRADIENT_ATOL = 0.03  # eV/Å: float32 and a 1e-3 Å step (forces up to ~3 eV/Å)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,103 +47,104 @@ def force_rmse(backend, dataset, idx):
     return float(np.sqrt(np.mean((forces - dataset.forces[idx]) ** 2)))
 
 
-@pytest.fixture(scope="module")
-def trained(xtb_dataset, tmp_path_factory):
-    """A tiny model trained for up to 40 epochs, and its saved directory."""
-    backend = fit(xtb_dataset, max_epochs=40, lr=5e-3)
-    directory = tmp_path_factory.mktemp("schnet")
-    backend.save(directory)
-    return backend, directory
+@pytest.mark.slow
+class TestSchNet(BackendTests):
+    """The backend contract, and what only SchNet does."""
+
+    backend = "schnet"
+    params = {**TINY, "max_epochs": 40, "lr": 5e-3}  # up to 40 epochs
+    dataset_fixture = "xtb_dataset"
+    train_idx = TRAIN
+    val_idx = VALID
+    test_idx = TEST
+    max_force_rmse_share = 1.0  # beats predicting zero forces
+    max_energy_rmse = 0.5  # eV around the reference (the training mean added back)
+    batch_atol = 1e-5  # float32
+    load_atol = 1e-6
+    gradient_step = 1e-3
+    gradient_atol = GRADIENT_ATOL
+    determinism_params = {"max_epochs": 3}
+    seed_changes_model = True
+    bad_params = [
+        ({"loss": "huber"}, "loss must be one of energy, forces, mixed, got 'huber'"),
+        ({"energy_weight": 1.5}, r"energy_weight must be a number in \(0, 1\)"),
+        ({"n_interactions": 0}, "n_interactions must be an integer >= 1, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"cutoff": -1.0}, "cutoff must be a number > 0"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
+        ({"depth": 3}, "schnet: unknown parameter 'depth'"),
+    ]
+
+    def test_training_lowers_the_force_error(self, fitted, dataset):
+        one_epoch = fit(dataset, max_epochs=1, lr=5e-3)
+        history = fitted.history_
+        assert history["n_train"] == 30 and history["n_valid"] == 20
+        assert 1 <= history["best_epoch"] <= history["epochs"] <= 40
+        assert one_epoch.history_["epochs"] == 1
+        # validation and held-out force errors both drop well below the 1-epoch
+        # model's
+        assert history["val_force_rmse"] < 0.8 * one_epoch.history_["val_force_rmse"]
+        assert force_rmse(fitted, dataset, VALID) == pytest.approx(
+            history["val_force_rmse"]
+        )
+        assert force_rmse(fitted, dataset, TEST) < 0.8 * force_rmse(
+            one_epoch, dataset, TEST
+        )
+
+    # schnetpack's ASENeighborList hands torch tensors to ase.Atoms (numpy 2 warns)
+    @pytest.mark.filterwarnings("ignore:__array__ implementation")
+    def test_bare_spk_calculator_agrees(self, fitted, dataset, tmp_path):
+        fitted.save(tmp_path)
+        atoms = dataset.to_atoms(int(TEST[5]))
+        atoms.calc = fitted.bare_calculator(tmp_path)
+        energies, forces = fitted.predict_positions(atoms.positions[None])
+        assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-4)
+        np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-4)
+
+    def test_saved_weights_are_a_plain_state_dict(self, fitted, tmp_path):
+        import torch
+
+        fitted.save(tmp_path)
+        state = torch.load(tmp_path / MODEL_FILE, weights_only=True)
+        assert all(isinstance(v, torch.Tensor) for v in state.values())
+        arch = json.loads((tmp_path / SETTINGS_FILE).read_text())
+        assert {k: arch[k] for k in TINY if k != "batch_size"} == {
+            k: v for k, v in TINY.items() if k != "batch_size"
+        }
+        assert arch["energy_mean"] < 0  # eV per atom of the training frames
+
+    def test_a_pickle_planted_in_the_weights_never_runs(
+        self, fitted, dataset, tmp_path
+    ):
+        import torch
+
+        marker = tmp_path / "payload_ran"
+        model = tmp_path / "model"
+        fitted.save(model)
+        state = {**fitted.model_.state_dict(), "extra": PlantedPayload(marker)}
+        torch.save(state, model / MODEL_FILE)
+        with pytest.raises(InputError, match=r"must be a plain tensor state dict"):
+            SchNetBackend.load(model, dataset.numbers, fitted.params)
+        with pytest.raises(InputError, match=r"must be a plain tensor state dict"):
+            fitted.bare_calculator(model)
+        assert not marker.exists()
+        torch.load(model / MODEL_FILE, weights_only=False)  # the payload is real
+        assert marker.is_dir()
+
+    def test_a_model_in_the_old_pickled_format_says_retrain(
+        self, fitted, dataset, tmp_path
+    ):
+        import torch
+
+        model = tmp_path / "model"
+        fitted.save(model)
+        (model / MODEL_FILE).unlink()
+        torch.save(fitted.model_, model / LEGACY_FILE)  # how it was saved before
+        with pytest.raises(InputError, match=f"{LEGACY_FILE}: a SchNet model saved"):
+            SchNetBackend.load(model, dataset.numbers, fitted.params)
 
 
-def test_training_lowers_the_force_error(xtb_dataset, trained):
-    backend, _ = trained
-    one_epoch = fit(xtb_dataset, max_epochs=1, lr=5e-3)
-    history = backend.history_
-    assert history["n_train"] == 30 and history["n_valid"] == 20
-    assert 1 <= history["best_epoch"] <= history["epochs"] <= 40
-    assert one_epoch.history_["epochs"] == 1
-    # validation and held-out force errors both drop well below the 1-epoch model's
-    assert history["val_force_rmse"] < 0.8 * one_epoch.history_["val_force_rmse"]
-    assert force_rmse(backend, xtb_dataset, VALID) == pytest.approx(
-        history["val_force_rmse"]
-    )
-    assert force_rmse(backend, xtb_dataset, TEST) < 0.8 * force_rmse(
-        one_epoch, xtb_dataset, TEST
-    )
-    # the trained model beats predicting zero forces
-    zero = float(np.sqrt(np.mean(xtb_dataset.forces[TEST] ** 2)))
-    assert force_rmse(backend, xtb_dataset, TEST) < zero
-
-
-def test_predictions_have_the_right_shapes_and_units(xtb_dataset, trained):
-    backend, _ = trained
-    energies, forces = backend.predict(xtb_dataset, TEST, batch_size=7, progress=False)
-    assert energies.shape == (20,) and energies.dtype == np.float64
-    assert forces.shape == (20, 9, 3) and forces.dtype == np.float64
-    assert np.isfinite(energies).all() and np.isfinite(forces).all()
-    # energies in eV around the reference (the training mean is added back)
-    assert abs(energies.mean() - xtb_dataset.energies[TEST].mean()) < 0.5
-    # batching does not change the numbers; a single frame neither
-    e_all, f_all = backend.predict_positions(xtb_dataset.positions[TEST])
-    e_one, f_one = backend.predict_positions(xtb_dataset.positions[TEST[3:4]])
-    np.testing.assert_allclose(e_all, energies, atol=1e-6)
-    np.testing.assert_allclose(f_one[0], f_all[3], atol=1e-5)
-    np.testing.assert_allclose(e_one[0], e_all[3], atol=1e-5)
-
-
-def test_forces_are_minus_the_energy_gradient(xtb_dataset, trained):
-    backend, _ = trained
-    positions = xtb_dataset.positions[TEST[0]]
-    _, forces = backend.predict_positions(positions[None])
-    step = 1e-3
-    displaced = []
-    for atom in range(9):
-        for axis in range(3):
-            for sign in (1, -1):
-                shifted = positions.copy()
-                shifted[atom, axis] += sign * step
-                displaced.append(shifted)
-    energies, _ = backend.predict_positions(np.array(displaced))
-    numeric = -(energies[0::2] - energies[1::2]).reshape(9, 3) / (2 * step)
-    scale = np.abs(forces[0]).max()
-    assert scale > 0.1
-    np.testing.assert_allclose(numeric, forces[0], atol=1e-2 * scale)
-
-
-def test_save_and_load_give_the_same_numbers(xtb_dataset, trained):
-    backend, directory = trained
-    assert (directory / MODEL_FILE).is_file()
-    loaded = SchNetBackend.load(directory, xtb_dataset.numbers, backend.params)
-    e0, f0 = backend.predict(xtb_dataset, TEST, progress=False)
-    e1, f1 = loaded.predict(xtb_dataset, TEST, progress=False)
-    np.testing.assert_allclose(e1, e0, atol=1e-6)
-    np.testing.assert_allclose(f1, f0, atol=1e-6)
-
-
-# schnetpack's ASENeighborList hands torch tensors to ase.Atoms (numpy 2 warns)
-@pytest.mark.filterwarnings("ignore:__array__ implementation")
-def test_bare_spk_calculator_agrees(xtb_dataset, trained):
-    backend, directory = trained
-    atoms = xtb_dataset.to_atoms(int(TEST[5]))
-    atoms.calc = backend.bare_calculator(directory)
-    energies, forces = backend.predict_positions(atoms.positions[None])
-    assert atoms.get_potential_energy() == pytest.approx(energies[0], abs=1e-4)
-    np.testing.assert_allclose(atoms.get_forces(), forces[0], atol=1e-4)
-
-
-def test_same_seed_same_model_other_seed_other_model(xtb_dataset):
-    first = fit(xtb_dataset, max_epochs=3)
-    second = fit(xtb_dataset, max_epochs=3)
-    third = fit(xtb_dataset, max_epochs=3, random_state=1)
-    e1, f1 = first.predict(xtb_dataset, TEST, progress=False)
-    e2, f2 = second.predict(xtb_dataset, TEST, progress=False)
-    e3, f3 = third.predict(xtb_dataset, TEST, progress=False)
-    np.testing.assert_array_equal(e1, e2)
-    np.testing.assert_array_equal(f1, f2)
-    assert np.abs(f3 - f1).max() > 1e-3
-
-
+@pytest.mark.slow
 def test_the_loss_option_changes_training(xtb_dataset):
     energy = fit(xtb_dataset, max_epochs=3, loss="energy")
     forces = fit(xtb_dataset, max_epochs=3, loss="forces")
@@ -157,23 +159,7 @@ def test_the_loss_option_changes_training(xtb_dataset):
     )
 
 
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        ({"loss": "huber"}, "loss must be one of energy, forces, mixed, got 'huber'"),
-        ({"energy_weight": 1.5}, r"energy_weight must be a number in \(0, 1\)"),
-        ({"n_interactions": 0}, "n_interactions must be an integer >= 1, got 0"),
-        ({"batch_size": 2.5}, "batch_size must be an integer"),
-        ({"cutoff": -1.0}, "cutoff must be a number > 0"),
-        ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
-        ({"depth": 3}, "schnet: unknown parameter 'depth'"),
-    ],
-)
-def test_bad_parameters_are_input_errors(params, match):
-    with pytest.raises(InputError, match=match):
-        SchNetBackend(**params)
-
-
+@pytest.mark.slow
 def test_default_validation_frames_avoid_the_training_frames(xtb_dataset, caplog):
     with caplog.at_level(logging.INFO, logger="ase_flatten.backends.schnet"):
         backend = fit(xtb_dataset, val_idx=None, max_epochs=1, n_valid=12)
@@ -184,6 +170,7 @@ def test_default_validation_frames_avoid_the_training_frames(xtb_dataset, caplog
     assert default.params["n_valid"] is None
 
 
+@pytest.mark.slow
 def test_fit_leaves_the_working_directory_empty(xtb_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fit(xtb_dataset, max_epochs=1)
@@ -191,6 +178,7 @@ def test_fit_leaves_the_working_directory_empty(xtb_dataset, tmp_path, monkeypat
     assert os.getcwd() == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_fit_is_quiet(xtb_dataset, capfd):
     fit(xtb_dataset, max_epochs=1)
     out, err = capfd.readouterr()
@@ -210,53 +198,7 @@ def test_load_of_a_missing_or_garbage_file_is_an_input_error(xtb_dataset, tmp_pa
         SchNetBackend.load(tmp_path, xtb_dataset.numbers, {})
 
 
-def copy_model(directory, tmp_path):
-    copy = tmp_path / "model"
-    shutil.copytree(directory, copy)
-    return copy
-
-
-def test_saved_weights_are_a_plain_state_dict(trained):
-    import torch
-
-    _, directory = trained
-    state = torch.load(directory / MODEL_FILE, weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
-    arch = json.loads((directory / SETTINGS_FILE).read_text())
-    assert {k: arch[k] for k in TINY if k != "batch_size"} == {
-        k: v for k, v in TINY.items() if k != "batch_size"
-    }
-    assert arch["energy_mean"] < 0  # eV per atom of the training frames
-
-
-def test_a_pickle_planted_in_the_weights_never_runs(xtb_dataset, trained, tmp_path):
-    import torch
-
-    backend, directory = trained
-    marker = tmp_path / "payload_ran"
-    model = copy_model(directory, tmp_path)
-    state = {**backend.model_.state_dict(), "extra": PlantedPayload(marker)}
-    torch.save(state, model / MODEL_FILE)
-    with pytest.raises(InputError, match=r"must be a plain tensor state dict"):
-        SchNetBackend.load(model, xtb_dataset.numbers, backend.params)
-    with pytest.raises(InputError, match=r"must be a plain tensor state dict"):
-        backend.bare_calculator(model)
-    assert not marker.exists()
-    torch.load(model / MODEL_FILE, weights_only=False)  # the payload is real
-    assert marker.is_dir()
-
-
-def test_a_model_in_the_old_pickled_format_says_retrain(xtb_dataset, trained, tmp_path):
-    import torch
-
-    backend, directory = trained
-    model = copy_model(directory, tmp_path)
-    (model / MODEL_FILE).unlink()
-    torch.save(backend.model_, model / LEGACY_FILE)  # how it was saved before
-    with pytest.raises(InputError, match=f"{LEGACY_FILE}: a SchNet model saved as"):
-        SchNetBackend.load(model, xtb_dataset.numbers, backend.params)
-
-
+@pytest.mark.slow
 def test_validation_frames_avoid_the_held_out_frames(xtb_dataset):
     held_out = np.arange(60, 150)
     backend = SchNetBackend(**{**TINY, "max_epochs": 1, "n_valid": 100})
@@ -266,6 +208,7 @@ def test_validation_frames_avoid_the_held_out_frames(xtb_dataset):
     np.testing.assert_array_equal(validation, np.setdiff1d(np.arange(60), TRAIN))
 
 
+@pytest.mark.slow
 def test_training_on_every_frame_runs_without_validation(xtb_dataset, caplog):
     small = xtb_dataset.subset(np.arange(12))
     backend = SchNetBackend(**{**TINY, "max_epochs": 2})

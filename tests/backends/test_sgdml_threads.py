@@ -19,6 +19,8 @@ from threadpoolctl import threadpool_info
 
 from ase_flatten.backends.sgdml import ONE_THREAD_ROWS, blas_threads_for
 
+pytestmark = pytest.mark.slow  # a large sGDML fit in a new process
+
 # In the child: record how many BLAS threads the real Cholesky ran on, then train
 # through the command line as a user would.
 CHILD = """

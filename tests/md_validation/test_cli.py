@@ -22,6 +22,7 @@ def start_file(tmp_path_factory, xtb_dataset):
     return path
 
 
+@pytest.mark.slow
 def test_end_to_end_two_models(tmp_path, capsys, sgdml_model, start_file, xtb_dataset):
     out_dir = tmp_path / "md"
     args = [
@@ -260,6 +261,7 @@ def test_export_risky_never_lands_on_an_input_or_a_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "data", "labels"]
 
 
+@pytest.mark.slow
 def test_export_risky_is_an_atomic_marked_output(
     tmp_path, capsys, sgdml_model, start_file
 ):

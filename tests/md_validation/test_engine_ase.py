@@ -8,6 +8,7 @@ from md_validation.result import read_record
 from tests.md_validation.conftest import Broken
 
 
+@pytest.mark.slow
 def test_nve_conserves_total_energy(sgdml_model, start_atoms, tmp_path):
     result = run_md(
         sgdml_model, start_atoms, 300, 400, thermostat="nve", outdir=tmp_path
@@ -23,6 +24,7 @@ def test_nve_conserves_total_energy(sgdml_model, start_atoms, tmp_path):
     assert (tmp_path / "trajectory.extxyz").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("thermostat", ["langevin", "bussi"])
 def test_nvt_temperature_and_conserved_quantity(thermostat, start_atoms):
     """EMT copper cluster: cheap; T averages to the target, conserved stays flat."""
@@ -98,6 +100,7 @@ def test_model_that_raises_is_a_failed_run(after, sgdml_model, start_atoms, tmp_
     assert (tmp_path / "trajectory.extxyz").exists() == (after > 0)
 
 
+@pytest.mark.slow
 def test_validation_goes_on_after_a_model_error(sgdml_model, start_atoms, tmp_path):
     from md_validation.tasks import ModelSpec
     from md_validation.validate import Protocol, validate_models
@@ -155,3 +158,26 @@ def test_the_log_interval_reaches_every_replica(tmp_path, start_atoms):
     tasks = _tasks([ModelSpec("m", path="x")], start_atoms, tmp_path, protocol, None)
     assert [t.run_kwargs["log_every_ps"] for t in tasks] == [0.5, 0.5]
     assert "log_every_ps" not in protocol.run_kwargs
+
+
+@pytest.mark.slow
+def test_a_dead_worker_process_is_a_run_error(sgdml_model, start_atoms, tmp_path):
+    from ase_flatten.exceptions import InputError, RunError
+    from md_validation.tasks import ModelSpec
+    from md_validation.validate import Protocol, validate_models
+
+    dying = ModelSpec(
+        "dying",
+        factory="tests.md_validation.conftest:broken_model",
+        kwargs={"model": str(sgdml_model), "after": 2, "mode": "die"},
+    )
+    with pytest.raises(RunError, match="1 of 1 runs did not finish") as info:
+        validate_models(
+            {"dying": dying},
+            start_atoms,
+            tmp_path,
+            Protocol(temperatures=[300], n_steps=10, replicas=1),
+        )
+    assert "worker process died" in str(info.value)
+    assert "rerun with --resume" in str(info.value)
+    assert not isinstance(info.value, InputError)  # not the user's mistake

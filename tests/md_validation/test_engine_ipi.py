@@ -18,6 +18,8 @@ from md_validation.engines.ipi import IPIError, socket_path
 from md_validation.engines.ipi_files import read_properties
 from tests.md_validation.conftest import Broken
 
+pytestmark = pytest.mark.slow  # i-PI
+
 
 def _address(run_dir: Path) -> str:
     return re.search(
@@ -158,6 +160,7 @@ def test_sigterm_to_md_validate_cleans_up_ipi(sgdml_model, xtb_files, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, killed whole on failure
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -176,7 +179,9 @@ def test_sigterm_to_md_validate_cleans_up_ipi(sgdml_model, xtb_files, tmp_path):
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            # a SIGKILL to the command alone would leave its worker and the i-PI
+            # server running the million steps: kill the whole group
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 130, err
     assert "stopped the i-PI server and its client, removed" in err

@@ -15,6 +15,8 @@ from ase_flatten.data import read_dataset
 from ase_flatten.exceptions import InputError
 from ase_flatten.oracle import Oracle, frame_keys
 
+pytestmark = pytest.mark.slow  # MD, GFN2-xTB labels and retraining
+
 # find_spec, not importorskip: a bare `import sgdml` replaces the logger class of
 # the whole test session (backends/sgdml.py imports it and puts it back)
 for _name in ("sgdml", "tblite"):
@@ -145,3 +147,47 @@ def test_bad_oracle_or_settings_stop_before_any_md(weak_model, tmp_path):
         "ase-flatten explore: error: cannot import calculator factory 'nope:Calc' "
         "(No module named 'nope')"
     ]
+
+
+def test_warm_started_exploration_continues_from_each_rounds_model(
+    weak_model, xtb_files, tmp_path
+):
+    """A tiny SchNet start model; each retraining starts from the last model."""
+    pytest.importorskip("schnetpack")
+    from ase_flatten.models import load_model
+
+    tiny = {
+        "n_atom_basis": 16, "n_interactions": 2, "n_rbf": 10, "max_epochs": 10,
+        "warm_epochs": 2, "device": "cpu",
+    }  # fmt: skip
+    params = [item for k, v in tiny.items() for item in ("-p", f"{k}={v}")]
+    _cli(
+        "train", str(xtb_files[0]), "--backend", "schnet", "--size", "20",
+        *params, "-o", str(tmp_path / "start"), cwd=tmp_path,
+    )  # fmt: skip
+    out = tmp_path / "explored"
+    _cli(
+        "explore", str(tmp_path / "start"), *ARGS, "--warm-start", "-o", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    retrained = [entry for entry in history if "fit" in entry]
+    assert retrained, "no round retrained the model"
+    for entry in retrained:
+        assert entry["fit"]["warm_start"] is True and entry["fit"]["epochs"] <= 2
+    first = load_model(out / "rounds" / "r01" / "model")
+    assert first.meta["warm_start_from"] == str((tmp_path / "start").resolve())
+    # sGDML has no warm start: refused in one line before any MD
+    process = _cli(
+        "explore", str(weak_model), *ARGS, "--warm-start", "-o", str(tmp_path / "s"),
+        cwd=tmp_path, check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    _, stderr = process.communicate()
+    assert process.returncode == 2
+    assert stderr.strip().splitlines()[-1] == (
+        "ase-flatten explore: error: --warm-start: the start model's sgdml backend "
+        "cannot continue from a previous model; it retrains from scratch"
+    )
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()

@@ -16,7 +16,8 @@ from md_validation.export import (
     RunTrajectory,
     export_risky_frames,
 )
-from md_validation.metrics import classify_frames
+
+pytestmark = pytest.mark.slow  # MD runs and retraining
 
 MAX = 8
 
@@ -48,19 +49,18 @@ def test_exports_flagged_frames_thinned_to_the_maximum(exported, sgdml_model):
     assert all(f.calc is None for f in frames)  # model predictions are no labels
     keys = {(f.info["replica"], f.info["step"]) for f in frames}
     assert len(keys) == MAX  # distinct MD frames
-    flags = classify_frames(
-        load_model(sgdml_model),
+    where = load_model(sgdml_model).locate(
         np.array([f.positions for f in frames]),
         np.array([f.info["model_energy_eV"] for f in frames]),
     )
     for k, f in enumerate(frames):
         assert f.info["model"] == "small" and f.info["temperature_K"] == 500.0
         assert f.info["replica"] in (0, 1) and 0 <= f.info["time_ps"] <= 0.1
-        assert f.info["cluster"] == flags["cluster"][k]
+        assert f.info["cluster"] == where.cluster[k]
         reasons = set(f.info["reason"].split("+"))
         assert reasons <= {"outside_domain", "high_error"} and reasons
-        assert ("high_error" in reasons) == flags["high_error"][k]
-        assert ("outside_domain" in reasons) == flags["outside_domain"][k]
+        assert ("high_error" in reasons) == where.high_error[k]
+        assert ("outside_domain" in reasons) == where.outside_domain[k]
 
 
 def test_labelled_frames_lower_the_retrained_models_error(

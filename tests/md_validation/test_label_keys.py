@@ -2,10 +2,14 @@
 
 import csv
 
+import pytest
+
 from ase_flatten.data import REF_ENERGY_KEY, REF_FORCES_KEY
 from md_validation.cli import main
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import run_cli as run_cli_with
+
+pytestmark = pytest.mark.slow  # MD runs of trained models
 
 
 def test_start_with_label_keys(tmp_path, capsys, sgdml_model, xtb_dataset):

@@ -11,6 +11,8 @@ from md_validation.cli import main
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import run_cli as run_cli_with
 
+pytestmark = pytest.mark.slow  # MD runs in worker processes
+
 RUNS = [f"m/300K/replica{k}" for k in range(2)]
 
 

@@ -129,6 +129,7 @@ def test_reference_lines_give_an_interval_only_from_enough_replicas():
     )
 
 
+@pytest.mark.slow
 def test_wrong_model_is_far_from_the_reference(tmp_path, start_atoms, xtb_dataset):
     """GFN2-xTB as a model is as close to the reference as the reference is to
     itself with other seeds; a stable model with 5 % long bonds is far."""
@@ -198,6 +199,7 @@ def test_bad_reference_is_one_line(
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cli_with_reference(tmp_path, capsys, sgdml_model, start_file):
     out = tmp_path / "md"
     status, stdout, err = run_cli(

@@ -2,8 +2,11 @@
 
 import matplotlib
 import numpy as np
+import pytest
 
 from md_validation.report import energy_figure, plot_energy_vs_time, replica_band
+
+pytestmark = pytest.mark.slow  # figures of MD runs
 
 matplotlib.use("Agg")
 

@@ -133,6 +133,7 @@ def test_verdict_wording():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3, 4, 8, 16])
 def test_detectable_difference_is_the_best_case_logrank(n):
     """The smallest k/n vs 0/n that lifelines' log-rank test calls at 0.05, with
@@ -174,6 +175,7 @@ def test_survival_table_and_csv(tmp_path):
     assert lines[1:] == [["m", "300", "0", "0.25", "1"], ["m", "300", "1", "2", "0"]]
 
 
+@pytest.mark.slow
 def test_a_failing_model_is_called_less_stable(
     tmp_path, sgdml_model, start_atoms, xtb_dataset
 ):
@@ -252,6 +254,7 @@ def test_a_large_share_of_risky_frames_is_in_the_verdict():
     assert "risky" not in verdict_line(pair)
 
 
+@pytest.mark.slow
 def test_equal_survival_curves_stay_visible(tmp_path):
     """Two models with every replica stable gave one line: the second is drawn
     offset, in another style, with markers, and the figure says so."""

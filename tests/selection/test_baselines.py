@@ -22,6 +22,7 @@ def test_direct_without_maml_names_the_extra(xtb_dataset, monkeypatch):
         select_frames("direct", xtb_dataset, np.arange(100), 20)
 
 
+@pytest.mark.slow
 @needs_maml
 def test_direct_picks_distinct_pool_frames_deterministically(xtb_dataset):
     test, pool = split.holdout_split(len(xtb_dataset), 0.1, 0)

@@ -15,6 +15,8 @@ from ase_flatten.outputs import folder_lock
 from ase_flatten.selection import flatten
 from ase_flatten.selection.flatten import SelectionConfig, run_selection
 
+pytestmark = pytest.mark.slow  # selection loops that train models
+
 SMALL = SelectionConfig(
     params={"sigma": 20},
     init=20,
@@ -166,15 +168,29 @@ def test_resume_after_interrupt_gives_the_same_indices(
     ]
 
 
-def test_the_clustering_options_reach_the_clusters(xtb_dataset, tmp_path):
-    from ase_flatten.clustering import load_clusters
+def test_the_clustering_options_reach_the_clusters(xtb_dataset, tmp_path, monkeypatch):
+    from unittest import mock
 
+    from ase_flatten import clustering
+    from ase_flatten.clustering import load_clusters
+    from ase_flatten.models import load_model
+
+    spy = mock.Mock(wraps=clustering.save_clusters)  # the real writer, counted
+    monkeypatch.setattr(clustering, "save_clusters", spy)
     result = run(
         xtb_dataset, tmp_path / "i", iterations=1, descriptor="inverse", assign="max"
     )
     clusters = load_clusters(result.directory / "clusters.npz")[0]
     assert (clusters.descriptor, clusters.assign) == ("inverse", "max")
     assert len(result.train_indices) == 28
+    # the run's clusters and test split are the final model's, written once
+    assert [c.args[0] for c in spy.call_args_list] == [
+        result.directory / "clusters.npz"
+    ]
+    saved = load_model(result.directory)
+    np.testing.assert_array_equal(saved.test_indices, result.test_indices)
+    np.testing.assert_array_equal(saved.clusters.labels_, clusters.labels_)
+    assert saved.domain is not None
 
 
 # A child process whose second fit dies of a segmentation fault, as sGDML's solve did

@@ -92,6 +92,7 @@ def test_quests_without_the_library_names_the_extra(xtb_dataset, monkeypatch):
         select_frames("quests", xtb_dataset, np.arange(100), 10)
 
 
+@pytest.mark.slow
 @needs_quests
 def test_quests_msc_on_100_frames(xtb_dataset):
     from ase_flatten import quests
@@ -177,6 +178,7 @@ def test_a_committee_of_one_is_refused(size):
         PeerSettings(committee=size)
 
 
+@pytest.mark.slow
 def test_committee_picks_frames_of_high_disagreement(xtb_dataset):
     test, pool = split.holdout_split(len(xtb_dataset), 0.1, 0)
     rng = np.random.default_rng(0)
@@ -196,6 +198,7 @@ def test_committee_picks_frames_of_high_disagreement(xtb_dataset):
     assert np.median(picked_dev) > 2 * np.median(deviation)
 
 
+@pytest.mark.slow
 def test_committee_strategy_sizes_and_seed(xtb_dataset):
     test, pool = split.holdout_split(len(xtb_dataset), 0.1, 0)
     settings = PeerSettings(committee=2, committee_steps=2)
@@ -216,6 +219,7 @@ def test_committee_strategy_sizes_and_seed(xtb_dataset):
         select_frames("committee", xtb_dataset, pool, 20)
 
 
+@pytest.mark.slow
 def test_train_with_peer_strategies(tmp_path, capsys, xtb_files):
     reference, _ = xtb_files
     sgdml = ["--backend", "sgdml", "-p", "sigma=20", "--size", "16"]
@@ -241,6 +245,7 @@ def test_train_with_peer_strategies(tmp_path, capsys, xtb_files):
     )
 
 
+@pytest.mark.slow
 def test_bad_peer_settings_on_the_command_line(tmp_path, capsys, xtb_files):
     reference, _ = xtb_files
     base = ["train", reference, "--backend", "sgdml", "--size", "10"]

@@ -12,6 +12,8 @@ from ase_flatten.oracle import LabelStore, Oracle, frame_keys
 from ase_flatten.pool import read_pool
 from ase_flatten.selection.flatten import SelectionConfig, run_selection
 
+pytestmark = pytest.mark.slow  # selection loops that train and label
+
 # find_spec, not importorskip: a bare `import sgdml` replaces the logger class of
 # the whole test session (backends/sgdml.py imports it and puts it back)
 for _name in ("sgdml", "tblite"):
