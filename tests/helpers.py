@@ -1,6 +1,9 @@
 """Helpers shared by the tests."""
 
+import os
+
 import numpy as np
+import pytest
 
 from ase_flatten.data import Dataset
 
@@ -34,3 +37,15 @@ class PlantedPayload:
         import os
 
         return (os.mkdir, (self.marker,))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """torch on one thread where OMP_NUM_THREADS=1 asks for it (import it to use)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS") == "1":
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

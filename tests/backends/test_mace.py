@@ -23,6 +23,7 @@ from ase_flatten.backends.mace import (  # noqa: E402
 from ase_flatten.exceptions import InputError  # noqa: E402
 from ase_flatten.models import load_model  # noqa: E402
 from ase_flatten.testing import BackendTests  # noqa: E402
+from tests.helpers import one_thread  # noqa: F401  (autouse fixture)
 from tests.test_cli import run_cli  # noqa: E402
 
 TINY = {
@@ -35,17 +36,6 @@ TINY = {
 TRAIN = np.arange(0, 40, 2)  # 20 frames
 VALID = np.arange(1, 20, 2)  # 10 frames between them
 TEST = np.arange(100, 120)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    if os.environ.get("OMP_NUM_THREADS") == "1":
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def fit(dataset, random_state=0, **params):

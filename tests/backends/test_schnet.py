@@ -17,24 +17,16 @@ from ase_flatten.backends.schnet import (  # noqa: E402
 )
 from ase_flatten.exceptions import InputError  # noqa: E402
 from ase_flatten.testing import BackendTests  # noqa: E402
-from tests.helpers import PlantedPayload  # noqa: E402
+from tests.helpers import (
+    PlantedPayload,  # noqa: E402
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 
 TINY = {"n_atom_basis": 16, "n_interactions": 2, "n_rbf": 10, "batch_size": 10}
 TRAIN = np.arange(0, 60, 2)  # 30 frames
 VALID = np.arange(1, 40, 2)  # 20 frames between them
 TEST = np.arange(100, 120)
 GRADIENT_ATOL = 0.03  # eV/Å: float32 and a 1e-3 Å step (forces up to ~3 eV/Å)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    if os.environ.get("OMP_NUM_THREADS") == "1":
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def fit(dataset, val_idx=VALID, random_state=0, **params):

@@ -8,13 +8,13 @@ its files (which is what a resumed selection run does).
 """
 
 import importlib.util
-import os
 
 import numpy as np
 import pytest
 
 from ase_flatten.data import Dataset
 from ase_flatten.exceptions import InputError
+from tests.helpers import one_thread  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.slow  # trains SchNet and MACE models
 
@@ -22,17 +22,6 @@ TRAIN = np.arange(0, 60, 2)  # 30 frames
 GROWN = np.concatenate([TRAIN, np.arange(60, 100, 2)])  # 20 more
 VALID = np.arange(1, 40, 2)  # 20 frames between them
 TEST = np.arange(100, 120)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    if os.environ.get("OMP_NUM_THREADS") == "1":
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def predictions(backend, dataset, idx=TEST):
