@@ -43,6 +43,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--error-sample", type=int, default=3)
     parser.add_argument("--oracle", choices=("stored", "tblite"), default="stored")
+    parser.add_argument(
+        "--estimates",
+        nargs="+",
+        choices=("cluster", "committee"),
+        default=["cluster", "committee"],
+        help="error estimates for the frames without labels, one oracle run each",
+    )
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     results_file = args.output / "results.json"
@@ -50,16 +57,23 @@ def main() -> None:
     done = {(r["data"], r["seed"], r["set"]) for r in rows}
     for path in args.data:
         for seed in args.seeds:
-            if all((path, seed, s) in done for s in ("labelled", "oracle")):
+            wanted = ["labelled"] + [_oracle_set(e) for e in args.estimates]
+            if all((path, seed, s) in done for s in wanted):
                 continue
+            kept = [r for r in rows if (r["data"], r["seed"]) == (path, seed)]
             rows = [r for r in rows if (r["data"], r["seed"]) != (path, seed)]
-            rows += one_case(path, seed, args)
+            rows += one_case(path, seed, args, kept)
             write_json(results_file, rows)
     write_text(args.output / "labels_saved.md", table(rows))
     print((args.output / "labels_saved.md").read_text())
 
 
-def one_case(path: str, seed: int, args) -> list[dict]:
+def _oracle_set(estimate: str) -> str:
+    return "oracle" if estimate == "cluster" else f"oracle_{estimate}"
+
+
+def one_case(path: str, seed: int, args, kept: list[dict]) -> list[dict]:
+    """The sets of one dataset and seed; rows in ``kept`` are not run again."""
     from ase_flatten.backends import make_backend
     from ase_flatten.clustering import TwoStageClustering, cluster_features
     from ase_flatten.data import read_dataset
@@ -80,7 +94,8 @@ def one_case(path: str, seed: int, args) -> list[dict]:
     common = dict(backend="sgdml", params={"sigma": 10}, seed=seed, **SIZES)
     name = Path(path).name.split("_xtb")[0]
     out = args.output / name / f"seed{seed}"
-    rows = []
+    rows = list(kept)
+    have = {r["set"] for r in kept}
 
     def score(kind, train_idx, backend, paid, seconds):
         from ase_flatten.error_analysis import model_errors
@@ -107,37 +122,55 @@ def one_case(path: str, seed: int, args) -> list[dict]:
         backend = make_backend("sgdml", random_state=seed, sigma=10)
         return backend.fit(data, train_idx, held_out=test)
 
-    start = time.perf_counter()
-    result = run_selection(data, SelectionConfig(**common), out / "labelled")
-    flat = result.train_indices
-    score("labelled", flat, trained(flat), len(flat), time.perf_counter() - start)
+    if "labelled" not in have:
+        start = time.perf_counter()
+        result = run_selection(data, SelectionConfig(**common), out / "labelled")
+        flat = result.train_indices
+        score("labelled", flat, trained(flat), len(flat), time.perf_counter() - start)
+    n_flat = next(r["n_train"] for r in rows if r["set"] == "labelled")
 
-    start = time.perf_counter()
     unlabelled = _unlabelled_copy(data)
     spec = (
         Oracle("ase_flatten.oracle:stored_labels", {"path": path})
         if args.oracle == "stored"
         else Oracle("tblite.ase:TBLite", {"method": "GFN2-xTB", "verbosity": 0})
     )
-    pool = LabelledPool(
-        unlabelled,
-        np.zeros(len(data), bool),
-        oracle=spec,
-        store=LabelStore(out / "oracle" / "labels.jsonl"),
-    )
-    config = SelectionConfig(**common, n_energy=1, error_sample=args.error_sample)
-    result = run_selection(unlabelled, config, out / "oracle", labels=pool)
-    paid = result.history[-1]["labels_paid"]
-    paid_train = paid["in_store"] - len(test)  # the test split is counted apart
-    chosen = result.train_indices
-    score("oracle", chosen, trained(chosen), paid_train, time.perf_counter() - start)
-
-    rng = np.random.default_rng([seed, 7])
-    for kind, n in (
-        ("random_same_size", len(flat)),
-        ("random_same_labels", paid_train),
-    ):
+    for estimate in args.estimates:
+        kind = _oracle_set(estimate)
+        if kind in have:
+            continue
         start = time.perf_counter()
+        pool = LabelledPool(
+            unlabelled,
+            np.zeros(len(data), bool),
+            oracle=spec,
+            store=LabelStore(out / kind / "labels.jsonl"),
+        )
+        config = SelectionConfig(
+            **common,
+            n_energy=1,
+            error_sample=args.error_sample,
+            error_estimate=estimate,
+        )
+        result = run_selection(unlabelled, config, out / kind, labels=pool)
+        paid = result.history[-1]["labels_paid"]
+        paid_train = paid["in_store"] - len(test)  # the test split is counted apart
+        chosen = result.train_indices
+        seconds = time.perf_counter() - start
+        score(kind, chosen, trained(chosen), paid_train, seconds)
+
+    sizes = {("random_same_size", n_flat)}
+    sizes |= {("random_same_labels", r["labels"]) for r in rows if r["set"] == "oracle"}
+    sizes |= {
+        (f"random_{r['labels']}", r["labels"])
+        for r in rows
+        if r["set"].startswith("oracle_")
+    }
+    for kind, n in sorted(sizes):
+        if kind in {r["set"] for r in rows}:
+            continue
+        start = time.perf_counter()
+        rng = np.random.default_rng([seed, 7, n])
         random_idx = np.sort(rng.choice(pool_idx, n, replace=False))
         backend = trained(random_idx)
         score(kind, random_idx, backend, n, time.perf_counter() - start)

@@ -13,10 +13,13 @@ crash, run the same command with --resume.
 With --oracle (any ASE calculator, as `explore`), DATA may hold frames without
 labels: the test split is labelled up front, then the initial set, the
 --error-sample K frames per coarse cluster (10 unless given) and the frames
-picked, and nothing else. Energy levels are skipped (--n-energy 1): energies are
-unknown before labelling, and a model's predicted energies are least right where
-its errors are. Labels go to DIR/labels.jsonl as they arrive (a resumed run pays
-for none twice); DIR/labelled.extxyz holds every labelled frame at the end.
+picked, and nothing else. The other frames' errors are estimated: from their
+coarse cluster's sample, or with --error-estimate committee from a committee's
+disagreement calibrated on the sample. Energy levels are skipped (--n-energy 1):
+energies are unknown before labelling, and a model's predicted energies are least
+right where its errors are. Labels go to DIR/labels.jsonl as they arrive (a
+resumed run pays for none twice); DIR/labelled.extxyz holds every labelled frame
+at the end.
 
 example: ase-flatten select traj.xyz --backend sgdml -o flattened/
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 
 from ..distributed import add_dask_arguments
+from ..selection.estimate import ESTIMATES
 from ..selection.picking import ALLOCATIONS, CRITERIA, PICKS, THRESHOLDS
 from ..selection.presets import PRESETS
 from .common import (
@@ -103,6 +107,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         metavar="K",
         help="estimate each coarse cluster's error from at most K frames",
+    )
+    loop.add_argument(
+        "--error-estimate",
+        choices=ESTIMATES,
+        default="cluster",
+        help="with --oracle, the errors of the frames without labels: cluster "
+        "(their coarse cluster's sampled error) or committee (a committee's force "
+        "disagreement, calibrated on the sampled frames; --committee members, "
+        "each on --committee-subsample of the training set)",
+    )
+    loop.add_argument(
+        "--committee",
+        type=positive_int,
+        default=4,
+        metavar="M",
+        help="members of the error-estimate committee (4)",
+    )
+    loop.add_argument(
+        "--committee-subsample",
+        type=positive_float,
+        default=0.5,
+        metavar="SHARE",
+        help="each committee member's share of the training set (0.5)",
     )
     loop.add_argument(
         "--label-budget",
@@ -200,6 +227,9 @@ def run(args: argparse.Namespace) -> None:
         reduce=args.reduce,
         n_components=args.components,
         error_sample=args.error_sample,
+        error_estimate=args.error_estimate,
+        committee=args.committee,
+        committee_subsample=args.committee_subsample,
         label_budget=args.label_budget,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
@@ -207,7 +237,7 @@ def run(args: argparse.Namespace) -> None:
         warm_start=args.warm_start,
         warm_final=args.warm_final,
     )
-    config.check_label_budget()  # before the pool is read or the oracle asked
+    config.check_before_data()  # before the pool is read or the oracle asked
     try:
         with dask_client(args.dask) as client:
             dataset, labels = _read_data(args, oracle, config, client)

@@ -39,6 +39,7 @@ from ..exceptions import InputError
 from ..outputs import folder_lock, write_json, write_marker
 from ..signals import sigterm_as_interrupt
 from . import picking
+from .estimate import ESTIMATES
 from .split import holdout_split
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class SelectionConfig:
     reduce: str | None = None  #: reduces the descriptor of the coarse clusters
     n_components: int = options.N_COMPONENTS
     error_sample: int | None = None
+    #: unlabelled frames' errors (module estimate): "cluster" or "committee"
+    error_estimate: str = "cluster"
+    committee: int = 4  #: members of the error-estimate committee
+    committee_subsample: float = 0.5  #: each member's share of the training set
     #: oracle calls for training frames at most (initial set, error estimates,
     #: picks; the test split is counted apart); None: no limit
     label_budget: int | None = None
@@ -92,6 +97,7 @@ class SelectionConfig:
             ("assign", options.ASSIGN_RULES),
             ("descriptor", options.DESCRIPTORS),
             ("reduce", options.REDUCTIONS),
+            ("error_estimate", ESTIMATES),
         ):
             value = getattr(self, name)
             if value not in choices and not (name == "reduce" and value is None):
@@ -112,7 +118,7 @@ class SelectionConfig:
             raise InputError(
                 f"--diverse-share must be in [0, 1), got {self.diverse_share}"
             )
-        self.check_label_budget()
+        self.check_before_data()
         if self.warm_final and not self.warm_start:
             raise InputError("--warm-final needs --warm-start")
         if self.warm_start:
@@ -130,8 +136,20 @@ class SelectionConfig:
                 f"training frames, but only {n_pool} frames are outside the test split"
             )
 
-    def check_label_budget(self) -> None:
-        """A budget must pay at least for the initial set."""
+    def check_before_data(self) -> None:
+        """The checks that need no data, run before the pool is read: an
+        error-estimate committee needs two members or more, and a label budget
+        must pay at least for the initial set."""
+        if self.error_estimate == "committee" and self.committee < 2:
+            raise InputError(
+                f"a committee of {self.committee} model has no disagreement to "
+                "estimate errors by: give at least 2 members"
+            )
+        if not 0 < self.committee_subsample <= 1:
+            raise InputError(
+                "the committee members' share of the training set must be in "
+                f"(0, 1], got {self.committee_subsample}"
+            )
         if self.label_budget is not None and self.label_budget < self.init:
             raise InputError(
                 f"--label-budget {self.label_budget} is smaller than the initial set "
@@ -423,8 +441,17 @@ def _iteration(
     missing = union[np.isnan(mse[union])]
     t_select = time.perf_counter() - start
     if len(missing) and oracle_labels is not None:
-        # unlabelled frames: their coarse cluster's sampled error, no label bought
-        mse[missing] = np.nan_to_num(coarse[labels[missing]]) ** 2
+        # unlabelled frames: an estimate (module estimate), no label bought
+        start = time.perf_counter()
+        if config.error_estimate == "cluster":
+            mse[missing] = np.nan_to_num(coarse[labels[missing]]) ** 2
+        else:
+            held_out = np.union1d(test, oracle_labels.unusable())
+            rng = np.random.default_rng([config.seed, iteration, 1])
+            mse[missing] = _committee_mse(
+                config, dataset, (train, held_out), rng, missing, evaluated, mse
+            )
+        t_select += time.perf_counter() - start
     elif len(missing):  # --error-sample: errors of the union frames are needed now
         start = time.perf_counter()
         mse[missing] = _frame_mse(backend, dataset, missing)[0]
@@ -491,6 +518,33 @@ def _iteration(
         t_select,
     )
     return entry, added, trained
+
+
+def _committee_mse(config, dataset, split, rng, missing, measured, mse):
+    """Squared force errors of the ``missing`` frames from a committee's
+    deviations (module estimate), calibrated on the ``measured`` frames.
+    ``split`` is the training set and the frames no member may validate on."""
+    from ..backends import make_backend
+    from .estimate import calibrated, committee_deviation
+
+    def new_backend(seed):
+        return make_backend(config.backend, random_state=seed, **config.params)
+
+    train, held_out = split
+    measured = measured[np.isfinite(mse[measured])]
+    frames = np.concatenate([measured, missing])
+    deviation = committee_deviation(
+        dataset,
+        train,
+        frames,
+        new_backend,
+        config.committee,
+        config.committee_subsample,
+        rng,
+        held_out,
+    )
+    known = np.arange(len(frames)) < len(measured)
+    return calibrated(deviation, known, mse[frames])[len(measured) :]
 
 
 def _budget_left(config, labels, dataset, test) -> int | None:

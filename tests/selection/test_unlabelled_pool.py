@@ -156,6 +156,18 @@ def test_a_label_budget_below_the_initial_set_is_refused(pool_file, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "--label-budget counts oracle calls: give --oracle too" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "ase_flatten.cli.main", "select", str(pool_file),
+         "--oracle", "tests.oracle_factories:gfn2", "--error-estimate", "committee",
+         "--committee", "1", "-o", str(tmp_path / "run")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ase-flatten select: error: a committee of 1 model has no disagreement to "
+        "estimate errors by: give at least 2 members"
+    ]
+    assert not (tmp_path / "run").exists()
 
 
 def test_half_labelled_frames_are_refused(xtb_files, tmp_path):
@@ -182,3 +194,43 @@ def test_cli_refuses_a_bad_oracle_before_any_work(pool_file, tmp_path):
         "(No module named 'nope')"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_committee_ranks_the_frames_without_labels(pool_file, tmp_path):
+    """With the committee estimate the union frames without labels carry errors
+    of their own, not their coarse cluster's; the labels paid stay the same
+    kinds, and no committee member ever saw a frame without a label."""
+    runs = {}
+    for estimate in ("cluster", "committee"):
+        pool = _pool(pool_file, tmp_path / estimate / "labels.jsonl")
+        config = SelectionConfig(**{**CONFIG, "error_estimate": estimate})
+        runs[estimate] = run_selection(
+            pool.dataset, config, tmp_path / estimate, labels=pool
+        )
+        assert pool.labelled[runs[estimate].train_indices].all()
+    first = {k: r.history[0]["why"] for k, r in runs.items()}
+    # the cluster estimate gives each pick its cluster's error: few distinct values
+    for estimate, why in first.items():
+        distinct = len(np.unique(np.round(why["added_frame_rmse"], 10)))
+        if estimate == "cluster":
+            assert distinct <= len(why["high_clusters"]) + CONFIG["error_sample"]
+        else:
+            assert distinct == len(why["added_frame_rmse"])
+    assert not np.array_equal(
+        runs["cluster"].train_indices, runs["committee"].train_indices
+    )
+    # the same command gives the same frames
+    pool = _pool(pool_file, tmp_path / "again" / "labels.jsonl")
+    config = SelectionConfig(**{**CONFIG, "error_estimate": "committee"})
+    again = run_selection(pool.dataset, config, tmp_path / "again", labels=pool)
+    np.testing.assert_array_equal(again.train_indices, runs["committee"].train_indices)
+
+
+def test_a_committee_of_one_is_refused(pool_file, tmp_path):
+    pool = _pool(pool_file, tmp_path / "labels.jsonl")
+    config = SelectionConfig(
+        **{**CONFIG, "error_estimate": "committee", "committee": 1}
+    )
+    with pytest.raises(InputError, match="committee of 1"):
+        run_selection(pool.dataset, config, tmp_path / "x", labels=pool)
+    assert pool.calls() == 0 and not (tmp_path / "x").exists()
