@@ -26,7 +26,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ase.io import read
+from ase.io import iread
 
 from ase_flatten.data import read_dataset
 from ase_flatten.exceptions import InputError
@@ -38,7 +38,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "molecule", help="name known to ase.build.molecule, or a structure file"
+        "molecule",
+        help="name known to ase.build.molecule, or a structure file (its first "
+        "frame: a dataset's first frame starts the MD)",
     )
     parser.add_argument("-n", "--frames", type=int, default=3000)
     parser.add_argument("-o", "--output", required=True)
@@ -68,7 +70,8 @@ def main() -> None:
     molecule = args.molecule
     if Path(molecule).is_file():
         try:
-            molecule = read(molecule)
+            # the first frame only: a 20,000-frame dataset is not read whole
+            molecule = next(iread(molecule, index=0))
         except Exception as exc:  # ASE raises many types for unreadable files
             parser.exit(2, f"{args.molecule}: not a readable structure ({exc})\n")
     protocol = MDProtocol(
