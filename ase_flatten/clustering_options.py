@@ -9,11 +9,14 @@ it. The descriptors and reductions are defined with their code in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .descriptors import DESCRIPTORS, REDUCTIONS
 
 __all__ = [
     "ASSIGN",
     "ASSIGN_RULES",
+    "ClusteringSettings",
     "DESCRIPTOR",
     "DESCRIPTORS",
     "N_COMPONENTS",
@@ -37,3 +40,67 @@ ASSIGN = "average"
 DESCRIPTOR = "distances"
 #: Components kept by a descriptor reduction (``reduce``).
 N_COMPONENTS = 10
+
+
+@dataclass(frozen=True)
+class ClusteringSettings:
+    """The two-stage clustering of a workflow (the paper's defaults).
+
+    The settings of :class:`~ase_flatten.clustering.TwoStageClustering` that the
+    workflows (:func:`~ase_flatten.training.train_model`,
+    :func:`~ase_flatten.reports.error_report`) and the command lines share; its
+    seed is the workflow's.
+
+    Parameters
+    ----------
+    n_geometry : int
+        Ward clusters on the descriptor.
+    n_energy : int
+        KMeans energy levels in each geometry cluster.
+    subset_size : int
+        Ward runs on at most this many frames; the rest are assigned.
+    assign : {"average", "max"}
+        How a frame outside the Ward subset joins a cluster.
+    descriptor : {"distances", "inverse"}
+        Pairwise distances (the paper) or inverse distances.
+    reduce : {"pca", "kpca"} or None
+        Reduce the descriptor before clustering (larger molecules).
+    n_components : int
+        Components kept by ``reduce``.
+    """
+
+    n_geometry: int = N_GEOMETRY
+    n_energy: int = N_ENERGY
+    subset_size: int = SUBSET_SIZE
+    assign: str = ASSIGN
+    descriptor: str = DESCRIPTOR
+    reduce: str | None = None
+    n_components: int = N_COMPONENTS
+
+    def fit(self, dataset, seed: int = 0):
+        """The fitted :class:`~ase_flatten.clustering.TwoStageClustering` of
+        ``dataset`` (``labels_``: one cluster per frame)."""
+        from .clustering import cluster_dataset
+
+        return cluster_dataset(
+            dataset,
+            descriptor=self.descriptor,
+            n_geometry=self.n_geometry,
+            n_energy=self.n_energy,
+            subset_size=self.subset_size,
+            assign=self.assign,
+            random_state=seed,
+            reduce=self.reduce,
+            n_components=self.n_components,
+        )
+
+    def record(self, dataset, seed: int = 0) -> dict:
+        """What a clusters file records besides the model
+        (:func:`~ase_flatten.clustering.save_clusters`' metadata)."""
+        return {
+            "fingerprint": dataset.fingerprint(),
+            "numbers": dataset.numbers,
+            "source": dataset.source,
+            "descriptor": self.descriptor,
+            "seed": seed,
+        }

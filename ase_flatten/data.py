@@ -28,11 +28,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "REF_ENERGY_KEY",
     "REF_FORCES_KEY",
+    "DataFile",
     "Dataset",
     "absolute_source",
     "check_force_scale",
     "frame_hashes",
     "frame_label",
+    "load_data",
     "read_dataset",
     "read_frames",
     "same_frames",
@@ -840,3 +842,53 @@ def _read_npz(path: Path, index, source: str) -> Dataset:
         arrays["forces"][select],
         source=source,
     )
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A labelled trajectory to read later: a path and how to read it.
+
+    The workflows (:func:`~ase_flatten.training.train_model`,
+    :func:`~ase_flatten.reports.error_report`) take a :class:`Dataset`, a path,
+    or this, which they read once their other inputs are checked. Parameters as
+    for :func:`read_dataset`.
+    """
+
+    path: str | os.PathLike
+    index: object = None
+    format: str | None = None
+    energy_key: str | None = None
+    forces_key: str | None = None
+
+    def read(self) -> Dataset:
+        """The :class:`Dataset` (:func:`read_dataset`)."""
+        return read_dataset(
+            self.path,
+            index=self.index,
+            format=self.format,
+            energy_key=self.energy_key,
+            forces_key=self.forces_key,
+        )
+
+
+def as_data_file(data, energy_key=None, forces_key=None) -> Dataset | DataFile:
+    """``data`` as a :class:`Dataset` or :class:`DataFile`: a path becomes a
+    :class:`DataFile` read with the label keys given."""
+    if isinstance(data, (Dataset, DataFile)):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return DataFile(data, energy_key=energy_key, forces_key=forces_key)
+    raise TypeError(f"data: a Dataset, a path or a DataFile, got {type(data).__name__}")
+
+
+def load_data(data) -> Dataset:
+    """The frames of ``data``: a :class:`Dataset`, a :class:`DataFile` or a path."""
+    data = as_data_file(data)
+    return data if isinstance(data, Dataset) else data.read()
+
+
+def data_path(data) -> str | None:
+    """The file ``data`` is read from (None for a :class:`Dataset` in memory)."""
+    if isinstance(data, Dataset):
+        return None
+    return os.fspath(as_data_file(data).path)

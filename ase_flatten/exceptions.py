@@ -1,5 +1,7 @@
 """The two failures a command line reports in one line: the user's, and the run's."""
 
+import contextlib
+import contextvars
 import pickle
 import zipfile
 import zlib
@@ -41,3 +43,41 @@ class RunError(RuntimeError):
     point prints it as one line and exits with status 1; with ``-T`` it prints the
     traceback, cause included.
     """
+
+
+#: How messages name a setting: ``"python"`` (``include_train=True``, the
+#: library's parameters) or ``"flags"`` (``--include-train``, set by the command
+#: lines for the duration of a command, :func:`flag_spelling`).
+_SPELLING = contextvars.ContextVar("ase_flatten_spelling", default="python")
+
+
+def option(name: str, value=None) -> str:
+    """A setting as an error message names it, to whoever called.
+
+    A Python caller reads the parameter (``option("include_train", True)`` is
+    ``include_train=True``); inside a command line (:func:`flag_spelling`) the
+    same message names the flag (``--include-train``). Flags are the parameter
+    names with dashes: one vocabulary for both.
+
+    Parameters
+    ----------
+    name : str
+        The parameter, e.g. ``"extra_test"``.
+    value : object, optional
+        A value to show with it: ``True`` for a switch, else shown as given
+        (``option("model", "DIR")`` is ``model=DIR`` or ``--model DIR``).
+    """
+    if _SPELLING.get() == "flags":
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None or value is True else f"{flag} {value}"
+    return name if value is None else f"{name}={value}"
+
+
+@contextlib.contextmanager
+def flag_spelling():
+    """Within the block, :func:`option` names command-line flags."""
+    token = _SPELLING.set("flags")
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)

@@ -168,10 +168,11 @@ def add_clustering_arguments(
         )
 
 
-def read_dataset_arg(args):
-    from ..data import read_dataset
+def data_file(args):
+    """DATA and how to read it (``--index``, ``--format``, the label keys)."""
+    from ..data import DataFile
 
-    return read_dataset(
+    return DataFile(
         args.data,
         index=args.index,
         format=args.format,
@@ -180,32 +181,32 @@ def read_dataset_arg(args):
     )
 
 
-def fit_clusters(dataset, args):
-    """Fit the two-stage clustering with the command-line options."""
-    from ..clustering import cluster_dataset
+def read_dataset_arg(args):
+    return data_file(args).read()
 
-    return cluster_dataset(
-        dataset,
-        descriptor=args.descriptor,
+
+def clustering_settings(args):
+    """The :class:`~ase_flatten.clustering_options.ClusteringSettings` of the
+    command-line options."""
+    return options.ClusteringSettings(
         n_geometry=args.n_geometry,
         n_energy=args.n_energy,
         subset_size=args.subset_size,
         assign=args.assign,
-        random_state=args.seed,
+        descriptor=args.descriptor,
         reduce=args.reduce,
         n_components=args.components,
     )
 
 
+def fit_clusters(dataset, args):
+    """Fit the two-stage clustering with the command-line options."""
+    return clustering_settings(args).fit(dataset, args.seed)
+
+
 def clusters_meta(dataset, args) -> dict:
     """What a clusters file records besides the model."""
-    return {
-        "fingerprint": dataset.fingerprint(),
-        "numbers": dataset.numbers,
-        "source": dataset.source,
-        "descriptor": args.descriptor,
-        "seed": args.seed,
-    }
+    return clustering_settings(args).record(dataset, args.seed)
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -220,24 +221,11 @@ def parse_param(text: str) -> tuple[str, object]:
 
 
 def build_backend(name: str, params, seed: int = 0):
-    """A new backend ``name`` with ``-p`` hyperparameters, checked now.
+    """A new backend ``name`` with ``-p`` hyperparameters, checked now
+    (:func:`ase_flatten.training.new_backend`)."""
+    from ..training import new_backend
 
-    Any complaint of the backend about its parameters (InputError, ValueError,
-    TypeError) becomes one InputError line naming the backend.
-    """
-    from ..backends import make_backend
-    from ..exceptions import InputError
-
-    params = dict(params)
-    try:
-        return make_backend(name, random_state=seed, **params)
-    except InputError:
-        raise
-    except (ValueError, TypeError) as exc:
-        given = ", ".join(f"{key}={value!r}" for key, value in params.items())
-        raise InputError(
-            f"backend {name}: bad hyperparameter ({exc}); given -p {given}"
-        ) from exc
+    return new_backend(name, params, seed)
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None:

@@ -25,7 +25,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from ..exceptions import InputError, RunError
+from ..exceptions import InputError, RunError, flag_spelling
 
 #: Exit status of a run that failed for another reason (a worker died).
 EXIT_RUN_ERROR = 1
@@ -142,7 +142,7 @@ def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")  # read when matplotlib is imported
     try:
         _check_working_directory()
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), flag_spelling():  # messages name flags
             run(args)
     except InputError as exc:
         return _report(prog, args, f"{exc}", EXIT_INPUT_ERROR)

@@ -103,77 +103,48 @@ COMMAND = "ase-flatten train"
 
 
 def run(args: argparse.Namespace) -> None:
-    import dataclasses
-    import time
+    import numpy as np
 
-    from ..data import write_reference_frames
-    from ..error_analysis import KCAL_MOL, model_errors
-    from ..models import write_model_files
-    from ..outputs import atomic_directory, check_output_directory
-    from ..selection.baselines import select_frames
-    from ..selection.split import holdout_split
-    from .common import build_backend, fit_clusters, read_dataset_arg
+    from ..error_analysis import KCAL_MOL
+    from ..training import TrainSettings, train_model
+    from .common import clustering_settings, data_file
 
-    settings = PeerSettings(
-        committee=args.committee,
-        committee_steps=args.committee_steps,
-        committee_init=args.committee_init,
-        bandwidth=args.quests_bandwidth,
-        ggfps_beta=args.ggfps_beta,
+    settings = TrainSettings(
+        backend=args.backend,
+        size=args.size,
+        strategy=args.strategy,
+        params=dict(args.param),
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        peers=PeerSettings(
+            committee=args.committee,
+            committee_steps=args.committee_steps,
+            committee_init=args.committee_init,
+            bandwidth=args.quests_bandwidth,
+            ggfps_beta=args.ggfps_beta,
+        ),
+        clustering=clustering_settings(args),
     )
-    check_output_directory(args.output, COMMAND, args.overwrite, [args.data])
-    backend = build_backend(args.backend, args.param, args.seed)
-    dataset = read_dataset_arg(args)
-    test, pool = holdout_split(len(dataset), args.test_fraction, args.split_seed)
-    start = time.perf_counter()
-    train_idx = select_frames(
-        args.strategy,
-        dataset,
-        pool,
-        args.size,
-        args.seed,
-        settings=settings,
-        make_backend=lambda seed: build_backend(args.backend, args.param, seed),
+    model = train_model(
+        data_file(args), args.output, settings, overwrite=args.overwrite
     )
-    select_seconds = time.perf_counter() - start
-    peer = {}
-    if args.strategy in ("ggfps", "quests", "committee"):
-        peer = {"strategy_settings": dataclasses.asdict(settings)}
-    # the folder is made before training: an unwritable place fails now
-    with atomic_directory(args.output, COMMAND, args.overwrite, [args.data]) as tmp:
-        start = time.perf_counter()
-        backend.fit(dataset, train_idx, held_out=test)
-        seconds = time.perf_counter() - start
-        clusters = fit_clusters(dataset, args)
-        errors = None
-        if len(test):
-            errors = model_errors(backend, dataset, test, clusters.labels_)
-        write_model_files(
-            tmp,
-            backend,
-            train_idx,
-            dataset,
-            clusters=clusters,
-            cluster_errors=errors,
-            test_indices=test,
-            strategy=args.strategy,
-            **peer,
-            select_seconds=round(select_seconds, 2),
-            seed=args.seed,
-            test_fraction=args.test_fraction,
-            split_seed=args.split_seed,
-            train_seconds=round(seconds, 2),
-            test_force_rmse=errors.overall["force_rmse"] if errors else None,
-        )
-        write_reference_frames(dataset, tmp / "train.xyz", train_idx, args.strategy)
     print(
         f"trained {args.backend} on {args.size} {args.strategy} frames of "
-        f"{dataset.formula} in {seconds:.1f} s -> {args.output}"
+        f"{_formula(model)} in {model.meta['train_seconds']:.1f} s -> {args.output}"
     )
-    if errors:
-        s = errors.summary()
+    if model.overall_force_rmse is not None:
+        overall = model.overall_force_rmse
+        worst = float(np.nanmax(model.cluster_force_rmse))
         print(
-            f"test split ({len(test)} frames): force RMSE {s['force_rmse']:.4f} eV/Å "
-            f"({s['force_rmse'] / KCAL_MOL:.3f} kcal/(mol Å)), worst cluster "
-            f"{s['max_cluster_force_rmse']:.4f} eV/Å ({s['max_ratio']:.2f}x)"
+            f"test split ({len(model.test_indices)} frames): force RMSE "
+            f"{overall:.4f} eV/Å ({overall / KCAL_MOL:.3f} kcal/(mol Å)), worst "
+            f"cluster {worst:.4f} eV/Å ({worst / overall:.2f}x)"
         )
+
+
+def _formula(model) -> str:
+    """The chemical formula of the model's molecule, e.g. ``C2H6O``."""
+    from ase import Atoms
+
+    return Atoms(numbers=model.meta["numbers"]).get_chemical_formula()
