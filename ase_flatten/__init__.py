@@ -7,6 +7,10 @@ The public API is imported lazily, so ``import ase_flatten`` and the command lin
 start fast::
 
     from ase_flatten import read_dataset, cluster_dataset, cluster_errors
+
+The workflows of the command lines are functions too: :func:`train_model`
+(``ase-flatten train``), :func:`error_report` (``errors``),
+:func:`compare_models` (``compare``) and :func:`validate_models` (``md-validate``).
 """
 
 import importlib
@@ -30,6 +34,13 @@ _API = {
     "load_model": "models",
     "save_model": "models",
     "make_backend": "backends",
+    "train_model": "training",
+    "TrainSettings": "training",
+    "error_report": "reports",
+    "ReportSettings": "reports",
+    "compare_models": "comparison",
+    "CompareSettings": "comparison",
+    "validate_models": "validation",
 }
 __all__ = ["__version__", *_API]
 

@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,112 @@ from .error_analysis import (
     model_errors,
     read_extra_test,
 )
-from .exceptions import InputError
+from .exceptions import InputError, option
 from .outputs import write_json, write_text
 
 logger = logging.getLogger(__name__)
+
+#: Recorded in the comparison folder's output marker (replaced only by its like).
+COMMAND = "ase-flatten compare"
+#: The files :func:`compare_models` writes.
+OUTPUT_FILES = (
+    "comparison.csv",
+    "comparison.json",
+    "cluster_comparison.png",
+    "frame_errors.npz",
+)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What :func:`compare_models` reads besides the runs.
+
+    Parameters
+    ----------
+    data : path, optional
+        The dataset (default: the one the first run recorded: its absolute path,
+        then the path as given).
+    energy_key, forces_key : str, optional
+        Label keys of the dataset (default: the ones the first run recorded).
+    extra_test : path, optional
+        A labelled trajectory of the same molecule that no run trained on and
+        the dataset does not hold (e.g. hotter MD): every model's errors on it
+        too, read with the dataset's label keys.
+    """
+
+    data: str | os.PathLike | None = None
+    energy_key: str | None = None
+    forces_key: str | None = None
+    extra_test: str | os.PathLike | None = None
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare_models` measured and where it wrote it.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per run, first run first: every statistic with its 95 % interval and
+        its ratio to the first run's (the columns of ``comparison.csv``).
+    directory : Path
+        The folder of ``comparison.csv``, ``comparison.json``,
+        ``cluster_comparison.png`` and ``frame_errors.npz``.
+    """
+
+    rows: list
+    directory: Path
+
+
+def compare_models(
+    runs,
+    output,
+    settings: CompareSettings | None = None,
+    *,
+    overwrite: bool = False,
+    **fields,
+) -> Comparison:
+    """Compare trained models on their shared test split (Table I, Fig. 5).
+
+    Every run is a model directory (``ase-flatten train`` or ``select``, or
+    :func:`~ase_flatten.training.train_model`) made on the same dataset with the
+    same test split. Each model predicts the test frames; errors are grouped by
+    the first run's clusters. Put the default model first: ratios are to it.
+
+    Parameters
+    ----------
+    runs : sequence of path
+        Model directories.
+    output : path
+        The folder to write (:data:`OUTPUT_FILES`). An existing non-empty folder
+        is replaced only with ``overwrite``, and only when it is an earlier
+        comparison.
+    settings : CompareSettings, optional
+    overwrite : bool
+    **fields
+        Fields of :class:`CompareSettings` (replacing those of ``settings``).
+
+    Returns
+    -------
+    Comparison
+    """
+    from .outputs import atomic_directory, check_output_directory
+    from .training import settings_of
+
+    settings = settings_of(CompareSettings, settings, fields)
+    runs = list(runs)
+    inputs = [*runs, settings.data, settings.extra_test]
+    check_output_directory(output, COMMAND, overwrite, inputs)
+    with atomic_directory(output, COMMAND, overwrite, inputs) as tmp:
+        rows = compare_runs(
+            runs,
+            tmp,
+            data=settings.data,
+            energy_key=settings.energy_key,
+            forces_key=settings.forces_key,
+            extra_test=settings.extra_test,
+        )
+    return Comparison(rows, Path(output))
 
 
 def compare_runs(
@@ -66,7 +169,7 @@ def compare_runs(
         if not np.array_equal(other, test):
             raise InputError(
                 f"{run}: has another test split than {runs[0]}; use the same "
-                "--test-fraction and --split-seed"
+                f"{option('test_fraction')} and {option('split_seed')}"
             )
         if np.isin(model.train_indices, test).any():
             raise InputError(f"{run}: trained on frames of the test split")

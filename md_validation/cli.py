@@ -434,6 +434,9 @@ def run(args) -> None:
                 temperature_window_fs=args.runaway_window_fs,
             ),
         ),
+        reference=reference,
+        reference_energy=float(data.energies.min()),
+        high_error_factor=args.high_error_factor,
     )
     settings = dict(
         models={name: str(Path(path).resolve()) for name, path in args.model},
@@ -461,9 +464,6 @@ def run(args) -> None:
             atoms,
             work,
             protocol,
-            reference=reference,
-            reference_energy=float(data.energies.min()),
-            high_error_factor=args.high_error_factor,
             jobs=args.jobs or default_jobs(),
             progress=bar,
             client=client,

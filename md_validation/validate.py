@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -56,6 +57,14 @@ class Protocol:
     log_every_ps : float
         Every replica logs where it is every this many simulated ps (0: never);
         not a setting of the runs (a resumed run may change it).
+    reference : ModelSpec, optional
+        The reference method (a calculator factory), run under the name
+        ``reference`` with the same protocol.
+    reference_energy : float
+        Zero of energy: the reference data's lowest potential energy (eV).
+    high_error_factor : float
+        A cluster is high-error when its force RMSE exceeds this times the
+        model's overall one (:meth:`~ase_flatten.models.SavedModel.locate`).
     """
 
     temperatures: list = field(default_factory=lambda: [300.0, 400.0])
@@ -66,6 +75,11 @@ class Protocol:
     reference_n_steps: int | None = None
     run_kwargs: dict = field(default_factory=dict)
     log_every_ps: float = 0.0
+    reference: ModelSpec | None = None
+    reference_energy: float = 0.0
+    #: ase_flatten.models.HIGH_ERROR_FACTOR (not imported: ``md-validate --help``
+    #: stays light)
+    high_error_factor: float = 1.1
 
 
 def _spec(name, model) -> tuple[ModelSpec, object]:
@@ -124,12 +138,11 @@ def validate_models(
     atoms: Atoms,
     outdir: str | Path,
     protocol: Protocol | None = None,
-    reference: ModelSpec | None = None,
-    reference_energy: float = 0.0,
-    high_error_factor: float = 1.1,
+    *,
     jobs: int = 1,
     progress: bool = False,
     client=None,
+    **fields,
 ) -> tuple[list[dict], list[str]]:
     """Run every model (and the reference) at every temperature and replica.
 
@@ -147,19 +160,16 @@ def validate_models(
         Gets ``<model>/<T>K/replica<k>/`` per run, ``summary.csv``,
         ``energy_vs_time.png``.
     protocol : Protocol, optional
-    reference : ModelSpec, optional
-        The reference method (a calculator factory), run under the name
-        ``reference``.
-    reference_energy : float
-        Zero of energy: the reference data's lowest potential energy (eV).
-    high_error_factor : float
-        See :func:`md_validation.metrics.domain_fractions`.
+        What every run does, the reference method and the analysis settings.
     jobs : int
         Worker processes.
     progress : bool
         A progress bar over runs.
     client : distributed.Client, optional
         Run the replicas as Dask tasks on its workers (``--dask``).
+    **fields
+        Fields of :class:`Protocol` (replacing those of ``protocol``), e.g.
+        ``temperatures=[300.0], n_steps=2000, reference=ModelSpec(...)``.
 
     Returns
     -------
@@ -168,7 +178,9 @@ def validate_models(
     verdict : list of str
         Lines to print.
     """
-    protocol = protocol or Protocol()
+    protocol = dataclasses.replace(protocol or Protocol(), **fields)
+    reference = protocol.reference
+    reference_energy = protocol.reference_energy
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     loaded = [_spec(name, model) for name, model in models.items()]
@@ -202,7 +214,9 @@ def validate_models(
             run_dir=str(Path(task.run_dir).relative_to(outdir)),
         )
         row.update(
-            run_metrics(result, reference_energy, saved.get(name), high_error_factor)
+            run_metrics(
+                result, reference_energy, saved.get(name), protocol.high_error_factor
+            )
         )
         rows.append(row)
         runs.append(dict(model=name, temperature_K=task.temperature_K, result=result))

@@ -73,23 +73,6 @@ def add_label_key_arguments(parser, recorded: bool = False) -> None:
     )
 
 
-def default_label_keys(args, model_dir) -> None:
-    """Fill ``--energy-key`` / ``--forces-key`` not given from a model's record."""
-    from pathlib import Path
-
-    from ..models import recorded_label_keys
-
-    try:
-        meta = json.loads((Path(model_dir) / "model.json").read_text())
-    except (OSError, ValueError):
-        return  # load_model says what is wrong, in its own words
-    if not isinstance(meta, dict):
-        return
-    energy_key, forces_key = recorded_label_keys(meta)
-    args.energy_key = args.energy_key or energy_key
-    args.forces_key = args.forces_key or forces_key
-
-
 def add_dataset_arguments(
     parser: argparse.ArgumentParser, recorded: bool = False
 ) -> None:

@@ -51,28 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import os
 
-    from ..comparison import compare_runs
-    from ..outputs import atomic_directory, check_output_directory
+    from ..comparison import OUTPUT_FILES, CompareSettings, compare_models
 
-    names = (
-        "comparison.csv",
-        "comparison.json",
-        "cluster_comparison.png",
-        "frame_errors.npz",
+    settings = CompareSettings(
+        data=args.data,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+        extra_test=args.extra_test,
     )
-    inputs = [*args.runs, args.data, args.extra_test]
-    check_output_directory(args.output, COMMAND, args.overwrite, inputs)
-    with atomic_directory(args.output, COMMAND, args.overwrite, inputs) as tmp:
-        table = compare_runs(
-            args.runs,
-            tmp,
-            data=args.data,
-            energy_key=args.energy_key,
-            forces_key=args.forces_key,
-            extra_test=args.extra_test,
-        )
-    _print_table(table)
-    for name in names:
+    comparison = compare_models(
+        args.runs, args.output, settings, overwrite=args.overwrite
+    )
+    _print_table(comparison.rows)
+    for name in OUTPUT_FILES:
         print(f"{name}: {os.path.join(args.output, name)}")
 
 
