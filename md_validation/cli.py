@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 
 from ase_flatten import __version__
-from ase_flatten.cli.common import add_label_key_arguments
+from ase_flatten.cli.common import add_label_key_arguments, field_default
 from ase_flatten.cli.runtime import (
     ArgumentParser,
     add_output_arguments,
@@ -53,9 +53,12 @@ from ase_flatten.distributed import add_dask_arguments
 from ase_flatten.exceptions import InputError
 
 from .engines import ENGINES
+from .export import ExportSettings
+from .failure import FailureCriteria
 from .report import RESERVED_NAMES
-from .settings import DEFAULT_REPLICAS
+from .settings import DEFAULT_REPLICAS, RunSettings
 from .tasks import default_jobs
+from .validate import Protocol
 
 logger = logging.getLogger(__name__)
 PROG = "md-validate"
@@ -145,14 +148,15 @@ def build_parser() -> ArgumentParser:
         "--temperatures",
         type=_positive(float, MAX_TEMPERATURE_K),
         nargs="+",
-        default=[300.0, 400.0],
+        default=field_default(Protocol, "temperatures"),
         metavar="K",
-        help="thermostat targets (default: 300 400)",
+        help="thermostat targets (default: "
+        f"{' '.join(f'{t:g}' for t in field_default(Protocol, 'temperatures'))})",
     )
     parser.add_argument(
         "--timestep",
         type=_positive(float, MAX_TIMESTEP_FS),
-        default=0.5,
+        default=field_default(RunSettings, "timestep_fs"),
         metavar="FS",
         help=f"MD time step, fs (default: %(default)s; at most {MAX_TIMESTEP_FS:g})",
     )
@@ -173,7 +177,10 @@ def build_parser() -> ArgumentParser:
         "32 %%; 1 or 2 replicas cannot show any difference",
     )
     parser.add_argument(
-        "--engine", choices=ENGINES, default="ase", help="(default: %(default)s)"
+        "--engine",
+        choices=ENGINES,
+        default=field_default(RunSettings, "engine"),
+        help="(default: %(default)s)",
     )
     parser.add_argument(
         "--thermostat",
@@ -183,39 +190,39 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--tau",
         type=_positive(float),
-        default=100.0,
+        default=field_default(RunSettings, "tau_fs"),
         metavar="FS",
         help="thermostat time constant, fs (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",
         type=_number(int, 0, MAX_SEED - 1, low_inclusive=True),
-        default=0,
+        default=field_default(Protocol, "seed"),
         help="replica k uses seed + k (default: %(default)s; 0 to 2^31 - 1)",
     )
     parser.add_argument(
         "--stride",
         type=_positive(int),
-        default=10,
+        default=field_default(RunSettings, "stride"),
         help="steps between saved trajectory frames (default: %(default)s)",
     )
     parser.add_argument(
         "--max-temperature-factor",
         type=_number(float, 1.0),
-        default=3.0,
+        default=field_default(FailureCriteria, "max_temperature_factor"),
         help="runaway when T > this x target for --runaway-window-fs (default: "
         "%(default)s; above 1)",
     )
     parser.add_argument(
         "--runaway-window-fs",
         type=_positive(float),
-        default=50.0,
+        default=field_default(FailureCriteria, "temperature_window_fs"),
         help="(default: %(default)s)",
     )
     parser.add_argument(
         "--high-error-factor",
         type=_positive(float),
-        default=1.1,
+        default=field_default(Protocol, "high_error_factor"),
         help="high-error cluster: RMSE above this x overall (default: %(default)s)",
     )
     parser.add_argument(
@@ -253,7 +260,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--export-max",
         type=_positive(int),
-        default=50,
+        default=field_default(ExportSettings, "max_frames"),
         metavar="K",
         help="at most K frames per model (default: %(default)s)",
     )
@@ -369,8 +376,7 @@ def run(args) -> None:
         publish_partial_directory,
     )
 
-    from .failure import FailureCriteria
-    from .validate import REFERENCE, Protocol, validate_models
+    from .validate import REFERENCE, validate_models
 
     names = [name for name, _ in args.model]
     if len({name.lower() for name in names}) != len(names):

@@ -15,6 +15,25 @@ DATA_HELP = (
 )
 
 
+def field_default(settings, name: str):
+    """The default of field ``name`` of the settings dataclass ``settings``.
+
+    Command-line defaults are read from the settings they fill, so each default
+    is written once: in the dataclass the Python workflow takes.
+    """
+    import dataclasses
+
+    for item in dataclasses.fields(settings):
+        if item.name != name:
+            continue
+        if item.default is not dataclasses.MISSING:
+            return item.default
+        if item.default_factory is not dataclasses.MISSING:
+            return item.default_factory()
+        break
+    raise LookupError(f"{settings.__name__}.{name} has no default")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = _int(text)
@@ -233,16 +252,20 @@ def add_backend_arguments(parser: argparse.ArgumentParser, default=None) -> None
     )
 
 
-def add_split_arguments(parser) -> None:
-    """The held-out test split shared by every strategy."""
+def add_split_arguments(parser, settings) -> None:
+    """The held-out test split shared by every strategy; defaults from the
+    ``test_fraction`` and ``split_seed`` fields of ``settings`` (a dataclass)."""
     parser.add_argument(
         "--test-fraction",
         type=held_out_fraction,
-        default=0.1,
-        help="held-out test share (0.1)",
+        default=field_default(settings, "test_fraction"),
+        help="held-out test share (%(default)s)",
     )
     parser.add_argument(
-        "--split-seed", type=nonnegative_int, default=0, help="test split seed (0)"
+        "--split-seed",
+        type=nonnegative_int,
+        default=field_default(settings, "split_seed"),
+        help="test split seed (%(default)s)",
     )
 
 

@@ -30,6 +30,7 @@ import argparse
 
 from ..distributed import add_dask_arguments
 from ..selection.estimate import ESTIMATES
+from ..selection.flatten import SelectionConfig
 from ..selection.picking import ALLOCATIONS, CRITERIA, PICKS, THRESHOLDS
 from ..selection.presets import PRESETS
 from .common import (
@@ -38,6 +39,7 @@ from .common import (
     add_dataset_arguments,
     add_oracle_arguments,
     add_split_arguments,
+    field_default,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -49,7 +51,7 @@ description = __doc__
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
-    add_backend_arguments(parser, default="sgdml")
+    add_backend_arguments(parser, default=field_default(SelectionConfig, "backend"))
     add_output_arguments(
         parser,
         "ase-flatten select",
@@ -58,16 +60,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loop = parser.add_argument_group("the loop (the paper's defaults)")
     loop.add_argument(
-        "--init", type=positive_int, default=200, help="initial random frames (200)"
+        "--init",
+        type=positive_int,
+        default=field_default(SelectionConfig, "init"),
+        help="initial random frames (%(default)s)",
     )
     loop.add_argument(
         "--step",
         type=positive_int,
-        default=100,
-        help="frames added per iteration (100)",
+        default=field_default(SelectionConfig, "step"),
+        help="frames added per iteration (%(default)s)",
     )
     loop.add_argument(
-        "--iterations", type=nonnegative_int, default=8, help="iterations (8)"
+        "--iterations",
+        type=nonnegative_int,
+        default=field_default(SelectionConfig, "iterations"),
+        help="iterations (%(default)s)",
     )
     loop.add_argument(
         "--preset",
@@ -79,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument(
         "--factor",
         type=positive_float,
-        help="error threshold factor, > 0 (1.1)",
+        help="error threshold factor, > 0 "
+        f"({field_default(SelectionConfig, 'factor')})",
     )
     loop.add_argument(
         "--threshold",
@@ -100,7 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frame taken from a fine cluster: highest error (paper), centroid, random",
     )
     loop.add_argument(
-        "--n-fine", type=positive_int, default=200, help="fine clusters (200)"
+        "--n-fine",
+        type=positive_int,
+        default=field_default(SelectionConfig, "n_fine"),
+        help="fine clusters (%(default)s)",
     )
     loop.add_argument(
         "--error-sample",
@@ -111,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument(
         "--error-estimate",
         choices=ESTIMATES,
-        default="cluster",
+        default=field_default(SelectionConfig, "error_estimate"),
         help="with --oracle, the errors of the frames without labels: cluster "
         "(their coarse cluster's sampled error) or committee (a committee's force "
         "disagreement, calibrated on the sampled frames; --committee members, "
@@ -120,16 +132,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument(
         "--committee",
         type=positive_int,
-        default=4,
+        default=field_default(SelectionConfig, "committee"),
         metavar="M",
-        help="members of the error-estimate committee (4)",
+        help="members of the error-estimate committee (%(default)s)",
     )
     loop.add_argument(
         "--committee-subsample",
         type=positive_float,
-        default=0.5,
+        default=field_default(SelectionConfig, "committee_subsample"),
         metavar="SHARE",
-        help="each committee member's share of the training set (0.5)",
+        help="each committee member's share of the training set (%(default)s)",
     )
     loop.add_argument(
         "--label-budget",
@@ -169,8 +181,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --warm-start, the final model continues from the last "
         "iteration's too (cheaper; its errors were measured higher for SchNet)",
     )
-    add_split_arguments(loop)
-    loop.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    add_split_arguments(loop, SelectionConfig)
+    loop.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=field_default(SelectionConfig, "seed"),
+        help="random seed (%(default)s)",
+    )
     add_clustering_arguments(parser, seed=False)
     add_dask_arguments(parser)
     add_oracle_arguments(parser, required=False)
@@ -189,7 +206,7 @@ def run(args: argparse.Namespace) -> None:
     from ..distributed import dask_client, worker_pool
     from ..exceptions import InputError
     from ..outputs import check_output_place
-    from ..selection.flatten import SelectionConfig, run_selection
+    from ..selection.flatten import run_selection
     from ..selection.presets import RULE_FIELDS
     from .common import build_backend, build_oracle
 

@@ -28,12 +28,14 @@ import argparse
 import logging
 
 from ..selection.baselines import STRATEGIES, PeerSettings
+from ..training import TrainSettings
 from .common import (
     _int,
     add_backend_arguments,
     add_clustering_arguments,
     add_dataset_arguments,
     add_split_arguments,
+    field_default,
     positive_int,
 )
 from .runtime import add_output_arguments
@@ -51,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategy",
         choices=STRATEGIES,
-        default="random",
-        help="how the frames are chosen (default: random)",
+        default=field_default(TrainSettings, "strategy"),
+        help="how the frames are chosen (default: %(default)s)",
     )
     peers = parser.add_argument_group(
         "settings of the ggfps, quests and committee strategies"
@@ -94,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exponent of the force norm in GGFPS (default "
         f"{PeerSettings.ggfps_beta:g}; 0: plain FPS)",
     )
-    add_split_arguments(parser)
+    add_split_arguments(parser, TrainSettings)
     add_output_arguments(parser, COMMAND)
     add_clustering_arguments(parser)
 
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
     import numpy as np
 
     from ..error_analysis import KCAL_MOL
-    from ..training import TrainSettings, train_model
+    from ..training import train_model
     from .common import clustering_settings, data_file
 
     settings = TrainSettings(
