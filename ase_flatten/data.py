@@ -862,13 +862,7 @@ class DataFile:
 
     def read(self) -> Dataset:
         """The :class:`Dataset` (:func:`read_dataset`)."""
-        return read_dataset(
-            self.path,
-            index=self.index,
-            format=self.format,
-            energy_key=self.energy_key,
-            forces_key=self.forces_key,
-        )
+        return read_dataset(**vars(self))
 
 
 def as_data_file(data, energy_key=None, forces_key=None) -> Dataset | DataFile:

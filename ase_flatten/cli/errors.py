@@ -126,16 +126,18 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _settings(args):
-    """The :class:`~ase_flatten.reports.ReportSettings` of the arguments;
-    ``--calc-kwargs`` must be a JSON object."""
+    """The :class:`~ase_flatten.reports.ReportSettings` of the arguments; with
+    ``--calculator``, ``--calc-kwargs`` must be a JSON object."""
     import json
 
     from ..exceptions import InputError
     from ..reports import ReportSettings
     from .common import clustering_settings
 
+    kwargs = {}
     try:
-        kwargs = json.loads(args.calc_kwargs)
+        if args.calculator:  # --calc-kwargs goes with --calculator only
+            kwargs = json.loads(args.calc_kwargs)
     except json.JSONDecodeError as exc:
         raise InputError(f"--calc-kwargs is not JSON ({exc})") from exc
     if not isinstance(kwargs, dict):
