@@ -217,10 +217,20 @@ def run_selection(
             )
     with contextlib.ExitStack() as held:  # the run folder's lock, until the end
         state = _start(dataset, config, directory, resume, test, pool, held, labels)
-        test, pool = state["test"], state["pool"]
-        return _loop(
-            dataset, config, directory, state, (test, pool), progress, workers, labels
+        run = _Run(
+            dataset,
+            config,
+            directory,
+            clusters=state["clusters"],
+            X=state["descriptors"],
+            test=state["test"],
+            pool=state["pool"],
+            train=state["train"],
+            history=state["history"],
+            workers=workers,
+            labels=labels,
         )
+        return _loop(run, progress)
 
 
 def _check_oracle_config(config, source) -> None:
@@ -237,79 +247,90 @@ def _check_oracle_config(config, source) -> None:
         )
 
 
-def _loop(dataset, config, directory, state, split, progress, workers, labels=None):
+@dataclass
+class _Run:
+    """A selection run as its steps see it: its inputs, its folder and its state.
+
+    ``train``, ``history`` and ``previous`` change as the iterations finish; the
+    rest is fixed when the run starts (or resumes).
+    """
+
+    dataset: Dataset
+    config: SelectionConfig
+    directory: Path
+    clusters: object  #: TwoStageClustering of the dataset (the coarse clusters)
+    X: np.ndarray  #: (M, D) descriptors of every frame
+    test: np.ndarray  #: the test split, never selected
+    pool: np.ndarray  #: the frames selection may take
+    train: np.ndarray  #: the training set so far, sorted
+    history: list  #: one entry per finished iteration
+    workers: object | None = None  #: WorkerPool predicting on Dask workers
+    labels: object | None = None  #: LabelledPool when frames lack labels
+    previous: object | None = None  #: the last model, with ``warm_start``
+
+    def budget_left(self) -> int | None:
+        """Oracle calls left for training frames (None: no budget).
+
+        Counted from the run's label store, so a resumed run counts what the
+        first one paid; the test split's calls are not counted.
+        """
+        if self.config.label_budget is None or self.labels is None:
+            return None
+        from ..oracle import frame_keys
+
+        keys = frame_keys(self.dataset.numbers, self.dataset.positions[self.test])
+        for_test = sum(key in self.labels.store for key in keys)
+        return max(0, self.config.label_budget - (len(self.labels.store) - for_test))
+
+
+def _loop(run: _Run, progress) -> SelectionResult:
     """Iterations from the last checkpoint on, then the final model."""
     from tqdm.auto import tqdm
 
-    test, pool = split
-    clusters = state["clusters"]
-    X = state["descriptors"]
-    train, history = state["train"], state["history"]
-    previous = _warm_model(directory, config, dataset, len(history))
-
+    config = run.config
+    run.previous = _warm_model(run.directory, config, run.dataset, len(run.history))
     bar = tqdm(
         total=config.iterations + 1,
-        initial=len(history),
+        initial=len(run.history),
         desc="flattening",
         unit="it",
         disable=None if progress is None else not progress,
     )
     with sigterm_as_interrupt(), bar:
-        for iteration in range(len(history), config.iterations):
-            if _budget_left(config, labels, dataset, test) == 0:
+        for iteration in range(len(run.history), config.iterations):
+            if run.budget_left() == 0:
                 logger.info("label budget of %d calls spent", config.label_budget)
                 break
-            entry, added, backend = _iteration(
-                dataset,
-                config,
-                clusters,
-                X,
-                train,
-                test,
-                pool,
-                iteration,
-                workers,
-                labels,
-                previous,
-            )
-            train = np.sort(np.concatenate([train, added]))
-            history.append(entry)
+            entry, added, backend = _iteration(run, iteration)
+            run.train = np.sort(np.concatenate([run.train, added]))
+            run.history.append(entry)
             if config.warm_start:  # saved before the checkpoint commits it
-                previous = _save_warm(directory, iteration, backend)
-            _checkpoint(directory, train, history)
+                run.previous = _save_warm(run.directory, iteration, backend)
+            _checkpoint(run.directory, run.train, run.history)
             bar.set_postfix(
                 test_rmse=f"{entry['test']['force_rmse']:.4f}",
                 worst=f"{entry['test']['max_cluster_force_rmse']:.4f}",
             )
             bar.update()
-        final = _finish(
-            dataset,
-            config,
-            clusters,
-            train,
-            test,
-            history,
-            directory,
-            workers,
-            labels,
-            previous if config.warm_final else None,
-        )
+        final = _finish(run)
         bar.update()
-    return SelectionResult(train, test, history + [final], directory)
+    return SelectionResult(run.train, run.test, run.history + [final], run.directory)
 
 
 # -- the steps ---------------------------------------------------------------------
 
 
-def _train(dataset, config, train, test, labels=None, previous=None):
-    """A backend trained on ``train``; its validation frames avoid ``test`` (and
-    frames without labels). With ``previous`` it continues from that model."""
+def _train(run: _Run, previous=None):
+    """A backend trained on ``run.train``; its validation frames avoid the test
+    split (and frames without labels). With ``previous`` it continues from that
+    model."""
     from ..backends import make_backend
 
+    config, labels = run.config, run.labels
     backend = make_backend(config.backend, random_state=config.seed, **config.params)
-    held_out = test if labels is None else np.union1d(test, labels.unusable())
+    held_out = run.test if labels is None else np.union1d(run.test, labels.unusable())
     start = time.perf_counter()
-    backend.fit(dataset, train, held_out=held_out, init_from=previous)
+    backend.fit(run.dataset, run.train, held_out=held_out, init_from=previous)
     return backend, time.perf_counter() - start
 
 
@@ -380,31 +401,92 @@ def _frame_mse(backend, dataset, frames):
     return np.mean(diff**2, axis=1), energies, forces
 
 
-def _iteration(
-    dataset,
-    config,
-    clusters,
-    X,
-    train,
-    test,
-    pool,
-    iteration,
-    workers,
-    oracle_labels,
-    previous=None,
-):
-    """One round: train (from ``previous``'s weights when given), measure, pick.
+@dataclass
+class _Errors:
+    """What an iteration measured on the pool, and the high-error union it found."""
+
+    candidates: np.ndarray  #: pool frames not trained on (without failed labels)
+    evaluated: np.ndarray  #: the frames whose errors were measured
+    mse: np.ndarray  #: (M,) per-frame mean squared force error, NaN: unknown
+    coarse: np.ndarray | None = None  #: force RMSE per coarse cluster (eV/Å)
+    overall: float = float("nan")  #: force RMSE over the evaluated frames
+    high: np.ndarray | None = None  #: the high-error coarse clusters
+    limit: float | None = None  #: the threshold they exceed
+    union: np.ndarray | None = None  #: candidates in the high-error clusters
+
+
+def _iteration(run: _Run, iteration: int):
+    """One round: train (from ``run.previous``'s weights when given), measure, pick.
 
     Returns the history entry, the new frames and the trained backend.
     """
-    rng = np.random.default_rng([config.seed, iteration])
-    trained, t_train = _train(dataset, config, train, test, oracle_labels, previous)
-    backend = _predictor(trained, workers)
+    rng = np.random.default_rng([run.config.seed, iteration])
+    trained, t_train = _train(run, run.previous)
+    backend = _predictor(trained, run.workers)
 
     # 2. errors on the pool (or a sample of each cluster) and on the test split
     start = time.perf_counter()
-    labels = clusters.labels_
-    candidates = np.setdiff1d(pool, train)
+    found = _measure(run, backend, rng)
+    test_report = _test_errors(backend, run.dataset, run.test, run.clusters.labels_)
+    t_predict = time.perf_counter() - start
+
+    # 3-5. high-error union, fine clusters, frames to add
+    start = time.perf_counter()
+    _high_error_union(run, found)
+    missing = found.union[np.isnan(found.mse[found.union])]
+    t_select = time.perf_counter() - start
+    start = time.perf_counter()
+    if len(missing) and run.labels is not None:
+        # unlabelled frames: an estimate (module estimate), no label bought
+        if run.config.error_estimate != "cluster":
+            # the committee draws from a generator of its own; the picks go on
+            # drawing from it
+            rng = np.random.default_rng([run.config.seed, iteration, 1])
+        _estimate_missing(run, found, missing, rng)
+        t_select += time.perf_counter() - start
+    elif len(missing):  # --error-sample: errors of the union frames are needed now
+        found.mse[missing] = _frame_mse(backend, run.dataset, missing)[0]
+        t_predict += time.perf_counter() - start
+    start = time.perf_counter()
+    added, fine, diverse = _choose(run, found, rng)
+    t_select += time.perf_counter() - start
+    if run.labels is not None:  # the picked frames are labelled; failures dropped
+        added = run.labels.ensure(added, "added")
+
+    entry = {
+        "iteration": iteration,
+        "n_train": int(len(run.train)),
+        "added": added.tolist(),
+        "why": {
+            "threshold": found.limit,
+            "pool_force_rmse": found.overall,
+            "high_clusters": found.high.tolist(),
+            "union_frames": int(len(found.union)),
+            "n_fine": fine["n_fine"],
+            "added_fine_cluster": fine["cluster"],
+            "added_fine_cluster_rmse": fine["rmse"],
+            "added_frame_rmse": np.sqrt(found.mse[added]).tolist(),
+            "evaluated_frames": int(len(found.evaluated)),
+            "diverse_frames": diverse.tolist(),
+        },
+        "pool_cluster_force_rmse": _nan_to_none(found.coarse),
+        "test": test_report,
+        "timings": {"train": t_train, "predict": t_predict, "select": t_select},
+        "fit": _fit_facts(trained, run.previous),
+    }
+    if run.labels is not None:
+        entry["labels_paid"] = {**run.labels.spent, "calls": run.labels.calls()}
+    _log_iteration(entry, found)
+    return entry, added, trained
+
+
+def _measure(run: _Run, backend, rng) -> _Errors:
+    """The candidates and the squared force errors of those evaluated: every
+    candidate, or ``error_sample`` per coarse cluster (with an oracle, frames
+    labelled before come first; the rest is paid for, within the budget)."""
+    config, oracle_labels = run.config, run.labels
+    labels = run.clusters.labels_
+    candidates = np.setdiff1d(run.pool, run.train)
     if oracle_labels is None:
         evaluated = _error_sample(candidates, labels, config.error_sample, rng)
     else:  # frames labelled before come first; the rest is paid for (and kept)
@@ -412,53 +494,67 @@ def _iteration(
         evaluated = _error_sample(
             candidates, labels, config.error_sample, rng, prefer=labelled
         )
-        left = _budget_left(config, oracle_labels, dataset, test)
+        left = run.budget_left()
         if left is not None:  # labelled frames of the sample are free
             paid = np.flatnonzero(~labelled[evaluated])
             evaluated = np.delete(evaluated, paid[left:])
         evaluated = oracle_labels.ensure(evaluated, "estimate")
         candidates = candidates[~oracle_labels.failed[candidates]]
-    mse = np.full(len(dataset), np.nan)  # per-frame squared force error
-    mse[evaluated] = _frame_mse(backend, dataset, evaluated)[0]
-    test_report = _test_errors(backend, dataset, test, labels)
-    t_predict = time.perf_counter() - start
+    mse = np.full(len(run.dataset), np.nan)  # per-frame squared force error
+    mse[evaluated] = _frame_mse(backend, run.dataset, evaluated)[0]
+    return _Errors(candidates, evaluated, mse)
 
-    # 3-5. high-error union, fine clusters, frames to add
-    start = time.perf_counter()
-    k = clusters.n_clusters_
-    ev_mse = mse[evaluated]
-    coarse = picking.cluster_rmse(labels[evaluated], ev_mse, k)
-    overall = float(np.sqrt(ev_mse.mean()))
-    high, limit = picking.high_error_union(
-        coarse,
-        overall,
+
+def _high_error_union(run: _Run, found: _Errors) -> None:
+    """The coarse clusters above the threshold and their candidates, in
+    ``found``."""
+    config, labels = run.config, run.clusters.labels_
+    k = run.clusters.n_clusters_
+    ev_mse = found.mse[found.evaluated]
+    found.coarse = picking.cluster_rmse(labels[found.evaluated], ev_mse, k)
+    found.overall = float(np.sqrt(ev_mse.mean()))
+    found.high, found.limit = picking.high_error_union(
+        found.coarse,
+        found.overall,
         config.factor,
         config.threshold,
-        np.bincount(labels[candidates], minlength=k),
+        np.bincount(labels[found.candidates], minlength=k),
         config.step,
     )
-    union = candidates[np.isin(labels[candidates], high)]
-    missing = union[np.isnan(mse[union])]
-    t_select = time.perf_counter() - start
-    if len(missing) and oracle_labels is not None:
-        # unlabelled frames: an estimate (module estimate), no label bought
-        start = time.perf_counter()
-        if config.error_estimate == "cluster":
-            mse[missing] = np.nan_to_num(coarse[labels[missing]]) ** 2
-        else:
-            held_out = np.union1d(test, oracle_labels.unusable())
-            rng = np.random.default_rng([config.seed, iteration, 1])
-            mse[missing] = _committee_mse(
-                config, dataset, (train, held_out), rng, missing, evaluated, mse
-            )
-        t_select += time.perf_counter() - start
-    elif len(missing):  # --error-sample: errors of the union frames are needed now
-        start = time.perf_counter()
-        mse[missing] = _frame_mse(backend, dataset, missing)[0]
-        t_predict += time.perf_counter() - start
-    start = time.perf_counter()
+    candidates = found.candidates
+    found.union = candidates[np.isin(labels[candidates], found.high)]
+
+
+def _estimate_missing(run: _Run, found: _Errors, missing, rng) -> None:
+    """Squared force errors of the ``missing`` union frames, which have no
+    label: their coarse cluster's sampled error, or a committee's estimate
+    (drawing from ``rng``)."""
+    config = run.config
+    if config.error_estimate == "cluster":
+        labels = run.clusters.labels_
+        found.mse[missing] = np.nan_to_num(found.coarse[labels[missing]]) ** 2
+        return
+    held_out = np.union1d(run.test, run.labels.unusable())
+    found.mse[missing] = _committee_mse(
+        config,
+        run.dataset,
+        (run.train, held_out),
+        rng,
+        missing,
+        found.evaluated,
+        found.mse,
+    )
+
+
+def _choose(run: _Run, found: _Errors, rng):
+    """The frames to add: by the error rules, then ``diverse_share`` of the step
+    by farthest-point sampling; the step shrinks to the label budget left.
+
+    Returns the frames, the fine clusters they came from and the diverse ones.
+    """
+    config = run.config
     step = config.step
-    left = _budget_left(config, oracle_labels, dataset, test)
+    left = run.budget_left()
     if left is not None:
         step = min(step, left)
     n_diverse = round(config.diverse_share * step)
@@ -466,58 +562,33 @@ def _iteration(
     if step == 0:  # the label budget is spent: nothing more to pick
         added, fine = np.empty(0, int), {"n_fine": 0, "cluster": [], "rmse": []}
     elif config.pick == "fine":
-        added, fine = _pick(config, X, dataset.energies, union, mse, rng, n_error)
+        union, energies = found.union, run.dataset.energies
+        added, fine = _pick(config, run.X, energies, union, found.mse, rng, n_error)
     else:
-        added, fine = _pick_frames(
-            config, X, train, union, candidates, mse, limit, n_error
-        )
+        added, fine = _pick_frames(run, found, n_error)
     diverse = picking.spread_frames(
-        X, np.setdiff1d(candidates, added), [train, added], n_diverse
+        run.X, np.setdiff1d(found.candidates, added), [run.train, added], n_diverse
     )
-    added = np.concatenate([added, diverse])
-    t_select += time.perf_counter() - start
-    if oracle_labels is not None:  # the picked frames are labelled; failures dropped
-        added = oracle_labels.ensure(added, "added")
+    return np.concatenate([added, diverse]), fine, diverse
 
-    entry = {
-        "iteration": iteration,
-        "n_train": int(len(train)),
-        "added": added.tolist(),
-        "why": {
-            "threshold": limit,
-            "pool_force_rmse": overall,
-            "high_clusters": high.tolist(),
-            "union_frames": int(len(union)),
-            "n_fine": fine["n_fine"],
-            "added_fine_cluster": fine["cluster"],
-            "added_fine_cluster_rmse": fine["rmse"],
-            "added_frame_rmse": np.sqrt(mse[added]).tolist(),
-            "evaluated_frames": int(len(evaluated)),
-            "diverse_frames": diverse.tolist(),
-        },
-        "pool_cluster_force_rmse": _nan_to_none(coarse),
-        "test": test_report,
-        "timings": {"train": t_train, "predict": t_predict, "select": t_select},
-        "fit": _fit_facts(trained, previous),
-    }
-    if oracle_labels is not None:
-        entry["labels_paid"] = {**oracle_labels.spent, "calls": oracle_labels.calls()}
+
+def _log_iteration(entry: dict, found: _Errors) -> None:
+    test, timings = entry["test"], entry["timings"]
     logger.info(
         "iteration %d: %d frames, test force RMSE %.4f (worst cluster %.4f) eV/Å; "
         "%d high-error clusters, %d frames re-clustered into %d; train %.1f s, "
         "predict %.1f s, select %.2f s",
-        iteration,
-        len(train),
-        test_report["force_rmse"],
-        test_report["max_cluster_force_rmse"],
-        len(high),
-        len(union),
-        fine["n_fine"],
-        t_train,
-        t_predict,
-        t_select,
+        entry["iteration"],
+        entry["n_train"],
+        test["force_rmse"],
+        test["max_cluster_force_rmse"],
+        len(found.high),
+        len(found.union),
+        entry["why"]["n_fine"],
+        timings["train"],
+        timings["predict"],
+        timings["select"],
     )
-    return entry, added, trained
 
 
 def _committee_mse(config, dataset, split, rng, missing, measured, mse):
@@ -547,21 +618,6 @@ def _committee_mse(config, dataset, split, rng, missing, measured, mse):
     return calibrated(deviation, known, mse[frames])[len(measured) :]
 
 
-def _budget_left(config, labels, dataset, test) -> int | None:
-    """Oracle calls left for training frames (None: no budget).
-
-    Counted from the run's label store, so a resumed run counts what the first
-    one paid; the test split's calls are not counted.
-    """
-    if config.label_budget is None or labels is None:
-        return None
-    from ..oracle import frame_keys
-
-    keys = frame_keys(dataset.numbers, dataset.positions[test])
-    for_test = sum(key in labels.store for key in keys)
-    return max(0, config.label_budget - (len(labels.store) - for_test))
-
-
 def _error_sample(candidates, labels, k, rng, prefer=None):
     """All candidates, or at most ``k`` random ones per coarse cluster.
 
@@ -582,13 +638,16 @@ def _error_sample(candidates, labels, k, rng, prefer=None):
     return np.sort(np.concatenate(chosen))
 
 
-def _pick_frames(config, X, train, union, candidates, mse, limit, step):
+def _pick_frames(run: _Run, found: _Errors, step: int):
     """``--pick fps`` or ``ranked``: frames chosen directly, no fine clusters."""
-    if config.pick == "fps":
-        rmse = np.sqrt(mse[union])
-        added = picking.farthest_high_error(X, union, rmse, limit, train, step)
+    X, train, mse = run.X, run.train, found.mse
+    if run.config.pick == "fps":
+        rmse = np.sqrt(mse[found.union])
+        added = picking.farthest_high_error(
+            X, found.union, rmse, found.limit, train, step
+        )
     else:  # every candidate whose error was measured
-        measured = candidates[np.isfinite(mse[candidates])]
+        measured = found.candidates[np.isfinite(mse[found.candidates])]
         rmse = np.sqrt(mse[measured])
         added = picking.ranked_with_diversity(X, measured, rmse, train, step)
     return added, {"n_fine": 0, "cluster": [], "rmse": []}
@@ -781,31 +840,25 @@ def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
     )
 
 
-def _finish(
-    dataset,
-    config,
-    clusters,
-    train,
-    test,
-    history,
-    directory,
-    workers,
-    labels=None,
-    previous=None,
-) -> dict:
-    """Train the final model (from ``previous`` when given), evaluate it, save
-    model, frames and plots."""
+def _finish(run: _Run) -> dict:
+    """Train the final model (from the last iteration's with ``warm_final``),
+    evaluate it, save model, frames and plots."""
     from ..error_analysis import model_errors
-    from ..models import save_model
     from ..plots import plot_error_curves
 
-    backend, t_train = _train(dataset, config, train, test, labels, previous)
+    dataset, config, labels = run.dataset, run.config, run.labels
+    previous = run.previous if config.warm_final else None
+    backend, t_train = _train(run, previous)
     errors = model_errors(
-        _predictor(backend, workers), dataset, test, clusters.labels_, progress=False
+        _predictor(backend, run.workers),
+        dataset,
+        run.test,
+        run.clusters.labels_,
+        progress=False,
     )
     final = {
         "iteration": "final",
-        "n_train": int(len(train)),
+        "n_train": int(len(run.train)),
         "test": _errors_entry(errors),
     }
     final["timings"] = {"train": t_train}
@@ -818,17 +871,35 @@ def _finish(
         }
         if config.label_budget is not None:
             final["labels_paid"]["budget"] = config.label_budget
-            final["labels_paid"]["budget_left"] = _budget_left(
-                config, labels, dataset, test
-            )
+            final["labels_paid"]["budget_left"] = run.budget_left()
         # every label paid for, reusable for any other model
-        dataset.write(directory / "labelled.extxyz", np.flatnonzero(labels.labelled))
+        dataset.write(
+            run.directory / "labelled.extxyz", np.flatnonzero(labels.labelled)
+        )
+    _save_final(run, backend, errors)
+    history = run.history + [final]
+    write_json(run.directory / "history.json", history)
+    plot_error_curves(history, run.directory / "error_curves.png")
+    logger.info(
+        "final model: %d frames, test force RMSE %.4f eV/Å, worst cluster %.4f eV/Å",
+        len(run.train),
+        final["test"]["force_rmse"],
+        final["test"]["max_cluster_force_rmse"],
+    )
+    return final
+
+
+def _save_final(run: _Run, backend, errors) -> None:
+    """The final model in the run folder, its training frames in ``train.xyz``."""
+    from ..models import save_model
+
+    config = run.config
     save_model(
-        directory,
+        run.directory,
         backend,
-        train,
-        dataset,
-        clusters=clusters,
+        run.train,
+        run.dataset,
+        clusters=run.clusters,
         cluster_errors=errors,
         overwrite=True,
         keep_data_files=True,  # clusters.npz and test_indices.npy, from _start
@@ -839,17 +910,11 @@ def _finish(
         test_force_rmse=errors.overall["force_rmse"],
     )
     write_reference_frames(
-        dataset, directory / "train.xyz", train, frame_reasons(train, history)
+        run.dataset,
+        run.directory / "train.xyz",
+        run.train,
+        frame_reasons(run.train, run.history),
     )
-    write_json(directory / "history.json", history + [final])
-    plot_error_curves(history + [final], directory / "error_curves.png")
-    logger.info(
-        "final model: %d frames, test force RMSE %.4f eV/Å, worst cluster %.4f eV/Å",
-        len(train),
-        final["test"]["force_rmse"],
-        final["test"]["max_cluster_force_rmse"],
-    )
-    return final
 
 
 def frame_reasons(train, history: list) -> np.ndarray:
