@@ -82,17 +82,8 @@ class ClusteringSettings:
         ``dataset`` (``labels_``: one cluster per frame)."""
         from .clustering import cluster_dataset
 
-        return cluster_dataset(
-            dataset,
-            descriptor=self.descriptor,
-            n_geometry=self.n_geometry,
-            n_energy=self.n_energy,
-            subset_size=self.subset_size,
-            assign=self.assign,
-            random_state=seed,
-            reduce=self.reduce,
-            n_components=self.n_components,
-        )
+        # the fields are TwoStageClustering's parameters, by name
+        return cluster_dataset(dataset, random_state=seed, **vars(self))
 
     def record(self, dataset, seed: int = 0) -> dict:
         """What a clusters file records besides the model

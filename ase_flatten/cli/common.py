@@ -187,18 +187,27 @@ def read_dataset_arg(args):
     return data_file(args).read()
 
 
+def settings_from(settings, args, **given):
+    """The settings dataclass ``settings`` made from the arguments.
+
+    A flag is its field's name with dashes (``--n-geometry``: ``n_geometry``),
+    so each field is taken from the argument of its name; ``given`` supplies the
+    fields the arguments hold under another name or form.
+    """
+    import dataclasses
+
+    values = {
+        item.name: getattr(args, item.name)
+        for item in dataclasses.fields(settings)
+        if item.name not in given and hasattr(args, item.name)
+    }
+    return settings(**values, **given)
+
+
 def clustering_settings(args):
     """The :class:`~ase_flatten.clustering_options.ClusteringSettings` of the
-    command-line options."""
-    return options.ClusteringSettings(
-        n_geometry=args.n_geometry,
-        n_energy=args.n_energy,
-        subset_size=args.subset_size,
-        assign=args.assign,
-        descriptor=args.descriptor,
-        reduce=args.reduce,
-        n_components=args.components,
-    )
+    command-line options (``--components`` is ``n_components``)."""
+    return settings_from(options.ClusteringSettings, args, n_components=args.components)
 
 
 def fit_clusters(dataset, args):

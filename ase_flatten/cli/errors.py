@@ -132,7 +132,7 @@ def _settings(args):
 
     from ..exceptions import InputError
     from ..reports import ReportSettings
-    from .common import clustering_settings
+    from .common import clustering_settings, settings_from
 
     kwargs = {}
     try:
@@ -145,20 +145,11 @@ def _settings(args):
             f"--calc-kwargs must be a JSON object of keyword arguments, got "
             f"{args.calc_kwargs}"
         )
-    return ReportSettings(
-        predicted=args.predicted,
-        model=args.model,
-        calculator=args.calculator,
+    return settings_from(
+        ReportSettings,
+        args,
         calc_kwargs=kwargs,
-        pred_energy_key=args.pred_energy_key,
-        pred_forces_key=args.pred_forces_key,
-        clusters=args.clusters,
         clustering=clustering_settings(args),
-        seed=args.seed,
-        write_worst=args.write_worst,
-        align_energies=args.align_energies,
-        include_train=args.include_train,
-        extra_test=args.extra_test,
     )
 
 

@@ -109,23 +109,14 @@ def run(args: argparse.Namespace) -> None:
 
     from ..error_analysis import KCAL_MOL
     from ..training import train_model
-    from .common import clustering_settings, data_file
+    from .common import clustering_settings, data_file, settings_from
 
-    settings = TrainSettings(
-        backend=args.backend,
-        size=args.size,
-        strategy=args.strategy,
+    peers = settings_from(PeerSettings, args, bandwidth=args.quests_bandwidth)
+    settings = settings_from(
+        TrainSettings,
+        args,
         params=dict(args.param),
-        seed=args.seed,
-        test_fraction=args.test_fraction,
-        split_seed=args.split_seed,
-        peers=PeerSettings(
-            committee=args.committee,
-            committee_steps=args.committee_steps,
-            committee_init=args.committee_init,
-            bandwidth=args.quests_bandwidth,
-            ggfps_beta=args.ggfps_beta,
-        ),
+        peers=peers,
         clustering=clustering_settings(args),
     )
     model = train_model(
