@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -50,6 +49,7 @@ from .clustering_options import (
     SUBSET_SIZE,
 )
 from .exceptions import FILE_READ_ERRORS, InputError
+from .parameters import check_choice, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -285,18 +285,18 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
     def _check_params(self) -> None:
         """Raise InputError for a hyperparameter outside its allowed values."""
         for name in ("n_geometry", "n_energy", "n_init", "chunk_size", "n_components"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.subset_size is not None:
-            _check_positive_int("subset_size", self.subset_size)
+            check_positive_int("subset_size", self.subset_size)
             if self.subset_size < self.n_geometry:
                 raise InputError(
                     f"subset_size {self.subset_size} is smaller than n_geometry "
                     f"{self.n_geometry}"
                 )
         _check_assign_rule(self.assign)
-        _check_choice("descriptor", self.descriptor, DESCRIPTORS)
+        check_choice("descriptor", self.descriptor, DESCRIPTORS)
         if self.reduce is not None:
-            _check_choice("reduce", self.reduce, REDUCTIONS)
+            check_choice("reduce", self.reduce, REDUCTIONS)
 
     def _split(self, X, reset: bool) -> tuple[np.ndarray, np.ndarray]:
         """Validate ``X`` (M, D + 1); return its descriptor (M, D) and energies.
@@ -621,22 +621,7 @@ def _blas_threads() -> int:
 
 
 def _check_assign_rule(rule: str) -> None:
-    if rule not in ASSIGN_RULES:
-        raise InputError(
-            f"unknown assign rule {rule!r}; choose one of {', '.join(ASSIGN_RULES)}"
-        )
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise InputError(
-            f"unknown {name} {value!r}; choose one of {', '.join(choices)}"
-        )
+    check_choice("assign rule", rule, ASSIGN_RULES)
 
 
 def _n_features_in(arrays, reduction) -> int:

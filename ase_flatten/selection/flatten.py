@@ -37,6 +37,7 @@ from .. import clustering_options as options
 from ..data import Dataset, write_reference_frames
 from ..exceptions import InputError
 from ..outputs import folder_lock, write_json, write_marker
+from ..parameters import check_choice
 from ..signals import sigterm_as_interrupt
 from . import picking
 from .estimate import ESTIMATES
@@ -100,11 +101,8 @@ class SelectionConfig:
             ("error_estimate", ESTIMATES),
         ):
             value = getattr(self, name)
-            if value not in choices and not (name == "reduce" and value is None):
-                raise InputError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of "
-                    f"{', '.join(choices)}"
-                )
+            if not (name == "reduce" and value is None):
+                check_choice(name, value, choices)
         if (
             min(self.init, self.step, self.n_fine, self.n_geometry, self.n_energy) < 1
             or min(self.subset_size, self.n_components) < 1
