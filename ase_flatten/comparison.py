@@ -144,19 +144,74 @@ def compare_runs(
     over several comparisons, :func:`load_frame_errors`). Returns the table
     rows (one per run, first run first).
     """
-    from .data import read_dataset
-    from .models import load_model, recorded_dataset, recorded_label_keys
+    from .models import load_model, recorded_label_keys
 
     models = [load_model(run) for run in runs]
+    keys = recorded_label_keys(models[0].meta)
+    energy_key, forces_key = energy_key or keys[0], forces_key or keys[1]
+    dataset, test = _shared_split(runs, models, data, energy_key, forces_key)
+    test, left_out = _unseen(runs, models, dataset, test)
     first = models[0]
-    keys = recorded_label_keys(first.meta)
+    if first.clusters is None or first.clusters.labels_ is None:
+        raise InputError(f"{runs[0]}: holds no clusters (train it with ase-flatten)")
+    labels = first.clusters.labels_
+    extra = extras = None
+    if extra_test is not None:  # a bad file fails before any prediction
+        extra = read_extra_test(
+            extra_test,
+            dataset,
+            [(str(run), model) for run, model in zip(runs, models, strict=True)],
+            energy_key=energy_key,
+            forces_key=forces_key,
+        )
+    results = [
+        (run, model, model_errors(model.backend, dataset, test, labels))
+        for run, model in zip(runs, models, strict=True)
+    ]
+    table = _table(results)
+    if extra is not None:
+        extras = [extra_test_errors(model.backend, extra) for model in models]
+        _add_extra(table, extras)
+    for row in table:
+        row["left_out_test_frames"] = left_out
+    errors = [errors for _, _, errors in results]
+    names = [row["run"] for row in table]
+    write_frame_errors(
+        os.path.join(directory, "frame_errors.npz"), names, errors, extras
+    )
+    write_text(os.path.join(directory, "comparison.csv"), _csv(table))
+    extra_record = None
+    if extra is not None:
+        extra_record = {
+            "path": str(extra_test),
+            "frames": len(extra),
+            "fingerprint": extra.fingerprint(),
+        }
+    write_json(
+        os.path.join(directory, "comparison.json"),
+        _comparison_record(dataset, test, left_out, table, errors, extra_record),
+    )
+    plot_comparison(
+        names,
+        errors,
+        os.path.join(directory, "cluster_comparison.png"),
+        title=f"per-cluster test error on {os.path.basename(dataset.source)}: "
+        f"{len(test)} test frames in {errors[0].n_clusters} clusters",
+    )
+    return table
+
+
+def _shared_split(runs, models, data, energy_key, forces_key):
+    """The dataset and the test split every run shares; one line when a run was
+    trained on another dataset, another split or frames of the split."""
+    from .data import read_dataset
+    from .models import recorded_dataset
+
     dataset = read_dataset(
-        recorded_dataset(first, data),
-        energy_key=energy_key or keys[0],
-        forces_key=forces_key or keys[1],
+        recorded_dataset(models[0], data), energy_key=energy_key, forces_key=forces_key
     )
     fingerprint = dataset.fingerprint()
-    test = _test_indices(runs[0], first)
+    test = _test_indices(runs[0], models[0])
     if len(test) and test.max() >= len(dataset):
         raise InputError(
             f"{Path(runs[0]) / 'test_indices.npy'}: frame {test.max()} is out of "
@@ -173,82 +228,40 @@ def compare_runs(
             )
         if np.isin(model.train_indices, test).any():
             raise InputError(f"{run}: trained on frames of the test split")
-    test, left_out = _unseen(runs, models, dataset, test)
-    if first.clusters is None or first.clusters.labels_ is None:
-        raise InputError(f"{runs[0]}: holds no clusters (train it with ase-flatten)")
-    labels = first.clusters.labels_
-    extra = extras = None
-    if extra_test is not None:  # a bad file fails before any prediction
-        extra = read_extra_test(
-            extra_test,
-            dataset,
-            [(str(run), model) for run, model in zip(runs, models, strict=True)],
-            energy_key=energy_key or keys[0],
-            forces_key=forces_key or keys[1],
-        )
-    results = [
-        (run, model, model_errors(model.backend, dataset, test, labels))
-        for run, model in zip(runs, models, strict=True)
-    ]
-    table = _table(results)
-    if extra is not None:
-        extras = [extra_test_errors(model.backend, extra) for model in models]
-        _add_extra(table, extras)
-    for row in table:
-        row["left_out_test_frames"] = left_out
-    write_frame_errors(
-        os.path.join(directory, "frame_errors.npz"),
-        [row["run"] for row in table],
-        [errors for _, _, errors in results],
-        extras,
-    )
-    write_text(os.path.join(directory, "comparison.csv"), _csv(table))
-    write_json(
-        os.path.join(directory, "comparison.json"),
-        {
-            "dataset": dataset.source,
-            "test_frames": len(test),
-            "left_out_test_frames": left_out,
-            "bootstrap": {
-                "resamples": BOOTSTRAP_RESAMPLES,
-                "seed": 0,
-                "interval": "95 %, percentile, test frames drawn with replacement",
-                "ratios": "paired: the same test frames drawn for a run and the "
-                "first run",
-            },
-            "extra_test": None
-            if extra is None
-            else {
-                "path": str(extra_test),
-                "frames": len(extra),
-                "fingerprint": extra.fingerprint(),
-            },
-            "runs": table,
-            "cluster_frames": results[0][2].n_frames.tolist(),
-            "cluster_force_rmse": {
-                row["run"]: errors.force_rmse.tolist()
-                for row, (_, _, errors) in zip(table, results, strict=True)
-            },
-            "cluster_energy_rmse": {
-                row["run"]: errors.energy_rmse.tolist()
-                for row, (_, _, errors) in zip(table, results, strict=True)
-            },
-            "units": {
-                "force": "eV/Å",
-                "energy": "eV",
-                "atom_error": "eV/Å, norm of one atom's force error",
-                "*_kcal": "kcal/mol",
-            },
+    return dataset, test
+
+
+def _comparison_record(dataset, test, left_out, table, errors, extra) -> dict:
+    """``comparison.json``: the table, the per-cluster errors of every run, how
+    the intervals were drawn and the units."""
+    return {
+        "dataset": dataset.source,
+        "test_frames": len(test),
+        "left_out_test_frames": left_out,
+        "bootstrap": {
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "seed": 0,
+            "interval": "95 %, percentile, test frames drawn with replacement",
+            "ratios": "paired: the same test frames drawn for a run and the first run",
         },
-    )
-    plot_comparison(
-        [row["run"] for row in table],
-        [errors for _, _, errors in results],
-        os.path.join(directory, "cluster_comparison.png"),
-        title=f"per-cluster test error on {os.path.basename(dataset.source)}: "
-        f"{len(test)} test frames in {results[0][2].n_clusters} clusters",
-    )
-    return table
+        "extra_test": extra,
+        "runs": table,
+        "cluster_frames": errors[0].n_frames.tolist(),
+        "cluster_force_rmse": {
+            row["run"]: run_errors.force_rmse.tolist()
+            for row, run_errors in zip(table, errors, strict=True)
+        },
+        "cluster_energy_rmse": {
+            row["run"]: run_errors.energy_rmse.tolist()
+            for row, run_errors in zip(table, errors, strict=True)
+        },
+        "units": {
+            "force": "eV/Å",
+            "energy": "eV",
+            "atom_error": "eV/Å, norm of one atom's force error",
+            "*_kcal": "kcal/mol",
+        },
+    }
 
 
 def _unseen(runs, models, dataset, test) -> tuple[np.ndarray, int]:

@@ -200,26 +200,7 @@ def validate_models(
             f"{len(errors)} of {len(todo)} runs did not finish (first: {errors[0]}); "
             f"the finished ones are kept in {outdir}: rerun with --resume"
         )
-    rows, runs = [], []
-    for task in tasks:
-        result = RunResult.load(task.run_dir)
-        name = task.spec.name
-        row = dict(
-            model=name,
-            temperature_K=task.temperature_K,
-            replica=task.replica,
-            seed=task.seed,
-            engine=result.meta.get("engine"),
-            thermostat=result.meta.get("thermostat"),
-            run_dir=str(Path(task.run_dir).relative_to(outdir)),
-        )
-        row.update(
-            run_metrics(
-                result, reference_energy, saved.get(name), protocol.high_error_factor
-            )
-        )
-        rows.append(row)
-        runs.append(dict(model=name, temperature_K=task.temperature_K, result=result))
+    rows, runs = _collect(tasks, outdir, saved, protocol)
     write_summary(rows, outdir / "summary.csv")
     plot_energy_vs_time(
         [
@@ -239,6 +220,35 @@ def validate_models(
 
     write_json(outdir / "comparison.json", _json_safe(comparison))
     return rows, lines
+
+
+def _collect(tasks, outdir, saved, protocol) -> tuple[list[dict], list[dict]]:
+    """Every finished run's ``summary.csv`` row (its metrics, with the model's
+    error map when ``saved`` has it) and its result, in task order."""
+    rows, runs = [], []
+    for task in tasks:
+        result = RunResult.load(task.run_dir)
+        name = task.spec.name
+        row = dict(
+            model=name,
+            temperature_K=task.temperature_K,
+            replica=task.replica,
+            seed=task.seed,
+            engine=result.meta.get("engine"),
+            thermostat=result.meta.get("thermostat"),
+            run_dir=str(Path(task.run_dir).relative_to(outdir)),
+        )
+        row.update(
+            run_metrics(
+                result,
+                protocol.reference_energy,
+                saved.get(name),
+                protocol.high_error_factor,
+            )
+        )
+        rows.append(row)
+        runs.append(dict(model=name, temperature_K=task.temperature_K, result=result))
+    return rows, runs
 
 
 def _json_safe(value):
