@@ -10,7 +10,8 @@ start fast::
 
 The workflows of the command lines are functions too: :func:`train_model`
 (``ase-flatten train``), :func:`error_report` (``errors``),
-:func:`compare_models` (``compare``) and :func:`validate_models` (``md-validate``).
+:func:`compare_models` (``compare``), :func:`run_selection` (``select``) and
+:func:`validate_models` (``md-validate``).
 """
 
 import importlib
@@ -40,6 +41,8 @@ _API = {
     "ReportSettings": "reports",
     "compare_models": "comparison",
     "CompareSettings": "comparison",
+    "run_selection": "selection.flatten",
+    "SelectionConfig": "selection.flatten",
     "validate_models": "validation",
 }
 __all__ = ["__version__", *_API]
