@@ -189,27 +189,57 @@ def _unlabelled_copy(data):
     return copy
 
 
+SET_NAMES = {
+    "labelled": "labelled pool, the paper's loop",
+    "oracle": "unlabelled pool, cluster estimate",
+    "oracle_committee": "unlabelled pool, committee estimate",
+    "random_same_size": "random, flattened size",
+    "random_same_labels": "random, the cluster run's labels",
+    "random_committee": "random, the committee run's labels",
+}
+
+
+def _set_name(row: dict) -> str:
+    """``random_<n>`` rows are the random sets of the committee run's count."""
+    kind = row["set"]
+    return "random_committee" if kind.split("_")[-1].isdigit() else kind
+
+
 def table(rows: list[dict]) -> str:
-    """Mean ± sd over seeds per molecule and set."""
+    """Mean ± sd over seeds per molecule and set, with the worst cluster against
+    the labelled loop's and against random's at the same labels (paired by seed)."""
     lines = [
         "| molecule | set | labels (train) | worst cluster eV/Å | overall eV/Å "
-        "| seeds |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| worst / labelled loop's | worst / random's, same labels | seeds |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    keys = sorted({(r["molecule"], r["set"].split("_")[0]) for r in rows})
-    for molecule, kind in keys:
-        mine = [
-            r for r in rows if r["molecule"] == molecule and r["set"].startswith(kind)
-        ]
-        for label in sorted({r["set"] for r in mine}, key=lambda s: (len(s), s)):
-            group = [r for r in mine if r["set"] == label]
+    by = {(r["molecule"], r["seed"], _set_name(r)): r for r in rows}
+    partner = {"oracle": "random_same_labels", "oracle_committee": "random_committee"}
+    for molecule in sorted({r["molecule"] for r in rows}):
+        seeds = sorted({s for m, s, _ in by if m == molecule})
+        for kind, name in SET_NAMES.items():
+            group = [by[molecule, s, kind] for s in seeds if (molecule, s, kind) in by]
+            if not group:
+                continue
             lab = np.array([r["labels"] for r in group])
             worst = np.array([r["worst_cluster_rmse"] for r in group])
             overall = np.array([r["force_rmse"] for r in group])
+            ratios = []
+            for other in ("labelled", partner.get(kind)):
+                pairs = [
+                    (r["worst_cluster_rmse"], by[molecule, r["seed"], other])
+                    for r in group
+                    if (molecule, r["seed"], other) in by and kind != other
+                ]
+                ratio = [w / o["worst_cluster_rmse"] for w, o in pairs]
+                ratios.append(
+                    f"{np.mean(ratio):.2f} ± {np.std(ratio):.2f}" if ratio else ""
+                )
             lines.append(
-                f"| {molecule} | {label} | {lab.mean():.0f} ± {lab.std():.0f} | "
+                f"| {molecule} | {name} | {lab.mean():.0f} ± {lab.std():.0f} | "
                 f"{worst.mean():.4f} ± {worst.std():.4f} | "
-                f"{overall.mean():.4f} ± {overall.std():.4f} | {len(group)} |"
+                f"{overall.mean():.4f} ± {overall.std():.4f} | {ratios[0]} | "
+                f"{ratios[1]} | {len(group)} |"
             )
     return "\n".join(lines) + "\n"
 
