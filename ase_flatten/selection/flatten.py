@@ -407,10 +407,13 @@ class _Errors:
     evaluated: np.ndarray  #: the frames whose errors were measured
     mse: np.ndarray  #: (M,) per-frame mean squared force error, NaN: unknown
     coarse: np.ndarray | None = None  #: force RMSE per coarse cluster (eV/Å)
-    overall: float = float("nan")  #: force RMSE over the evaluated frames
+    #: the pool's force RMSE: over the evaluated frames, or with an error
+    #: sample the clusters' estimates weighted by their candidates
+    overall: float = float("nan")
     high: np.ndarray | None = None  #: the high-error coarse clusters
     limit: float | None = None  #: the threshold they exceed
     union: np.ndarray | None = None  #: candidates in the high-error clusters
+    predicted: int = 0  #: frames the model predicted (the sample, then the union)
 
 
 def _iteration(run: _Run, iteration: int):
@@ -419,12 +422,15 @@ def _iteration(run: _Run, iteration: int):
     Returns the history entry, the new frames and the trained backend.
     """
     rng = np.random.default_rng([run.config.seed, iteration])
+    # the error sample has a stream of its own: with and without --error-sample
+    # the fine clusters and picks draw the same random numbers
+    sample_rng = np.random.default_rng([run.config.seed, iteration, 0x5A3])
     trained, t_train = _train(run, run.previous)
     backend = _predictor(trained, run.workers)
 
     # 2. errors on the pool (or a sample of each cluster) and on the test split
     start = time.perf_counter()
-    found = _measure(run, backend, rng)
+    found = _measure(run, backend, sample_rng)
     test_report = _test_errors(backend, run.dataset, run.test, run.clusters.labels_)
     t_predict = time.perf_counter() - start
 
@@ -445,6 +451,7 @@ def _iteration(run: _Run, iteration: int):
     elif len(missing):  # --error-sample: errors of the union frames are needed now
         found.mse[missing] = _frame_mse(backend, run.dataset, missing)[0]
         t_predict += time.perf_counter() - start
+        found.predicted += len(missing)
     start = time.perf_counter()
     added, fine, diverse = _choose(run, found, rng)
     t_select += time.perf_counter() - start
@@ -465,6 +472,7 @@ def _iteration(run: _Run, iteration: int):
             "added_fine_cluster_rmse": fine["rmse"],
             "added_frame_rmse": np.sqrt(found.mse[added]).tolist(),
             "evaluated_frames": int(len(found.evaluated)),
+            "predicted_frames": int(found.predicted),  # the sample and the union
             "diverse_frames": diverse.tolist(),
         },
         "pool_cluster_force_rmse": _nan_to_none(found.coarse),
@@ -500,7 +508,7 @@ def _measure(run: _Run, backend, rng) -> _Errors:
         candidates = candidates[~oracle_labels.failed[candidates]]
     mse = np.full(len(run.dataset), np.nan)  # per-frame squared force error
     mse[evaluated] = _frame_mse(backend, run.dataset, evaluated)[0]
-    return _Errors(candidates, evaluated, mse)
+    return _Errors(candidates, evaluated, mse, predicted=len(evaluated))
 
 
 def _high_error_union(run: _Run, found: _Errors) -> None:
@@ -510,13 +518,17 @@ def _high_error_union(run: _Run, found: _Errors) -> None:
     k = run.clusters.n_clusters_
     ev_mse = found.mse[found.evaluated]
     found.coarse = picking.cluster_rmse(labels[found.evaluated], ev_mse, k)
-    found.overall = float(np.sqrt(ev_mse.mean()))
+    per_cluster = np.bincount(labels[found.candidates], minlength=k)
+    if config.error_sample is None:
+        found.overall = float(np.sqrt(ev_mse.mean()))
+    else:  # a sample per cluster: each cluster weighs as many frames as it has
+        found.overall = picking.weighted_overall_rmse(found.coarse, per_cluster)
     found.high, found.limit = picking.high_error_union(
         found.coarse,
         found.overall,
         config.factor,
         config.threshold,
-        np.bincount(labels[found.candidates], minlength=k),
+        per_cluster,
         config.step,
     )
     candidates = found.candidates

@@ -46,6 +46,26 @@ def cluster_rmse(labels: np.ndarray, frame_mse: np.ndarray, n_clusters: int):
         return np.sqrt(np.bincount(labels, frame_mse, minlength=n_clusters) / count)
 
 
+def weighted_overall_rmse(cluster_rmse_: np.ndarray, frames: np.ndarray) -> float:
+    """The pool's force RMSE from per-cluster estimates, each weighted by its frames.
+
+    With an error sample of at most K frames per cluster the plain mean over the
+    sample weighs small clusters like large ones; this is the estimate of the
+    pool's RMSE that the full prediction gives. Clusters without an estimate
+    (NaN) or without frames are left out.
+
+    Parameters
+    ----------
+    cluster_rmse_ : ndarray, shape (n_clusters,)
+        Force RMSE per cluster (eV/Å), NaN where none was measured.
+    frames : ndarray, shape (n_clusters,)
+        Frames per cluster that the estimate stands for.
+    """
+    known = np.isfinite(cluster_rmse_) & (frames > 0)
+    weights = frames[known].astype(float)
+    return float(np.sqrt(np.sum(weights * cluster_rmse_[known] ** 2) / weights.sum()))
+
+
 def high_error_union(
     cluster_force_rmse: np.ndarray,
     overall_rmse: float,

@@ -280,7 +280,25 @@ def test_threshold_and_error_sample_variants(reference_run, xtb_dataset, tmp_pat
     sampled = run(xtb_dataset, tmp_path / "sample", iterations=1, error_sample=3)
     why = sampled.history[0]["why"]
     assert why["evaluated_frames"] <= 3 * 6 < first["evaluated_frames"]
+    # the union's frames are predicted as well: the picks need their errors
+    assert why["evaluated_frames"] + why["union_frames"] >= why["predicted_frames"]
+    assert why["predicted_frames"] > why["evaluated_frames"]
+    assert first["predicted_frames"] == first["evaluated_frames"]
     assert len(sampled.history[0]["added"]) == 8
+
+
+def test_an_error_sample_of_every_frame_picks_what_the_full_pool_picks(
+    reference_run, xtb_dataset, tmp_path
+):
+    """A sample as large as every cluster is the whole pool: the same estimates,
+    the same threshold and the same picks (the sample draws its own random
+    numbers, the fine clusters and picks the ones they draw without it)."""
+    whole = run(xtb_dataset, tmp_path / "whole", error_sample=10_000)
+    for mine, full in zip(whole.history[:-1], reference_run.history[:-1], strict=True):
+        assert mine["why"]["evaluated_frames"] == full["why"]["evaluated_frames"]
+        assert mine["why"]["threshold"] == pytest.approx(full["why"]["threshold"])
+        assert mine["added"] == full["added"]
+    np.testing.assert_array_equal(whole.train_indices, reference_run.train_indices)
 
 
 def test_bad_configurations(xtb_dataset, tmp_path):

@@ -104,3 +104,14 @@ def test_ranked_with_diversity_damps_frames_near_a_pick():
     # a plain error ranking would have taken 1 then 2
     assert np.argsort(-rmse)[:2].tolist() == [0, 1]
     assert picking.ranked_with_diversity(X, candidates, rmse, [0], 0).size == 0
+
+
+def test_weighted_overall_rmse_weighs_each_cluster_by_its_frames():
+    # 90 frames at 0.1 eV/Å and 10 at 0.5: the pool's RMSE, not the clusters' mean
+    rmse = np.array([0.1, 0.5, np.nan])
+    frames = np.array([90, 10, 5])
+    expected = np.sqrt((90 * 0.01 + 10 * 0.25) / 100)
+    assert picking.weighted_overall_rmse(rmse, frames) == pytest.approx(expected)
+    assert picking.weighted_overall_rmse(rmse, np.array([1, 1, 0])) == pytest.approx(
+        np.sqrt((0.01 + 0.25) / 2)
+    )
