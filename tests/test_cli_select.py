@@ -66,6 +66,23 @@ def test_select_writes_the_run(runs, capsys, xtb_files, tmp_path):
     assert_one_line_error(status, err, "other settings (descriptor)")
 
 
+def test_error_sample_default_and_the_whole_pool(runs, capsys, xtb_files, tmp_path):
+    """Each cluster's error from 10 of its frames unless --error-sample 0, which
+    predicts every pool frame (the paper)."""
+    config = json.loads((runs / "flat" / "config.json").read_text())["config"]
+    assert config["error_sample"] == 10
+    first = json.loads((runs / "flat" / "history.json").read_text())[0]["why"]
+    assert first["evaluated_frames"] <= 10 * 6
+    reference, _ = xtb_files
+    argv = ["select", reference, *LOOP, "--iterations", "1", "--error-sample", "0"]
+    status, _, err = run_cli(capsys, *argv, "-o", tmp_path / "whole")
+    assert status == 0, err
+    config = json.loads((tmp_path / "whole" / "config.json").read_text())["config"]
+    assert config["error_sample"] is None
+    why = json.loads((tmp_path / "whole" / "history.json").read_text())[0]["why"]
+    assert why["evaluated_frames"] == why["predicted_frames"] > 10 * 6
+
+
 def test_preset_and_single_rules(runs, capsys, xtb_files, tmp_path):
     """--preset paper is the default; a single flag changes one rule on top of a
     preset, and the run's config records every rule."""

@@ -4,8 +4,10 @@ Starting from --init random frames, each of --iterations rounds trains the backe
 measures its force error per cluster (the clustering options as in `cluster`) on
 the selection pool, merges the clusters above --factor x the overall RMSE,
 re-clusters them into --n-fine Ward clusters (on the descriptor itself) and
-adds --step frames from the worst of them. A test split (--test-fraction) is never
-selected; all reported errors are on it. DIR becomes a model directory
+adds --step frames from the worst of them. Each cluster's error is estimated from
+--error-sample 10 of its frames (0: every pool frame, as the paper), and the
+frames of the merged clusters are then predicted. A test split (--test-fraction)
+is never selected; all reported errors are on it. DIR becomes a model directory
 (FlattenedCalculator(DIR) loads the final model) with train_indices.npy, train.xyz,
 history.json and error_curves.png. Checkpointed every iteration: after Ctrl-C or a
 crash, run the same command with --resume.
@@ -116,9 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loop.add_argument(
         "--error-sample",
-        type=positive_int,
+        type=nonnegative_int,
+        default=10,
         metavar="K",
-        help="estimate each coarse cluster's error from at most K frames",
+        help="estimate each coarse cluster's error from at most K of its frames, "
+        "then predict the frames of the clusters above the threshold (10); 0: "
+        "predict every pool frame each iteration (the paper)",
     )
     loop.add_argument(
         "--error-estimate",
@@ -243,7 +248,7 @@ def run(args: argparse.Namespace) -> None:
         descriptor=args.descriptor,
         reduce=args.reduce,
         n_components=args.components,
-        error_sample=args.error_sample,
+        error_sample=args.error_sample or None,  # 0: the whole pool
         error_estimate=args.error_estimate,
         committee=args.committee,
         committee_subsample=args.committee_subsample,
@@ -293,7 +298,8 @@ def _read_data(args, oracle, config, client=None):
     """The dataset, and with --oracle the pool whose missing labels it pays for.
 
     A pool with unlabelled frames changes ``config`` in place: energy levels
-    skipped and an error sample of 10 frames per coarse cluster unless given.
+    skipped and an error sample of 10 frames per coarse cluster when
+    ``--error-sample 0`` asked for the whole pool.
     """
     import logging
     from pathlib import Path
@@ -313,7 +319,10 @@ def _read_data(args, oracle, config, client=None):
             log.info("unlabelled frames: energy levels skipped (--n-energy 1)")
             config.n_energy = 1
         if config.error_sample is None:
-            log.info("unlabelled frames: errors estimated from 10 frames per cluster")
+            log.info(
+                "unlabelled frames: errors estimated from 10 frames per cluster "
+                "(--error-sample 0 would label the whole pool)"
+            )
             config.error_sample = 10
     pool.oracle = oracle
     pool.store = LabelStore(Path(args.output) / "labels.jsonl")

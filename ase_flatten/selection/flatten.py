@@ -50,7 +50,15 @@ COMMAND = "ase-flatten select"  #: recorded in the run directory's output marker
 
 @dataclass
 class SelectionConfig:
-    """Every setting of ``ase-flatten select``; defaults are the paper's."""
+    """Every setting of ``ase-flatten select``; defaults are the paper's but one.
+
+    The error estimate: each coarse cluster's force error comes from at most
+    ``error_sample`` = 10 of its frames (then the frames of the clusters above
+    the threshold are predicted for the picks); ``error_sample=None`` predicts
+    every pool frame, as the paper did. Measured on ethanol and uracil (sGDML,
+    250 frames, 3 seeds): the final test errors stay within the seed spread of
+    the full prediction's, at a quarter of the frames predicted.
+    """
 
     backend: str = "sgdml"
     params: dict = field(default_factory=dict)
@@ -70,7 +78,8 @@ class SelectionConfig:
     descriptor: str = options.DESCRIPTOR
     reduce: str | None = None  #: reduces the descriptor of the coarse clusters
     n_components: int = options.N_COMPONENTS
-    error_sample: int | None = None
+    #: frames per coarse cluster behind its error estimate; None: the whole pool
+    error_sample: int | None = 10
     #: unlabelled frames' errors (module estimate): "cluster" or "committee"
     error_estimate: str = "cluster"
     committee: int = 4  #: members of the error-estimate committee
@@ -111,6 +120,11 @@ class SelectionConfig:
             raise InputError(
                 "--init, --step, --n-fine, --n-geometry, --n-energy, --subset-size "
                 "and --components must be >= 1"
+            )
+        if self.error_sample is not None and self.error_sample < 1:
+            raise InputError(
+                f"--error-sample must be >= 1 frame per cluster, got "
+                f"{self.error_sample} (None: predict the whole pool)"
             )
         if not 0.0 <= self.diverse_share < 1.0:
             raise InputError(

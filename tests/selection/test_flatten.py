@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow  # selection loops that train models
 
 SMALL = SelectionConfig(
     params={"sigma": 20},
+    error_sample=None,  # the paper's loop: every pool frame predicted
     init=20,
     step=8,
     iterations=2,
@@ -304,6 +305,9 @@ def test_an_error_sample_of_every_frame_picks_what_the_full_pool_picks(
 def test_bad_configurations(xtb_dataset, tmp_path):
     with pytest.raises(InputError, match="only 120 frames are outside the test split"):
         run(xtb_dataset, tmp_path / "big", init=100, step=20)
+    with pytest.raises(InputError, match="error-sample must be >= 1"):
+        run(xtb_dataset, tmp_path / "k0", error_sample=0)
+    assert SelectionConfig().error_sample == 10  # the measured default
     with pytest.raises(InputError, match="unknown criterion"):
         run(xtb_dataset, tmp_path / "c", criterion="best")
     with pytest.raises(InputError, match="checkpoint.json: no checkpoint|no run"):
