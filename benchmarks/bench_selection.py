@@ -64,7 +64,8 @@ def main() -> None:
     walls = {}
     walls["flatten"] = run(
         "select", args.data, *common, "--init", args.init, "--step", args.step,
-        "--iterations", args.iterations, "-o", out / "flatten",
+        "--iterations", args.iterations, "--error-sample", 0,  # the whole pool
+        "-o", out / "flatten",
     )  # fmt: skip
     for strategy in args.strategies:
         walls[strategy] = run(

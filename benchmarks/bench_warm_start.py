@@ -89,6 +89,7 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
             seed=seed,
             warm_start=warm is not None,
             warm_final=warm is not None,
+            error_sample=None,  # the whole pool, as the recorded runs predicted
         )
         resume = (run_dir / "checkpoint.json").exists()
         print(f"{out}: select{' (resumed)' if resume else ''}", flush=True)

@@ -124,7 +124,9 @@ def one_case(path: str, seed: int, args, kept: list[dict]) -> list[dict]:
 
     if "labelled" not in have:
         start = time.perf_counter()
-        result = run_selection(data, SelectionConfig(**common), out / "labelled")
+        # the paper's loop: the whole labelled pool predicted every iteration
+        labelled_config = SelectionConfig(**common, error_sample=None)
+        result = run_selection(data, labelled_config, out / "labelled")
         flat = result.train_indices
         score("labelled", flat, trained(flat), len(flat), time.perf_counter() - start)
     n_flat = next(r["n_train"] for r in rows if r["set"] == "labelled")

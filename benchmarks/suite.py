@@ -220,7 +220,8 @@ def flatten(data, out, backend, params, sizes, seed, collect=False, rule=()) -> 
     wall = cli(out, "select", data, "--backend", backend, *params,
                "--init", sizes["init"], "--step", sizes["step"],
                "--iterations", sizes["iterations"], "--n-fine", sizes["n_fine"],
-               "--seed", seed, *rule, collect=collect)  # fmt: skip
+               "--seed", seed, "--error-sample", 0,  # the paper: the whole pool
+               *rule, collect=collect)  # fmt: skip
     return {**test_errors(out), "wall_s": wall}
 
 

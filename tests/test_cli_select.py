@@ -81,6 +81,14 @@ def test_error_sample_default_and_the_whole_pool(runs, capsys, xtb_files, tmp_pa
     assert config["error_sample"] is None
     why = json.loads((tmp_path / "whole" / "history.json").read_text())[0]["why"]
     assert why["evaluated_frames"] == why["predicted_frames"] > 10 * 6
+    # a run that predicted the whole pool resumes only as it was started
+    argv = ["select", reference, *LOOP, "--iterations", "1", "--resume"]
+    status, _, err = run_cli(capsys, *argv, "-o", tmp_path / "whole")
+    assert_one_line_error(status, err, "--error-sample 0: the whole pool")
+    status, _, err = run_cli(
+        capsys, *argv, "--error-sample", "0", "-o", tmp_path / "whole"
+    )
+    assert status == 0, err
 
 
 def test_preset_and_single_rules(runs, capsys, xtb_files, tmp_path):

@@ -780,9 +780,13 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
                 if saved["config"].get(k) != settings["config"].get(k)
             )
             what = ", ".join(changed) if changed else "the dataset"
+            hint = ""
+            if "error_sample" in changed and saved["config"]["error_sample"] is None:
+                # started before the sample was the default, or with 0
+                hint = " (--error-sample 0: the whole pool, as it was started)"
             raise InputError(
                 f"{directory}: was started with other settings ({what}); resume "
-                "with the same command"
+                f"with the same command{hint}"
             )
         checkpoint = _read_checkpoint(directory / "checkpoint.json", len(dataset))
         done = checkpoint["completed_iterations"]
