@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import covalent_radii
-from scipy.sparse.csgraph import connected_components
 
 __all__ = [
     "FailureCriteria",
@@ -104,7 +103,7 @@ def check_structure(
     if len(heavy) > 1:
         radii = covalent_radii[numbers[heavy]]
         cutoff = criteria.bond_factor * (radii[:, None] + radii[None, :])
-        n_parts, _ = connected_components(dist[np.ix_(heavy, heavy)] < cutoff)
+        n_parts = _count_components(dist[np.ix_(heavy, heavy)] < cutoff)
         if n_parts > 1:
             return (
                 f"heavy-atom skeleton split into {n_parts} fragments "
@@ -119,6 +118,25 @@ def check_structure(
                 f"heavy atom (> {criteria.max_hydrogen_distance} Å)"
             )
     return None
+
+
+def _count_components(bonded: np.ndarray) -> int:
+    """Connected parts of the graph with symmetric adjacency ``bonded`` (n, n).
+
+    Each atom takes the smallest label among itself and its neighbours until no
+    label changes (at most n rounds); scipy's ``connected_components`` gives the
+    same count, at ten times the cost on a molecule's few heavy atoms, which
+    every MD step pays.
+    """
+    n = len(bonded)
+    labels = np.arange(n)
+    linked = bonded | np.eye(n, dtype=bool)
+    for _ in range(n):
+        new = np.where(linked, labels[None, :], n).min(axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return len(np.unique(labels))
 
 
 def check_frame(
@@ -182,18 +200,30 @@ class MonitoredCalculator(Calculator):
 
     def __init__(self, calc, criteria: FailureCriteria = None, **kwargs):
         super().__init__(**kwargs)
+        from ase_flatten.calculator import FlattenedCalculator
+
         self.calc = calc
         self.criteria = criteria or FailureCriteria()
         self.n_calls = 0
+        #: FlattenedCalculator computes energy and forces in one calculate;
+        #: another calculator is asked through get_potential_energy/get_forces
+        self._direct = isinstance(calc, FlattenedCalculator)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         step = self.n_calls
         self.n_calls += 1
-        work = self.atoms.copy()
-        work.calc = self.calc
-        energy = float(np.asarray(work.get_potential_energy()).reshape(-1)[0])
-        forces = np.asarray(work.get_forces(), dtype=float).reshape(-1, 3)
+        if self._direct:
+            # one call of its calculate, which gives energy and forces together:
+            # no copy of the frame, no two cache checks (the same numbers)
+            self.calc.calculate(self.atoms, ["energy", "forces"], all_changes)
+            energy = float(self.calc.results["energy"])
+            forces = np.asarray(self.calc.results["forces"], dtype=float)
+        else:
+            work = self.atoms.copy()
+            work.calc = self.calc
+            energy = float(np.asarray(work.get_potential_energy()).reshape(-1)[0])
+            forces = np.asarray(work.get_forces(), dtype=float).reshape(-1, 3)
         reason = check_frame(
             self.atoms.numbers, self.atoms.positions, energy, forces, self.criteria
         )

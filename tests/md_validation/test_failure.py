@@ -63,3 +63,63 @@ def test_temperature_runaway_needs_a_whole_window():
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_temperature_non_finite(value):
     assert "non-finite" in TemperatureWatch(300, 0.5).update(value)
+
+
+def test_component_count_is_scipys():
+    """The skeleton's parts, counted as scipy's connected_components counts them."""
+    from scipy.sparse.csgraph import connected_components
+
+    from md_validation.failure import _count_components
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 5, 12, 40):
+        for density in (0.0, 0.05, 0.2, 0.6):
+            upper = np.triu(rng.random((n, n)) < density, 1)
+            bonded = upper | upper.T
+            assert _count_components(bonded) == connected_components(bonded)[0]
+    chain = np.eye(30, k=1, dtype=bool)  # the longest path: 29 rounds
+    assert _count_components(chain | chain.T) == 1
+
+
+def test_monitored_flattened_calculator_gives_the_calculators_numbers(
+    sgdml_model, xtb_dataset
+):
+    """FlattenedCalculator is called directly (one calculate per step); energies
+    and forces are those of get_potential_energy / get_forces, to the bit."""
+    from ase.calculators.calculator import Calculator
+
+    from ase_flatten import FlattenedCalculator
+    from md_validation.failure import MDFailure, MonitoredCalculator
+
+    class Plain(Calculator):  # the same model behind the generic path
+        implemented_properties = ["energy", "forces"]
+
+        def __init__(self):
+            super().__init__()
+            self.inner = FlattenedCalculator(sgdml_model)
+
+        def calculate(self, atoms=None, properties=("energy",), changes=None):
+            super().calculate(atoms, properties, changes)
+            frame = atoms.copy()
+            frame.calc = self.inner
+            energy = frame.get_potential_energy()
+            self.results = {"energy": energy, "forces": frame.get_forces()}
+
+    direct = MonitoredCalculator(FlattenedCalculator(sgdml_model))
+    generic = MonitoredCalculator(Plain())
+    assert direct._direct and not generic._direct
+    for i in (0, 5, 9):
+        atoms = xtb_dataset.to_atoms(i)
+        energies, forces = [], []
+        for calc in (direct, generic):
+            atoms.calc = calc
+            energies.append(atoms.get_potential_energy())
+            forces.append(atoms.get_forces())
+        assert energies[0] == energies[1]
+        np.testing.assert_array_equal(forces[0], forces[1])
+    assert direct.n_calls == generic.n_calls == 3
+    strict = FailureCriteria(max_hydrogen_distance=0.5)  # fires on any frame
+    atoms = xtb_dataset.to_atoms(0)
+    atoms.calc = MonitoredCalculator(FlattenedCalculator(sgdml_model), strict)
+    with pytest.raises(MDFailure, match="hydrogen"):
+        atoms.get_forces()
