@@ -26,9 +26,11 @@ written to extxyz and databases with the structure):
     the model's measured force RMSE on that cluster (eV/Å);
 ``domain_distance``
     descriptor distance (Å) to the nearest frame of the reference data (the
-    minimum over permutations of equivalent hydrogens, see ``domain.py``);
+    minimum over permutations of equivalent hydrogens, see ``domain.py``); for a
+    model saved with ``--domain quests``, QUESTS' dH (nats) of the structure's
+    most novel atomic environment;
 ``outside_domain``
-    True when that distance exceeds the model's threshold, calibrated on
+    True when that score exceeds the model's threshold, calibrated on
     time-separated frames of the data: the structure lies outside every
     cluster seen in the data, where no error was measured.
 

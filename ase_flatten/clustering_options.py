@@ -19,6 +19,7 @@ __all__ = [
     "ClusteringSettings",
     "DESCRIPTOR",
     "DESCRIPTORS",
+    "DOMAIN_KINDS",
     "N_COMPONENTS",
     "N_ENERGY",
     "N_GEOMETRY",
@@ -95,3 +96,8 @@ class ClusteringSettings:
             "descriptor": self.descriptor,
             "seed": seed,
         }
+
+
+#: The applicability domains a model can be saved with (``--domain``,
+#: :mod:`ase_flatten.domain`): descriptor distance or QUESTS dH.
+DOMAIN_KINDS = ("distance", "quests")

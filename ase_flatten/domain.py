@@ -26,6 +26,13 @@ these descriptors, measured, see :meth:`ApplicabilityDomain._nearest`). A few
 structures at a time (the calculator's one per call) run that product on one BLAS
 thread (:func:`one_blas_thread`): on several it cost 10-40 times more. The fitted
 state is plain arrays, saved as ``domain.npz`` beside a model's ``clusters.npz``.
+
+A second score, :class:`QuestsDomain` (``--domain quests``, ``domain="quests"``;
+extra ``quests``), replaces the frame distance by QUESTS' differential entropy dH
+of the structure's most novel atomic environment against the data's environments,
+calibrated the same way. Which one a model carries is chosen when it is saved
+(:func:`make_domain`), and :func:`load_domain` reads either back; their comparison
+on the shared data is in BENCHMARKS.md ("Two domain scores compared").
 """
 
 from __future__ import annotations
@@ -40,15 +47,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import clustering_options as options
 from .descriptors import pair_indices, pairwise_distances
 from .exceptions import FILE_READ_ERRORS, InputError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DOMAIN_KINDS",
     "ApplicabilityDomain",
     "DomainSettings",
+    "QuestsDomain",
+    "QuestsDomainSettings",
     "hydrogen_groups",
+    "load_domain",
+    "make_domain",
+    "require_domain",
 ]
 
 #: Bond rule for the hydrogen groups: within this factor of the covalent radii.
@@ -227,6 +241,9 @@ class ApplicabilityDomain:
     threshold_ : float
         Distance (Å) beyond which a structure is outside the domain.
     """
+
+    kind = "distance"
+    units = "Å"
 
     def __init__(self, settings: DomainSettings | None = None):
         self.settings = settings or DomainSettings()
@@ -488,3 +505,335 @@ class ApplicabilityDomain:
                 f"{path}: not a domain file written by ase-flatten "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
+
+
+# -- the QUESTS domain ------------------------------------------------------------
+#: The domain kinds: ``distance`` (:class:`ApplicabilityDomain`) and ``quests``
+#: (:class:`QuestsDomain`).
+DOMAIN_KINDS = options.DOMAIN_KINDS
+
+
+@dataclass
+class QuestsDomainSettings:
+    """How the QUESTS domain is calibrated (as :class:`DomainSettings`).
+
+    Attributes
+    ----------
+    percentile : float
+        Percentile of the calibration frames' held-out scores taken as the
+        threshold.
+    exclude_frames : int
+        Reference frames within this many frames (trajectory order) of a
+        calibration frame are left out of its score.
+    max_reference : int
+        Reference frames kept, evenly spaced: every query costs one kernel per
+        atom and reference environment.
+    max_calibration : int
+        Reference frames scored for the threshold (evenly spaced).
+    bandwidth : float or None
+        Kernel width in 1/Å; None: :func:`ase_flatten.quests.molecule_bandwidth`
+        of the reference frames.
+    seed : int
+        Draws the frames the bandwidth is measured on.
+    """
+
+    percentile: float = 99.5
+    exclude_frames: int = 10
+    max_reference: int = 2000
+    max_calibration: int = 1000
+    bandwidth: float | None = None
+    seed: int = 0
+
+
+class QuestsDomain:
+    """QUESTS' novelty dH of a structure's most novel atomic environment.
+
+    A structure's score is the largest, over its atoms, of QUESTS' differential
+    entropy dH (:func:`ase_flatten.quests.novelty`, nats) of the atom's
+    environment against every atomic environment of the reference frames. It is
+    outside the domain when the score exceeds a threshold calibrated as the
+    distance domain's is: the ``percentile`` of the scores of reference frames
+    against the reference frames more than ``exclude_frames`` away in the
+    trajectory. QUESTS' descriptors are sorted per atom, so equivalent
+    hydrogens need no permutations, and a score is a sum over atoms' neighbours
+    rather than a distance between whole frames.
+
+    Same interface as :class:`ApplicabilityDomain` (:meth:`distance` returns the
+    score); the fitted state is plain arrays, saved as ``domain.npz`` with
+    ``kind = "quests"``. Needs the extra ``quests``.
+
+    Attributes
+    ----------
+    numbers_ : ndarray, shape (N,)
+    reference_indices_ : ndarray, shape (R,)
+    reference_descriptors_ : ndarray, shape (R * N, d)
+        QUESTS descriptors of the reference frames' atoms (1/Å).
+    bandwidth_ : float
+        Kernel width (1/Å).
+    calibration_indices_ : ndarray, shape (C,)
+        Reference frames scored for the threshold (frame indices of the data).
+    calibration_distances_ : ndarray, shape (C,)
+        Their held-out scores (nats).
+    threshold_ : float
+        Score (nats) beyond which a structure is outside the domain.
+    """
+
+    kind = "quests"
+    units = "nats"
+    what = "the quests domain"
+
+    def __init__(self, settings: QuestsDomainSettings | None = None):
+        self.settings = settings or QuestsDomainSettings()
+        if self.settings.bandwidth is not None and not self.settings.bandwidth > 0:
+            raise InputError(
+                f"the QUESTS bandwidth must be positive, got {self.settings.bandwidth}"
+            )
+
+    def fit(self, numbers, positions) -> QuestsDomain:
+        """Calibrate on frames ``positions`` (M, N, 3) in Å, in trajectory order."""
+        from . import quests
+
+        s = self.settings
+        positions = np.asarray(positions, dtype=float)
+        if positions.ndim != 3 or len(positions) < 2:
+            raise InputError(
+                f"the domain needs at least 2 frames of shape (N, 3), got "
+                f"{positions.shape}"
+            )
+        self.numbers_ = np.asarray(numbers, dtype=int)
+        n_frames = len(positions)
+        self.reference_indices_ = _evenly(n_frames, s.max_reference)
+        X = quests.frame_descriptors(
+            self.numbers_, positions[self.reference_indices_], self.what
+        )
+        self.bandwidth_ = (
+            float(s.bandwidth)
+            if s.bandwidth is not None
+            else quests.molecule_bandwidth(list(X), s.seed)
+        )
+        self.reference_descriptors_ = X.reshape(-1, X.shape[-1])
+        pick = _evenly(len(self.reference_indices_), s.max_calibration)
+        self.calibration_indices_ = self.reference_indices_[pick]
+        self.calibration_distances_ = self._calibrate(X[pick])
+        self.threshold_ = float(
+            np.percentile(self.calibration_distances_, s.percentile)
+        )
+        logger.info(
+            "QUESTS domain: %d reference frames, bandwidth %.4f 1/Å, neighbours "
+            "within %d frames skipped, threshold dH %.3f",
+            len(self.reference_indices_),
+            self.bandwidth_,
+            s.exclude_frames,
+            self.threshold_,
+        )
+        return self
+
+    def _calibrate(self, X: np.ndarray) -> np.ndarray:
+        """Held-out score of the calibration frames ``X`` (C, N, d), nats."""
+        from .quests import novelty
+
+        n_atoms = X.shape[1]
+        times = np.repeat(self.calibration_indices_, n_atoms)
+        reference_times = np.repeat(self.reference_indices_, n_atoms)
+        window = _window(self.reference_indices_, self.settings.exclude_frames)
+
+        def skip(start, stop):
+            gap = times[start:stop, None] - reference_times[None, :]
+            return np.abs(gap) <= window
+
+        scores = novelty(
+            X.reshape(-1, X.shape[-1]),
+            self.reference_descriptors_,
+            self.bandwidth_,
+            skip,
+        )
+        return scores.reshape(len(X), n_atoms).max(axis=1)
+
+    def atom_scores(self, positions) -> np.ndarray:
+        """dH (nats) of each atom's environment, shape (M, N)."""
+        from .quests import frame_descriptors, novelty
+
+        positions = np.asarray(positions, dtype=float)
+        if positions.ndim == 2:
+            positions = positions[None]
+        if positions.ndim != 3 or positions.shape[1] != len(self.numbers_):
+            raise InputError(
+                f"the domain was fitted on {len(self.numbers_)} atoms, got "
+                f"{positions.shape[1:2]}"
+            )
+        X = frame_descriptors(self.numbers_, positions, self.what)
+        with one_blas_thread(len(positions) <= FEW_STRUCTURES):
+            scores = novelty(
+                X.reshape(-1, X.shape[-1]), self.reference_descriptors_, self.bandwidth_
+            )
+        return scores.reshape(len(positions), -1)
+
+    def distance(self, positions) -> np.ndarray:
+        """Score (nats) of each structure: its most novel environment's dH.
+
+        Parameters
+        ----------
+        positions : ndarray, shape (M, N, 3) or (N, 3)
+            Structures in Å, atoms in the data's order.
+
+        Returns
+        -------
+        ndarray, shape (M,)
+        """
+        return self.atom_scores(positions).max(axis=1)
+
+    def outside(self, positions) -> np.ndarray:
+        """True for structures scoring above :attr:`threshold_`."""
+        return self.distance(positions) > self.threshold_
+
+    def summary(self) -> dict:
+        """Settings and calibration as JSON-ready values."""
+        return {
+            "kind": self.kind,
+            **asdict(self.settings),
+            "threshold": self.threshold_,
+            "bandwidth_used": self.bandwidth_,
+            "n_reference": int(len(self.reference_indices_)),
+            "units": "dH, nats",
+        }
+
+    # -- persistence -----------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Fitted state and settings as plain arrays (for ``np.savez``)."""
+        settings = asdict(self.settings)
+        settings["bandwidth"] = (
+            np.nan if settings["bandwidth"] is None else settings["bandwidth"]
+        )
+        return {
+            "kind": np.asarray(self.kind),
+            **{f"setting_{k}": np.asarray(v) for k, v in settings.items()},
+            "numbers": self.numbers_,
+            "reference_indices": self.reference_indices_,
+            "reference_descriptors": self.reference_descriptors_,
+            "bandwidth": np.asarray(self.bandwidth_),
+            "calibration_indices": self.calibration_indices_,
+            "calibration_distances": self.calibration_distances_,
+            "threshold": np.asarray(self.threshold_),
+        }
+
+    @classmethod
+    def from_state_arrays(cls, arrays) -> QuestsDomain:
+        """Rebuild a fitted domain from :meth:`state_arrays`."""
+        values = {
+            k: arrays[f"setting_{k}"].item()
+            for k in QuestsDomainSettings.__dataclass_fields__
+        }
+        if not np.isfinite(values["bandwidth"]):
+            values["bandwidth"] = None
+        domain = cls(QuestsDomainSettings(**values))
+        domain.numbers_ = np.asarray(arrays["numbers"], dtype=int)
+        domain.reference_indices_ = np.asarray(arrays["reference_indices"])
+        domain.reference_descriptors_ = np.asarray(
+            arrays["reference_descriptors"], dtype=float
+        )
+        domain.bandwidth_ = float(arrays["bandwidth"])
+        domain.calibration_indices_ = np.asarray(arrays["calibration_indices"])
+        domain.calibration_distances_ = np.asarray(arrays["calibration_distances"])
+        domain.threshold_ = float(arrays["threshold"])
+        domain._check_state()
+        return domain
+
+    def _check_state(self) -> None:
+        """Raise ValueError when the arrays do not fit together (a damaged file)."""
+        from .quests import neighbours
+
+        n_atoms = self.numbers_.size if self.numbers_.ndim == 1 else 0
+        X = self.reference_descriptors_
+        width = 2 * neighbours(max(n_atoms, 2)) - 1
+        problems = []
+        if self.numbers_.ndim != 1 or n_atoms < 2:
+            problems.append(f"numbers of shape {self.numbers_.shape}")
+        expected = (len(self.reference_indices_) * n_atoms, width)
+        if X.shape != expected or len(X) < 1:
+            problems.append(
+                f"reference_descriptors of shape {X.shape}, expected {expected}"
+            )
+        elif not np.isfinite(X).all():
+            problems.append("non-finite reference_descriptors")
+        if self.calibration_distances_.shape != self.calibration_indices_.shape:
+            problems.append(
+                f"calibration_distances of shape {self.calibration_distances_.shape}"
+            )
+        if not (np.isfinite(self.bandwidth_) and self.bandwidth_ > 0):
+            problems.append(f"bandwidth {self.bandwidth_}")
+        if not np.isfinite(self.threshold_):
+            problems.append(f"threshold {self.threshold_}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted domain to an npz, atomically."""
+        from .outputs import save_npz
+
+        save_npz(path, **self.state_arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> QuestsDomain:
+        """Read a file written by :meth:`save` (any kind: :func:`load_domain`)."""
+        return load_domain(path)
+
+
+def _evenly(n: int, at_most: int) -> np.ndarray:
+    """At most ``at_most`` of ``range(n)``, evenly spaced, first and last kept."""
+    return np.unique(np.linspace(0, n - 1, min(n, at_most)).round().astype(int))
+
+
+def _window(times: np.ndarray, window: int) -> int:
+    """``window``, shortened when ``times`` span too few frames for it (as
+    :meth:`ApplicabilityDomain._window`)."""
+    longest = (int(times[-1] - times[0]) + 1) // 2 - 1
+    if window > longest:
+        logger.warning(
+            "applicability domain: %d frames are too few to skip neighbours "
+            "within %d frames; skipping within %d",
+            int(times[-1] - times[0]) + 1,
+            window,
+            max(longest, 0),
+        )
+        return max(longest, 0)
+    return window
+
+
+def make_domain(kind: str = "distance"):
+    """An unfitted domain of ``kind`` (:data:`DOMAIN_KINDS`), default settings.
+
+    Raises InputError for an unknown kind or a missing library (``quests``).
+    """
+    require_domain(kind)
+    return QuestsDomain() if kind == "quests" else ApplicabilityDomain()
+
+
+def require_domain(kind: str) -> None:
+    """Raise InputError now when ``kind`` is unknown or its library missing."""
+    if kind not in DOMAIN_KINDS:
+        raise InputError(
+            f"unknown domain {kind!r}; choose one of {', '.join(DOMAIN_KINDS)}"
+        )
+    if kind == "quests":
+        from .quests import _import_quests
+
+        _import_quests("--domain quests")
+
+
+def load_domain(path: str | os.PathLike):
+    """Read a ``domain.npz`` of either kind (files without ``kind``: distance)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+            kind = str(arrays.pop("kind", np.asarray("distance")))
+            if kind not in DOMAIN_KINDS:
+                raise ValueError(f"unknown domain kind {kind!r}")
+            cls = QuestsDomain if kind == "quests" else ApplicabilityDomain
+            return cls.from_state_arrays(arrays)
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such file") from exc
+    except FILE_READ_ERRORS as exc:
+        raise InputError(
+            f"{path}: not a domain file written by ase-flatten "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc

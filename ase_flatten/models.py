@@ -15,7 +15,8 @@
     DIR/model/             the backend's files (sGDML npz, SchNet weights, GAP xml)
     DIR/clusters.npz       optional: the cluster model of the dataset
     DIR/cluster_errors.json  optional: the model's measured force RMSE per cluster
-    DIR/domain.npz         optional: the data's applicability domain (domain.py)
+    DIR/domain.npz         optional: the data's applicability domain (domain.py;
+                           the distance or, ``--domain quests``, the QUESTS one)
 
 ``FlattenedCalculator(DIR)``, ``ase-flatten errors --model DIR`` and md_validation
 all read it through :meth:`SavedModel.load` (:func:`load_model`), and
@@ -77,8 +78,10 @@ class Location:
         The model's force RMSE measured on that cluster (eV/Å): the expected
         force error there; NaN where none was measured.
     domain_distance : ndarray of float, shape (M,)
-        Descriptor distance (Å) to the nearest frame of the model's data (the
-        minimum over permutations of equivalent hydrogens, see
+        The domain's score: the descriptor distance (Å) to the nearest frame
+        of the model's data (the minimum over permutations of equivalent
+        hydrogens), or for a model saved with ``--domain quests`` the QUESTS
+        dH (nats) of its most novel atomic environment (see
         :mod:`ase_flatten.domain`).
     outside_domain : ndarray of bool, shape (M,)
         ``domain_distance`` beyond the model's threshold: no error was measured
@@ -133,8 +136,10 @@ class SavedModel:
     clusters: object | None = None  #: TwoStageClustering, when saved with one
     cluster_force_rmse: np.ndarray | None = None  #: eV/Å per cluster id
     overall_force_rmse: float | None = None  #: eV/Å, measured with the clusters
-    domain_threshold: float | None = None  #: descriptor distance, Å
-    domain: object | None = None  #: ApplicabilityDomain, when saved with one
+    #: the domain's threshold: descriptor distance (Å) or QUESTS dH (nats)
+    domain_threshold: float | None = None
+    #: ApplicabilityDomain or QuestsDomain (``domain.kind``), when saved with one
+    domain: object | None = None
     #: content hashes (M, 2) of the training and validation frames; None for models
     #: saved before they were recorded
     seen_hashes: np.ndarray | None = None
@@ -205,7 +210,8 @@ class SavedModel:
         -------
         Location
             Per structure: ``cluster``, ``cluster_force_rmse`` (eV/Å),
-            ``domain_distance`` (Å), ``outside_domain`` and ``high_error``.
+            ``domain_distance`` (Å; nats for a QUESTS domain),
+            ``outside_domain`` and ``high_error``.
             Models saved before ``domain.npz`` existed measure the distance to
             the nearest frame of the clustering's Ward subset against the
             threshold in ``model.json`` (none: nothing is outside); models
@@ -385,9 +391,9 @@ class SavedModel:
                     path,
                 )
         if (path / "domain.npz").exists():
-            from .domain import ApplicabilityDomain
+            from .domain import load_domain
 
-            self.domain = ApplicabilityDomain.load(path / "domain.npz")
+            self.domain = load_domain(path / "domain.npz")
             self.domain_threshold = self.domain.threshold_
             _check_numbers(meta_file, numbers, self.domain.numbers_, "domain.npz")
         self.distance_range = _distance_range(meta_file, self.meta, self.domain)
@@ -440,9 +446,11 @@ class SavedModel:
             reports, :meth:`locate`).
         cluster_errors : ClusterErrors, optional
             The model's errors per cluster of ``clusters`` (eV/Å).
-        domain : ApplicabilityDomain, optional
+        domain : ApplicabilityDomain, QuestsDomain or str, optional
             The data's applicability domain; with ``clusters`` and ``dataset`` and
-            none given, one is calibrated on ``dataset`` with the default settings.
+            none given, or a kind given by name (``"distance"``, ``"quests"``,
+            :data:`~ase_flatten.domain.DOMAIN_KINDS`), one is calibrated on
+            ``dataset`` with the default settings (none given: ``"distance"``).
         test_indices : sequence of int, shape (n_test,), optional
             The test split ``cluster_errors`` were measured on (indices into
             ``dataset``), saved as ``test_indices.npy``.
@@ -559,11 +567,14 @@ def write_model_files(
         _write_frame_hashes(directory, dataset, train_indices, validation)
     if not keep_data_files:
         write_data_files(directory, dataset, clusters, test_indices)
+    if isinstance(domain, str) and (clusters is None or dataset is None):
+        domain = None  # a kind to fit, and nothing to fit it on
     if clusters is not None:
-        if domain is None and dataset is not None:
-            from .domain import ApplicabilityDomain
+        if (domain is None or isinstance(domain, str)) and dataset is not None:
+            from .domain import make_domain
 
-            domain = ApplicabilityDomain().fit(dataset.numbers, dataset.positions)
+            domain = make_domain(domain or "distance")
+            domain.fit(dataset.numbers, dataset.positions)
         if domain is None:
             info["domain_threshold"] = clusters.domain_threshold()
     if domain is not None:
@@ -735,7 +746,7 @@ def _distance_range(meta_file: Path, meta: dict, domain):
             return DistanceRange.from_meta(meta["distance_range"])
         except ValueError as exc:
             raise InputError(f"{meta_file}: damaged ({exc})") from exc
-    if domain is not None:  # models saved before model.json recorded it
+    if getattr(domain, "kind", None) == "distance":  # saved before model.json had it
         return DistanceRange.from_descriptors(domain.reference_descriptors_)
     return None
 

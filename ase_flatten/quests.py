@@ -21,6 +21,12 @@ them do not fit a molecule of 9-42 atoms in vacuum:
     environment new, as with a much narrower kernel) nor flattens out (every
     environment covered, as with a much wider one).
 
+The same descriptors and kernel give a structure's novelty against a reference
+set (:func:`novelty`): QUESTS' differential entropy ``dH(x | Y) = -log sum_j
+exp(-|x - y_j|^2 / (2 h^2))`` of each atomic environment ``x`` (nats), the
+score of the ``quests`` applicability domain (:class:`ase_flatten.domain.
+QuestsDomain`).
+
 MSC selection costs time quadratic in the frames it is given (its per-frame
 minimum is a Python loop over all remaining environments), so a larger pool is
 pre-thinned to :data:`MSC_MAX_FRAMES` frames drawn at random (seeded), which
@@ -43,13 +49,17 @@ BANDWIDTH_FRAMES = 200  #: frames the data-driven bandwidth is measured on
 MSC_MAX_FRAMES = 2000  #: larger pools are pre-thinned to this many frames
 
 
-def _import_quests():
+#: Query environments per block of :func:`novelty` (memory ~ NOVELTY_CHUNK x R x 8 B).
+NOVELTY_CHUNK = 256
+
+
+def _import_quests(what: str = "the quests strategy"):
     try:
         from quests.compression import DatasetCompressor
         from quests.descriptor import get_descriptors
     except ImportError as exc:
         raise InputError(
-            "the quests strategy needs QUESTS: pip install 'ase-flatten[quests]'"
+            f"{what} needs QUESTS: pip install 'ase-flatten[quests]'"
         ) from exc
     return DatasetCompressor, get_descriptors
 
@@ -76,6 +86,89 @@ def environment_descriptors(numbers: np.ndarray, positions: np.ndarray) -> list:
         get_descriptors([Atoms(numbers, p)], k=k, cutoff=QUESTS_CUTOFF)
         for p in np.asarray(positions)
     ]
+
+
+def frame_descriptors(
+    numbers: np.ndarray, positions: np.ndarray, what: str = "the quests domain"
+) -> np.ndarray:
+    """QUESTS descriptors of every atom of every frame, in one array.
+
+    Parameters
+    ----------
+    numbers : ndarray, shape (N,)
+    positions : ndarray, shape (M, N, 3)
+        Frames in Å (no periodic cell).
+    what : str
+        Names the caller in the message when QUESTS is missing.
+
+    Returns
+    -------
+    ndarray, shape (M, N, 2k - 1)
+        Atom ``i`` of frame ``m`` at ``[m, i]`` (``k``: :func:`neighbours`).
+    """
+    from ase import Atoms
+
+    _, get_descriptors = _import_quests(what)
+    positions = np.asarray(positions, dtype=float)
+    n_frames, n_atoms = positions.shape[:2]
+    k = neighbours(n_atoms)
+    if n_frames == 0:
+        return np.zeros((0, n_atoms, 2 * k - 1))
+    X = get_descriptors(
+        [Atoms(numbers, p) for p in positions], k=k, cutoff=QUESTS_CUTOFF
+    )
+    return X.reshape(n_frames, n_atoms, -1)
+
+
+def novelty(
+    queries: np.ndarray,
+    reference: np.ndarray,
+    bandwidth: float,
+    skip=None,
+) -> np.ndarray:
+    """QUESTS' differential entropy dH of each query environment (nats).
+
+    ``dH(x | Y) = -log sum_j exp(-|x - y_j|^2 / (2 h^2))``, as
+    ``quests.entropy.delta_entropy`` computes it (the same numbers, test), in
+    blocks of :data:`NOVELTY_CHUNK` queries and as a log-sum-exp, so an
+    environment far from every reference one gets a large finite dH instead of
+    ``-log 0``.
+
+    Parameters
+    ----------
+    queries : ndarray, shape (Q, d)
+    reference : ndarray, shape (R, d)
+    bandwidth : float
+        ``h``, 1/Å (the descriptors' unit).
+    skip : callable, optional
+        ``skip(start, stop)`` gives a boolean (stop - start, R) array of the
+        reference environments to leave out for queries ``start:stop`` (the
+        domain's time-separated calibration).
+
+    Returns
+    -------
+    ndarray, shape (Q,)
+        dH; low: the environment is well covered, high: new.
+    """
+    from scipy.special import logsumexp
+
+    queries = np.asarray(queries, dtype=float)
+    reference = np.asarray(reference, dtype=float)
+    norms = np.einsum("ij,ij->i", reference, reference)
+    scale = -0.5 / bandwidth**2
+    out = np.empty(len(queries))
+    for start in range(0, len(queries), NOVELTY_CHUNK):
+        block = queries[start : start + NOVELTY_CHUNK]
+        d2 = block @ reference.T
+        d2 *= -2.0
+        d2 += norms[None, :]
+        d2 += np.einsum("ij,ij->i", block, block)[:, None]
+        np.maximum(d2, 0.0, out=d2)
+        d2 *= scale
+        if skip is not None:
+            d2[skip(start, start + len(block))] = -np.inf
+        out[start : start + len(block)] = -logsumexp(d2, axis=1)
+    return out
 
 
 def molecule_bandwidth(descriptors: list, seed: int = 0) -> float:

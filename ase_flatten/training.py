@@ -63,6 +63,9 @@ class TrainSettings:
         Settings of the ``ggfps``, ``quests`` and ``committee`` strategies.
     clustering : ClusteringSettings
         The clusters the test errors are measured on.
+    domain : {"distance", "quests"}
+        The applicability domain saved with the model
+        (:func:`~ase_flatten.domain.make_domain`).
     """
 
     backend: str
@@ -74,6 +77,7 @@ class TrainSettings:
     split_seed: int = 0
     peers: PeerSettings = field(default_factory=PeerSettings)
     clustering: ClusteringSettings = field(default_factory=ClusteringSettings)
+    domain: str = "distance"
 
 
 def settings_of(kind, settings, fields: dict):
@@ -143,6 +147,7 @@ def train_model(
         Bad data, settings or output, before any training.
     """
     from .data import data_path, load_data
+    from .domain import require_domain
     from .models import load_model
     from .outputs import atomic_directory, check_output_directory
     from .selection.split import holdout_split
@@ -150,6 +155,7 @@ def train_model(
     settings = settings_of(TrainSettings, settings, fields)
     inputs = [data_path(data)]
     check_output_directory(output, COMMAND, overwrite, inputs)
+    require_domain(settings.domain)
     backend = new_backend(settings.backend, settings.params, settings.seed)
     dataset = load_data(data)
     test, pool = holdout_split(
@@ -204,6 +210,7 @@ def _fit_and_write(directory, settings, backend, dataset, train, test, select_se
         dataset,
         clusters=clusters,
         cluster_errors=errors,
+        domain=settings.domain,
         test_indices=test,
         strategy=settings.strategy,
         **peer,

@@ -170,6 +170,19 @@ def add_clustering_arguments(
         )
 
 
+def add_domain_argument(parser: argparse.ArgumentParser) -> None:
+    """``--domain``: the applicability domain saved with the model."""
+    parser.add_argument(
+        "--domain",
+        choices=options.DOMAIN_KINDS,
+        default="distance",
+        help="the applicability domain saved with the model (FlattenedCalculator "
+        "domain=True, predict, md-validate): distance (descriptor distance to the "
+        "nearest frame of the data) or quests (QUESTS dH of the most novel atomic "
+        "environment; extra 'quests') (default: distance)",
+    )
+
+
 def data_file(args):
     """DATA and how to read it (``--index``, ``--format``, the label keys)."""
     from ..data import DataFile

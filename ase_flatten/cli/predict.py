@@ -8,8 +8,9 @@ and in its info the model's path (`model`) and the frame's position in DATA
 and `select` save them) the info also holds what FlattenedCalculator(DIR,
 domain=True) reports: the frame's `cluster`, the model's measured force RMSE on
 that cluster (`cluster_force_rmse`, eV/Å; NaN where none was measured), the
-distance to the nearest frame of the data (`domain_distance`, Å) and whether
-that lies beyond the model's threshold (`outside_domain`).
+distance to the nearest frame of the data (`domain_distance`, Å; QUESTS' dH in
+nats for a model trained with --domain quests) and whether that lies beyond the
+model's threshold (`outside_domain`).
 
 DATA needs no labels; reference energies and forces it holds stay under their own
 names (a calculator's `energy=`/`forces`, or keys such as `REF_energy`). Frames

@@ -39,6 +39,7 @@ from .common import (
     add_backend_arguments,
     add_clustering_arguments,
     add_dataset_arguments,
+    add_domain_argument,
     add_oracle_arguments,
     add_split_arguments,
     field_default,
@@ -194,6 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="random seed (%(default)s)",
     )
     add_clustering_arguments(parser, seed=False)
+    add_domain_argument(parser)
     add_dask_arguments(parser)
     add_oracle_arguments(parser, required=False)
     parser.add_argument(
@@ -209,6 +211,7 @@ def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..distributed import dask_client, worker_pool
+    from ..domain import require_domain
     from ..exceptions import InputError
     from ..outputs import check_output_place
     from ..selection.flatten import run_selection
@@ -258,8 +261,10 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         warm_start=args.warm_start,
         warm_final=args.warm_final,
+        domain=args.domain,
     )
     config.check_before_data()  # before the pool is read or the oracle asked
+    require_domain(config.domain)
     try:
         with dask_client(args.dask) as client:
             dataset, labels = _read_data(args, oracle, config, client)

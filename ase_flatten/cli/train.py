@@ -34,6 +34,7 @@ from .common import (
     add_backend_arguments,
     add_clustering_arguments,
     add_dataset_arguments,
+    add_domain_argument,
     add_split_arguments,
     field_default,
     positive_int,
@@ -99,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_split_arguments(parser, TrainSettings)
     add_output_arguments(parser, COMMAND)
     add_clustering_arguments(parser)
+    add_domain_argument(parser)
 
 
 COMMAND = "ase-flatten train"

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import clustering_options as options
 from ..data import Dataset, write_reference_frames
+from ..domain import DOMAIN_KINDS
 from ..exceptions import InputError
 from ..outputs import folder_lock, write_json, write_marker
 from ..parameters import check_choice
@@ -97,6 +98,9 @@ class SelectionConfig:
     #: with warm_start, the final model continues too (else it is trained from
     #: scratch on the final set: measured to matter for SchNet)
     warm_final: bool = False
+    #: the applicability domain saved with the final model: "distance" or
+    #: "quests" (:data:`ase_flatten.domain.DOMAIN_KINDS`)
+    domain: str = "distance"
 
     def validate(self, n_pool: int, source: str) -> None:
         for name, choices in (
@@ -108,6 +112,7 @@ class SelectionConfig:
             ("descriptor", options.DESCRIPTORS),
             ("reduce", options.REDUCTIONS),
             ("error_estimate", ESTIMATES),
+            ("domain", DOMAIN_KINDS),
         ):
             value = getattr(self, name)
             if not (name == "reduce" and value is None):
@@ -929,6 +934,7 @@ def _save_final(run: _Run, backend, errors) -> None:
         run.dataset,
         clusters=run.clusters,
         cluster_errors=errors,
+        domain=config.domain,
         overwrite=True,
         keep_data_files=True,  # clusters.npz and test_indices.npy, from _start
         strategy="flatten",
