@@ -34,7 +34,7 @@ __all__ = ["TrainSettings", "new_backend", "train_model"]
 #: Recorded in the model directory's output marker (replaced only by its like).
 COMMAND = "ase-flatten train"
 #: Strategies whose settings (:class:`PeerSettings`) the model records.
-_PEER_STRATEGIES = ("ggfps", "quests", "committee")
+_PEER_STRATEGIES = ("ggfps", "quests", "committee", "lcmd")
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,9 @@ class TrainSettings:
         Training frames.
     strategy : str
         How the frames are chosen: ``random`` (the paper's default model),
-        ``energy``, ``fps``, ``cur``, ``direct``, ``ggfps``, ``quests`` or
-        ``committee`` (:func:`~ase_flatten.selection.baselines.select_frames`).
+        ``energy``, ``fps``, ``cur``, ``direct``, ``ggfps``, ``quests``,
+        ``committee`` or ``lcmd`` (:func:`~ase_flatten.selection.baselines.
+        select_frames`).
     params : dict
         Backend hyperparameters.
     seed : int
@@ -60,7 +61,8 @@ class TrainSettings:
     split_seed : int
         Seed of the test split.
     peers : PeerSettings
-        Settings of the ``ggfps``, ``quests`` and ``committee`` strategies.
+        Settings of the ``ggfps``, ``quests``, ``committee`` and ``lcmd``
+        strategies.
     clustering : ClusteringSettings
         The clusters the test errors are measured on.
     domain : {"distance", "quests"}
@@ -157,6 +159,10 @@ def train_model(
     check_output_directory(output, COMMAND, overwrite, inputs)
     require_domain(settings.domain)
     backend = new_backend(settings.backend, settings.params, settings.seed)
+    if settings.strategy == "lcmd":  # bmdal-reg and a backend with features, now
+        from .selection.lcmd import check_lcmd
+
+        check_lcmd(lambda seed: new_backend(settings.backend, settings.params, seed))
     dataset = load_data(data)
     test, pool = holdout_split(
         len(dataset), settings.test_fraction, settings.split_seed

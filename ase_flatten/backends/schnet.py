@@ -450,6 +450,45 @@ class SchNetBackend(Backend):
         forces = results["forces"].detach().cpu().numpy().astype(float)
         return energies.reshape(n_frames), forces.reshape(n_frames, n_atoms, 3)
 
+    def last_layer_features(self, positions: np.ndarray) -> np.ndarray:
+        """Per-structure input of the energy's last linear layer.
+
+        The energy is a sum over atoms of the readout network's output, whose
+        last layer is linear: the sum over a structure's atoms of that layer's
+        input is the gradient of the energy with respect to the layer's weights
+        (the ``lcmd`` strategy's features, bmdal-reg's "last layer" kernel).
+
+        Parameters
+        ----------
+        positions : ndarray, shape (M, N, 3)
+            Structures in Å, atoms in the model's order.
+
+        Returns
+        -------
+        ndarray, shape (M, H)
+            ``H``: the width of the readout's hidden layer.
+        """
+        self._check_fitted()
+        torch = self.require("torch")
+        positions = np.asarray(positions, dtype=float)
+        last = self.model_.output_modules[0].outnet[-1]
+        captured = []
+        hook = last.register_forward_hook(
+            lambda module, args, output: captured.append(args[0].detach())
+        )
+        out = []
+        try:
+            for start in range(0, len(positions), self.batch_size):
+                block = positions[start : start + self.batch_size]
+                captured.clear()
+                with torch.enable_grad():
+                    self.model_(self._inputs(torch, block))
+                per_atom = captured[0].cpu().numpy().astype(float)
+                out.append(per_atom.reshape(len(block), -1, per_atom.shape[-1]))
+        finally:
+            hook.remove()
+        return np.concatenate(out).sum(axis=1)
+
     def _inputs(self, torch, positions: np.ndarray) -> dict:
         """schnetpack's input batch for frames of ``numbers_``, built in one go.
 

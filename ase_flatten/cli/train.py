@@ -9,7 +9,9 @@ ggfps (farthest-point sampling weighted by the force norm), quests (QUESTS'
 minimum set cover of atomic environments; extra 'quests'; --quests-bandwidth) or
 committee (query by committee: --committee models of --backend trained on the
 frames chosen so far pick, in --committee-steps rounds, the frames where their
-forces disagree most). The
+forces disagree most) or lcmd (batch active learning: one model of --backend per
+round, schnet only, and bmdal-reg's LCMD selection on its last-layer features;
+extra 'lcmd'; the committee's --committee-init and --committee-steps). The
 model's force errors on the test split are measured per cluster. The directory
 holds the model, its training indices (DIR/train_indices.npy), the test split, the
 clusters and their errors, the backend's validation frames (never test frames,
@@ -58,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the frames are chosen (default: %(default)s)",
     )
     peers = parser.add_argument_group(
-        "settings of the ggfps, quests and committee strategies"
+        "settings of the ggfps, quests, committee and lcmd strategies"
     )
     peers.add_argument(
         "--committee",
@@ -72,15 +74,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_int,
         default=PeerSettings.committee_steps,
         metavar="K",
-        help=f"rounds after the random start (default {PeerSettings.committee_steps})",
+        help="rounds after the random start, committee and lcmd (default "
+        f"{PeerSettings.committee_steps})",
     )
     peers.add_argument(
         "--committee-init",
         type=float,
         default=PeerSettings.committee_init,
         metavar="SHARE",
-        help="share of the frames drawn at random before the first round (default "
-        f"{PeerSettings.committee_init:g})",
+        help="share of the frames drawn at random before the first round, "
+        f"committee and lcmd (default {PeerSettings.committee_init:g})",
     )
     peers.add_argument(
         "--quests-bandwidth",

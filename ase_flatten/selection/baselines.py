@@ -26,6 +26,11 @@
     query by committee: train a committee of models on the frames chosen so far,
     add the frames where their forces disagree most, with diversity among the
     picks (:mod:`ase_flatten.selection.committee`); needs a backend.
+``lcmd``
+    batch active learning on last-layer features: a model trained on the frames
+    chosen so far, and bmdal-reg's LCMD selection in its last-layer feature
+    space (:mod:`ase_flatten.selection.lcmd`); needs a neural backend
+    (``schnet``) and the extra ``lcmd``.
 
 :class:`PeerSettings` holds the settings of the last three, checked before any
 work starts.
@@ -56,9 +61,10 @@ STRATEGIES = (
     "ggfps",
     "quests",
     "committee",
+    "lcmd",
 )
 #: strategies that train models while they choose (need ``make_backend``)
-MODEL_STRATEGIES = ("committee",)
+MODEL_STRATEGIES = ("committee", "lcmd")
 logger = logging.getLogger(__name__)
 
 
@@ -71,10 +77,11 @@ class PeerSettings:
     committee : int
         Models in the committee (at least 2: one model has no disagreement).
     committee_steps : int
-        Rounds of the committee loop after the random start.
+        Rounds of the committee loop after the random start (also ``lcmd``'s).
     committee_init : float
         Share of the ``n`` frames drawn at random before the first round
-        (default 0.5: the suite's flattening loop starts from 50 of 100 frames).
+        (default 0.5: the suite's flattening loop starts from 50 of 100 frames);
+        also the ``lcmd`` strategy's random start.
     committee_subsample : float
         Share of the chosen frames each member trains on (drawn without
         replacement, seeded per member). Sub-sampling rather than a bootstrap with
@@ -206,6 +213,10 @@ def select_frames(
         from .committee import committee_select
 
         chosen = committee_select(dataset, pool, n, make_backend, seed, settings)
+    elif strategy == "lcmd":
+        from .lcmd import lcmd_select_frames
+
+        chosen = lcmd_select_frames(dataset, pool, n, make_backend, seed, settings)
     else:
         raise InputError(
             f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
