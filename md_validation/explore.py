@@ -613,6 +613,8 @@ def _retrain(run: _Run, number: int, added, entry: dict, previous=None):
         dataset,
         clusters=start.clusters,
         cluster_errors=errors,
+        # the start model's kind of domain, calibrated again on the grown data
+        domain=getattr(start.domain, "kind", None),
         test_indices=run.test if len(run.test) else None,
         strategy="explore",
         seed=run.settings.seed,
