@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -48,7 +47,7 @@ from . import __version__
 from .backends import Backend, backend_class
 from .data import check_searchable
 from .exceptions import FILE_READ_ERRORS, InputError
-from .outputs import atomic_path, sibling_directory, write_json
+from .outputs import RunFolder, atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -480,8 +479,7 @@ class SavedModel:
         missing = [name for name in keep if not (directory / name).is_file()]
         if missing:
             raise InputError(f"{directory / missing[0]}: missing (a data file kept)")
-        tmp = sibling_directory(directory)
-        try:
+        with RunFolder.replace_files(directory, MODEL_FILES, keep) as tmp:
             write_model_files(
                 tmp,
                 backend,
@@ -494,10 +492,6 @@ class SavedModel:
                 keep_data_files=keep_data_files,
                 **meta,
             )
-            _replace_dir(tmp, directory, keep)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         return directory
 
 
@@ -696,30 +690,6 @@ MODEL_FILES = (
 )
 #: The model files of its data alone (:func:`write_data_files`).
 DATA_FILES = ("clusters.npz", "test_indices.npy")
-
-
-def _replace_dir(new: Path, target: Path, keep=()) -> None:
-    """Move the model files of ``new`` into ``target``, ``model.json`` last.
-
-    Other files in ``target`` (a selection run's history, say) stay, and so do
-    the model files named in ``keep``. The old ``model.json`` goes first, so an
-    interrupted replacement never leaves a model.json describing files that are
-    not there.
-    """
-    if not target.exists():
-        os.replace(new, target)
-        return
-    for name in MODEL_FILES:
-        old = target / name
-        if name in keep:
-            continue
-        if old.is_dir():
-            shutil.rmtree(old)
-        elif old.exists():
-            old.unlink()
-    for name in MODEL_FILES[::-1]:
-        if (new / name).exists():
-            os.replace(new / name, target / name)
 
 
 def _check_numbers(meta_file: Path, numbers, own, what: str) -> None:

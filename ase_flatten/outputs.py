@@ -18,17 +18,18 @@ A command that writes a folder::
     with atomic_directory(out, COMMAND, args.overwrite, inputs) as tmp:
         ...  # the work; every file goes into tmp
 
-A long run that must survive an interruption (``md-validate``) builds its folder
-in a visible work folder ``X.partial`` beside ``X`` instead, which ``--resume``
-continues and which becomes ``X`` when complete::
+A long run that must survive an interruption works in a :class:`RunFolder`.
+``md-validate`` builds its folder in a visible work folder ``X.partial`` beside
+``X`` instead, which ``--resume`` continues and which becomes ``X`` when complete::
 
-    work = open_partial_directory(out, COMMAND, settings, overwrite, resume, inputs)
-    ...  # the work; finished parts in ``work`` are kept on resume
-    publish_partial_directory(work, out, COMMAND)
+    work = RunFolder.for_output(out, COMMAND, settings, overwrite, resume, inputs)
+    with work:
+        ...  # the work, in work.path; finished parts are kept on resume
+        work.publish()
 
-A folder filled in place because it is checkpointed (``select``) uses
-:func:`check_output_place` and :func:`write_marker` instead, and never deletes; it
-holds :func:`folder_lock` while it runs, so a second process cannot resume it at the
+A folder filled in place because it is checkpointed (``select``) is opened with
+:meth:`RunFolder.in_place` and never deleted. Either is held with
+:func:`folder_lock` while it runs, so a second process cannot resume it at the
 same time.
 Every check raises :class:`~ase_flatten.exceptions.InputError` with one line
 naming the path.
@@ -46,6 +47,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -310,7 +312,7 @@ def write_marker(
 ) -> None:
     """Mark folder ``path`` as an output of ``command`` (JSON, with version and date).
 
-    :func:`atomic_directory` and :func:`open_partial_directory` do it themselves;
+    :func:`atomic_directory` and :class:`RunFolder` do it themselves;
     a folder filled in place calls it when it creates the folder. ``settings``
     (JSON-able) are recorded for a resumable run to compare on ``--resume``.
     """
@@ -429,127 +431,243 @@ def partial_directory(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def open_partial_directory(
-    path: str | os.PathLike,
-    command: str,
-    settings: dict,
-    overwrite: bool = False,
-    resume: bool = False,
-    inputs: Iterable = (),
-) -> Path:
-    """Check output ``path`` before anything runs and open its work folder.
+@dataclass
+class RunFolder:
+    """The folder a long run works in: opened, locked while it works, published.
 
-    The resumable variant of :func:`atomic_directory`: the work goes into
-    ``path.partial`` (:func:`partial_directory`, marked with ``command`` and its
-    ``settings``), which outlives an interruption; ``resume`` continues it with
-    the same settings, keeping what it holds. :func:`publish_partial_directory`
-    swaps it in as ``path`` at the end.
+    Three ways to open one, the same resume and overwrite rules:
 
-    Parameters
+    * :meth:`for_output`: the work of output folder ``X`` goes into ``X.partial``
+      (:func:`partial_directory`), which :meth:`publish` swaps in as ``X`` at the
+      end (``md-validate``, ``md-explore``);
+    * :meth:`open`: a work folder of its own, for a run whose output is a file
+      (:func:`~ase_flatten.md_dataset.write_md_dataset`);
+    * :meth:`in_place`: a checkpointed folder that is the output itself and is
+      never deleted (``select``).
+
+    Used as a context manager, the folder is held with :func:`folder_lock` until
+    the block ends. :meth:`replace_files` is the atomic update of some files of a
+    folder that holds others too (a model saved into a run folder).
+
+    Attributes
     ----------
-    path : path
-        The output folder (``-o``); checked as by :func:`check_output_directory`.
+    path : Path
+        The folder the run writes into.
     command : str
-        The command writing it (recorded in the marker, checked on overwrite).
-    settings : dict
-        JSON-able settings of the run; ``resume`` continues only a work folder
-        started with equal settings.
-    overwrite : bool
-        Replace an earlier output of ``command``, and start an interrupted run
-        again instead of refusing.
-    resume : bool
-        Continue the work folder of an interrupted run.
-    inputs : iterable of path
-        Files and folders the run reads; neither folder may be or hold one.
-
-    Returns
-    -------
-    Path
-        The work folder (created with its marker, or the one resumed).
-
-    Raises
-    ------
-    InputError
-        One line naming the folder and the problem.
+        The command recorded in its marker.
+    output : Path or None
+        Where :meth:`publish` puts it (None: it is the output).
+    resumed : bool
+        The folder held an interrupted run that is continued.
     """
-    inputs = list(inputs)
-    check_output_directory(path, command, overwrite, inputs)
-    work = partial_directory(path)
-    check_output_place(work, inputs)
-    return open_work_folder(work, command, settings, overwrite, resume)
 
+    path: Path
+    command: str
+    output: Path | None = None
+    resumed: bool = False
+    _held: contextlib.ExitStack | None = field(default=None, repr=False)
 
-def open_work_folder(
-    work: Path, command: str, settings: dict, overwrite: bool, resume: bool
-) -> Path:
-    """Create the marked work folder ``work`` of ``command``, or reopen it.
+    @classmethod
+    def for_output(
+        cls,
+        output: str | os.PathLike,
+        command: str,
+        settings: dict,
+        overwrite: bool = False,
+        resume: bool = False,
+        inputs: Iterable = (),
+    ) -> RunFolder:
+        """Check output folder ``output`` before anything runs; open its work folder.
 
-    An existing one must carry ``command``'s marker; ``resume`` keeps it when its
-    ``settings`` are equal, ``overwrite`` starts it again, neither is refused.
-    Used by :func:`open_partial_directory` and by runs whose output is a file.
-    The caller holds :func:`folder_lock` on it while it works.
-    """
-    settings = json.loads(json.dumps(settings, default=_json_default))
-    if work.exists():
-        old = read_marker_data(work)
-        if old is None or old.get("command") != command:
-            raise InputError(
-                f"{work}: exists and is not a work folder of `{command}`; remove it "
-                "yourself or choose another output"
-            )
-        with folder_lock(work):  # neither resumed nor removed while a run holds it
-            pass
+        The resumable variant of :func:`atomic_directory`: the work goes into
+        ``output.partial``, which outlives an interruption.
+
+        Parameters
+        ----------
+        output : path
+            The output folder (``-o``); checked as by :func:`check_output_directory`.
+        command : str
+            The command writing it (recorded in the marker, checked on overwrite).
+        settings : dict
+            JSON-able settings of the run; ``resume`` continues only a work folder
+            started with equal settings.
+        overwrite : bool
+            Replace an earlier output of ``command``, and start an interrupted run
+            again instead of refusing.
+        resume : bool
+            Continue the work folder of an interrupted run.
+        inputs : iterable of path
+            Files and folders the run reads; neither folder may be or hold one.
+
+        Raises
+        ------
+        InputError
+            One line naming the folder and the problem.
+        """
+        inputs = list(inputs)
+        check_output_directory(output, command, overwrite, inputs)
+        work = partial_directory(output)
+        check_output_place(work, inputs)
+        folder = cls.open(work, command, settings, overwrite, resume)
+        folder.output = Path(output)
+        return folder
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        command: str,
+        settings: dict,
+        overwrite: bool = False,
+        resume: bool = False,
+    ) -> RunFolder:
+        """Create the marked work folder ``path`` of ``command``, or reopen it.
+
+        An existing one must carry ``command``'s marker; ``resume`` keeps it when
+        its ``settings`` (recorded in the marker) are equal, ``overwrite`` starts
+        it again, neither is refused.
+        """
+        work = Path(path)
+        settings = json.loads(json.dumps(settings, default=_json_default))
+        if work.exists():
+            old = read_marker_data(work)
+            if old is None or old.get("command") != command:
+                raise InputError(
+                    f"{work}: exists and is not a work folder of `{command}`; remove "
+                    "it yourself or choose another output"
+                )
+            with folder_lock(work):  # neither resumed nor removed while a run holds it
+                pass
+            if resume:
+                changed = changed_settings(settings, old.get("settings") or {})
+                if changed:
+                    raise InputError(
+                        f"{work}: the interrupted run used other settings "
+                        f"({', '.join(changed)}); rerun it as it was, or pass "
+                        "--overwrite without --resume to start again"
+                    )
+                logger.info("resuming the interrupted run in %s", work)
+                return cls(work, command, resumed=True)
+            if not overwrite:
+                raise InputError(
+                    f"{work}: holds an interrupted `{command}` run; pass --resume to "
+                    "continue it or --overwrite to start again"
+                )
+            shutil.rmtree(work)
+        try:
+            work.mkdir(parents=True)
+        except OSError as exc:
+            raise InputError(f"{work}: cannot write there ({_reason(exc)})") from exc
+        write_marker(work, command, settings)
+        return cls(work, command)
+
+    @classmethod
+    def in_place(
+        cls, path: str | os.PathLike, command: str, resume: bool = False
+    ) -> RunFolder:
+        """Open the checkpointed folder ``path``, which is the output itself.
+
+        Without ``resume`` it must be missing or empty; it is created with
+        ``command``'s marker. With ``resume`` it is taken as it is: what it holds
+        (and whether its settings match) is the caller's to check.
+        """
+        path = Path(path)
         if resume:
-            _check_same_settings(work, settings, old.get("settings") or {})
-            logger.info("resuming the interrupted run in %s", work)
-            return work
-        if not overwrite:
+            return cls(path, command, resumed=True)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path}: is a file, not a folder; choose another output")
+        if path.exists() and any(path.iterdir()):
             raise InputError(
-                f"{work}: holds an interrupted `{command}` run; pass --resume to "
-                "continue it or --overwrite to start again"
+                f"{path}: exists and is not empty; use --resume to continue it or "
+                "choose another output"
             )
-        shutil.rmtree(work)
-    try:
-        work.mkdir(parents=True)
-    except OSError as exc:
-        raise InputError(f"{work}: cannot write there ({_reason(exc)})") from exc
-    write_marker(work, command, settings)
-    return work
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write there ({_reason(exc)})") from exc
+        folder = cls(path, command)
+        folder.__enter__()  # held before it is marked
+        try:
+            write_marker(path, command)
+        except BaseException:
+            folder.__exit__()
+            raise
+        return folder
+
+    def __enter__(self) -> RunFolder:
+        if self._held is None and self.path.is_dir():
+            self._held = contextlib.ExitStack()
+            self._held.enter_context(folder_lock(self.path))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+    def publish(self) -> None:
+        """Swap the finished work folder in as :attr:`output`.
+
+        An old output is renamed aside, the work folder renamed into its place,
+        and the old one removed only then; it must be empty or an output of
+        :attr:`command` (checked again: something may have appeared there during
+        the run).
+
+        Raises
+        ------
+        InputError
+            The output is now something the command did not write; it is left as
+            it is.
+        """
+        path = Path(os.path.abspath(self.output))
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+            if read_marker(path) != self.command:
+                raise InputError(
+                    f"{path}: not an output of `{self.command}`; left as it is (the "
+                    f"new result is in {self.path})"
+                )
+        _swap_in(self.path, path)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def replace_files(
+        path: str | os.PathLike, names: Iterable[str], keep: Iterable[str] = ()
+    ) -> Iterator[Path]:
+        """Update the files ``names`` of folder ``path``, leaving its other files.
+
+        Yields a new hidden folder beside ``path`` to write them into. When the
+        block ends without an exception they are moved into ``path`` in the
+        reverse order of ``names`` (the first, the one that describes the rest,
+        goes last), after the old ones except those in ``keep`` were removed (the
+        first of ``names`` first); a missing ``path`` is the new folder renamed.
+        The new folder is removed in any case.
+        """
+        path, names, keep = Path(path), list(names), set(keep)
+        new = sibling_directory(path)
+        try:
+            yield new
+            if not path.exists():
+                os.replace(new, path)
+                return
+            for name in names:
+                old = path / name
+                if name in keep:
+                    continue
+                if old.is_dir():
+                    shutil.rmtree(old)
+                elif old.exists():
+                    old.unlink()
+            for name in names[::-1]:
+                if (new / name).exists():
+                    os.replace(new / name, path / name)
+        finally:
+            if new.exists():
+                shutil.rmtree(new)
 
 
-def _check_same_settings(work: Path, settings: dict, old: dict) -> None:
-    changed = sorted(
-        key for key in set(settings) | set(old) if settings.get(key) != old.get(key)
-    )
-    if changed:
-        raise InputError(
-            f"{work}: the interrupted run used other settings ({', '.join(changed)}); "
-            "rerun it as it was, or pass --overwrite without --resume to start again"
-        )
-
-
-def publish_partial_directory(
-    work: str | os.PathLike, path: str | os.PathLike, command: str
-) -> None:
-    """Swap the finished work folder ``work`` in as ``path``.
-
-    An old ``path`` is renamed aside, ``work`` renamed into its place, and the old
-    one removed only then; it must be empty or an output of ``command`` (checked
-    again: something may have appeared there during the run).
-
-    Raises
-    ------
-    InputError
-        ``path`` is now something ``command`` did not write; it is left as it is.
-    """
-    path = Path(os.path.abspath(path))
-    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
-        if read_marker(path) != command:
-            raise InputError(
-                f"{path}: not an output of `{command}`; left as it is (the new "
-                f"result is in {work})"
-            )
-    _swap_in(Path(work), path)
+def changed_settings(new: dict, old: dict) -> list[str]:
+    """The keys whose values differ between two settings dicts, sorted."""
+    return sorted(key for key in {**old, **new} if new.get(key) != old.get(key))
 
 
 def sibling_directory(path: str | os.PathLike, suffix: str = ".tmp") -> Path:

@@ -31,10 +31,9 @@ from ase import Atoms, units
 from .data import Dataset
 from .exceptions import InputError
 from .outputs import (
+    RunFolder,
     atomic_path,
     check_output_file,
-    folder_lock,
-    open_work_folder,
     partial_directory,
     write_json,
 )
@@ -207,8 +206,9 @@ def write_md_dataset(
     atoms = build_molecule(molecule)
     settings = _run_settings(atoms, n_frames, protocol)
     work = partial_directory(path)
-    state = _open_work_folder(work, settings, resume, overwrite)
-    with folder_lock(work), _one_thread():
+    folder = RunFolder.open(work, COMMAND, settings, overwrite, resume)
+    state = _read_checkpoint(folder)
+    with folder, _one_thread():
         if state is None:
             dyn = _start_md(atoms, protocol)
             state = {"frames_done": 0, "chunks": []}
@@ -328,14 +328,10 @@ def _run_settings(atoms: Atoms, n_frames: int, protocol: MDProtocol) -> dict:
     }
 
 
-def _open_work_folder(
-    work: Path, settings: dict, resume: bool, overwrite: bool
-) -> dict | None:
-    """Create the work folder, or open an interrupted run's; its checkpoint or None."""
-    resumed = resume and work.exists()
-    open_work_folder(work, COMMAND, settings, overwrite=overwrite, resume=resume)
-    checkpoint = work / CHECKPOINT
-    if resumed and checkpoint.exists():
+def _read_checkpoint(folder: RunFolder) -> dict | None:
+    """The checkpoint of the interrupted run ``folder`` continues, or None."""
+    checkpoint = folder.path / CHECKPOINT
+    if folder.resumed and checkpoint.exists():
         return json.loads(checkpoint.read_text())
     return None
 

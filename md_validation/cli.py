@@ -33,7 +33,6 @@ example: md-validate --model default=models/default --model improved=models/flat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import os
@@ -370,11 +369,7 @@ def run(args) -> None:
     from ase_flatten.data import read_dataset
     from ase_flatten.distributed import dask_client
     from ase_flatten.models import load_model
-    from ase_flatten.outputs import (
-        folder_lock,
-        open_partial_directory,
-        publish_partial_directory,
-    )
+    from ase_flatten.outputs import RunFolder
 
     from .validate import REFERENCE, validate_models
 
@@ -460,21 +455,22 @@ def run(args) -> None:
     protocol.log_every_ps = 0.0 if bar else args.log_every_ps
     # a bad address fails before any output; the work folder stays locked until
     # it is published
-    with dask_client(args.dask) as client, contextlib.ExitStack() as held:
-        work = open_partial_directory(
+    with (
+        dask_client(args.dask) as client,
+        RunFolder.for_output(
             output, PROG, settings, args.overwrite, args.resume, inputs
-        )
-        held.enter_context(folder_lock(work))
+        ) as work,
+    ):
         rows, lines = validate_models(
             models,
             atoms,
-            work,
+            work.path,
             protocol,
             jobs=args.jobs or default_jobs(),
             progress=bar,
             client=client,
         )
-        publish_partial_directory(work, output, PROG)
+        work.publish()
     for line in lines:
         print(line)
     if args.export_risky:

@@ -201,7 +201,7 @@ def explore(
         The output folder; the work goes on in ``directory.partial`` until the end.
     resume, overwrite : bool
         As for every resumable output
-        (:func:`ase_flatten.outputs.open_partial_directory`).
+        (:meth:`ase_flatten.outputs.RunFolder.for_output`).
     jobs : int
         Worker processes for the MD replicas and the oracle.
     progress : bool or None
@@ -214,11 +214,7 @@ def explore(
     ExplorationResult
     """
     from ase_flatten.oracle import probe_oracle
-    from ase_flatten.outputs import (
-        folder_lock,
-        open_partial_directory,
-        publish_partial_directory,
-    )
+    from ase_flatten.outputs import RunFolder
 
     start, dataset, test = _read_start(model_dir)
     if settings.warm_start and not start.backend.supports_warm_start:
@@ -237,16 +233,25 @@ def explore(
         "model": str(Path(model_dir).resolve()),
         "dataset": dataset.fingerprint(),
     }
-    work = open_partial_directory(
+    work = RunFolder.for_output(
         directory, COMMAND, run_settings, overwrite, resume, inputs=[model_dir]
     )
-    with folder_lock(work):
+    with work:
         output = Path(directory).resolve()
         run = _Run(
-            start, dataset, test, oracle, settings, work, output, jobs, progress, client
+            start,
+            dataset,
+            test,
+            oracle,
+            settings,
+            work.path,
+            output,
+            jobs,
+            progress,
+            client,
         )
         result = _rounds(run)
-    publish_partial_directory(work, directory, COMMAND)
+    work.publish()
     result.directory = Path(directory)
     return result
 

@@ -9,16 +9,14 @@ import pytest
 from ase_flatten.exceptions import InputError
 from ase_flatten.outputs import (
     MARKER,
+    RunFolder,
     atomic_directory,
     atomic_path,
     check_output_directory,
     check_output_file,
     check_writable,
     folder_lock,
-    open_partial_directory,
-    open_work_folder,
     partial_directory,
-    publish_partial_directory,
     read_marker,
     read_marker_data,
     write_text,
@@ -170,23 +168,27 @@ def test_dot_and_a_symlink_are_replaced_cleanly(tmp_path, monkeypatch):
 
 def test_partial_directory_resumes_with_equal_settings_and_swaps_in(tmp_path):
     out = tmp_path / "md"
-    work = open_partial_directory(out, "md-validate", {"seed": 0})
+    folder = RunFolder.for_output(out, "md-validate", {"seed": 0})
+    work = folder.path
     assert work == partial_directory(out) == tmp_path / "md.partial"
+    assert not folder.resumed
     assert read_marker_data(work)["settings"] == {"seed": 0}
     (work / "replica0.csv").write_text("done")
     # an interrupted run is neither lost nor silently restarted
     with pytest.raises(InputError, match="--resume"):
-        open_partial_directory(out, "md-validate", {"seed": 0})
+        RunFolder.for_output(out, "md-validate", {"seed": 0})
     with pytest.raises(InputError, match=r"other settings \(seed\)"):
-        open_partial_directory(out, "md-validate", {"seed": 1}, resume=True)
-    assert open_partial_directory(out, "md-validate", {"seed": 0}, resume=True) == work
-    publish_partial_directory(work, out, "md-validate")
+        RunFolder.for_output(out, "md-validate", {"seed": 1}, resume=True)
+    folder = RunFolder.for_output(out, "md-validate", {"seed": 0}, resume=True)
+    assert folder.path == work and folder.resumed
+    with folder:
+        folder.publish()
     assert (out / "replica0.csv").read_text() == "done" and not work.exists()
     assert read_marker(out) == "md-validate"
     # --overwrite replaces it only once the new run is complete
-    work = open_partial_directory(out, "md-validate", {"seed": 1}, overwrite=True)
+    folder = RunFolder.for_output(out, "md-validate", {"seed": 1}, overwrite=True)
     assert (out / "replica0.csv").exists()
-    publish_partial_directory(work, out, "md-validate")
+    folder.publish()
     assert sorted(os.listdir(out)) == [MARKER]
 
 
@@ -195,18 +197,49 @@ def test_partial_directory_refuses_what_the_command_did_not_write(tmp_path):
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not a work folder of `md-validate`"):
-        open_partial_directory(out, "md-validate", {}, overwrite=True, resume=True)
+        RunFolder.for_output(out, "md-validate", {}, overwrite=True, resume=True)
     with pytest.raises(InputError, match="is an input of this run"):
-        open_partial_directory(out, "md-validate", {}, inputs=[out / "model"])
+        RunFolder.for_output(out, "md-validate", {}, inputs=[out / "model"])
     assert (other / "notes.txt").read_text() == "mine"
     # a folder made by md-validate before it shared the marker is still its own
     old = tmp_path / "old"
     old.mkdir()
     (old / ".md-validate").write_text('{"command": "md-validate", "settings": {}}')
     assert read_marker(old) == "md-validate"
-    work = open_partial_directory(old, "md-validate", {}, overwrite=True)
-    publish_partial_directory(work, old, "md-validate")
+    RunFolder.for_output(old, "md-validate", {}, overwrite=True).publish()
     assert sorted(os.listdir(old)) == [MARKER]
+
+
+def test_in_place_run_folder_is_new_or_resumed_and_held(tmp_path):
+    run = tmp_path / "run"
+    with RunFolder.in_place(run, "ase-flatten select") as folder:
+        assert read_marker(run) == "ase-flatten select" and not folder.resumed
+        with pytest.raises(InputError, match="another process"):
+            with folder_lock(run):
+                pass
+    with pytest.raises(InputError, match="not empty; use --resume"):
+        RunFolder.in_place(run, "ase-flatten select")
+    with RunFolder.in_place(run, "ase-flatten select", resume=True) as folder:
+        assert folder.resumed
+
+
+def test_replace_files_updates_named_files_and_keeps_the_others(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.json", "old.npy", "kept.npy", "history.json"):
+        (folder / name).write_text("old")
+    names = ("model.json", "old.npy", "kept.npy")
+    with RunFolder.replace_files(folder, names, keep=("kept.npy",)) as new:
+        (new / "model.json").write_text("new")
+    assert sorted(os.listdir(folder)) == ["history.json", "kept.npy", "model.json"]
+    assert (folder / "model.json").read_text() == "new"
+    assert (folder / "kept.npy").read_text() == "old"
+    with pytest.raises(RuntimeError):
+        with RunFolder.replace_files(folder, names) as new:
+            (new / "model.json").write_text("broken")
+            raise RuntimeError
+    assert (folder / "model.json").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
 def test_folder_lock_refuses_a_second_process_and_dies_with_the_first(tmp_path):
@@ -230,14 +263,14 @@ def test_folder_lock_refuses_a_second_process_and_dies_with_the_first(tmp_path):
 
 
 def test_a_held_work_folder_is_neither_resumed_nor_removed(tmp_path):
-    work = open_work_folder(tmp_path / "w", "cmd", {"a": 1}, False, False)
+    work = RunFolder.open(tmp_path / "w", "cmd", {"a": 1}).path
     (work / "chunk").write_text("done")
     with folder_lock(work):
         for overwrite, resume in ((False, True), (True, False)):
             with pytest.raises(InputError, match="another process is writing"):
-                open_work_folder(work, "cmd", {"a": 1}, overwrite, resume)
+                RunFolder.open(work, "cmd", {"a": 1}, overwrite, resume)
     assert (work / "chunk").read_text() == "done"
-    assert open_work_folder(work, "cmd", {"a": 1}, False, True) == work
+    assert RunFolder.open(work, "cmd", {"a": 1}, False, True).path == work
 
 
 HOLD_LOCK = """

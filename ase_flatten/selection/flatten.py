@@ -37,7 +37,7 @@ from .. import clustering_options as options
 from ..data import Dataset, write_reference_frames
 from ..domain import DOMAIN_KINDS
 from ..exceptions import InputError
-from ..outputs import folder_lock, write_json, write_marker
+from ..outputs import RunFolder, changed_settings, write_json
 from ..parameters import check_choice
 from ..signals import sigterm_as_interrupt
 from . import picking
@@ -763,79 +763,78 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
     training frames are labelled here (from the label store on resume); frames the
     oracle fails on leave both.
     """
-    from ..clustering import TwoStageClustering, cluster_features, load_clusters
     from ..descriptors import pairwise_distances
-    from ..models import write_data_files
 
     settings = {"config": dataclasses.asdict(config), "dataset": dataset.fingerprint()}
     X = pairwise_distances(dataset.positions, kind=config.descriptor)
+    held.enter_context(RunFolder.in_place(directory, COMMAND, resume))
     if resume:
-        if directory.is_dir():
-            held.enter_context(folder_lock(directory))
-        saved = _read_json(directory / "config.json", "no run to resume")
-        if not isinstance(saved.get("config"), dict):
-            raise InputError(f"{directory / 'config.json'}: damaged (no settings)")
-        # a setting added later is missing in older runs: its default is what
-        # they did (every new field's default keeps the old behaviour)
-        saved["config"] = {**dataclasses.asdict(SelectionConfig()), **saved["config"]}
-        if saved != json.loads(json.dumps(settings)):
-            changed = sorted(
-                k
-                for k in {**saved["config"], **settings["config"]}
-                if saved["config"].get(k) != settings["config"].get(k)
-            )
-            what = ", ".join(changed) if changed else "the dataset"
-            hint = ""
-            if "error_sample" in changed and saved["config"]["error_sample"] is None:
-                # started before the sample was the default, or with 0
-                hint = " (--error-sample 0: the whole pool, as it was started)"
-            raise InputError(
-                f"{directory}: was started with other settings ({what}); resume "
-                f"with the same command{hint}"
-            )
-        checkpoint = _read_checkpoint(directory / "checkpoint.json", len(dataset))
-        done = checkpoint["completed_iterations"]
-        history = _read_json(directory / "history.json", "no history", list)
-        if len(history) < done:
-            raise InputError(
-                f"{directory / 'history.json'}: {len(history)} iterations, but the "
-                f"checkpoint has {done}"
-            )
-        history = history[:done]
-        _check_history(directory / "history.json", history)
-        clusters = load_clusters(directory / "clusters.npz")[0]
-        logger.info("resuming %s after iteration %d", directory, done - 1)
-        train = np.asarray(checkpoint["train_indices"], dtype=int)
+        state = _resume(directory, settings, len(dataset))
+        train = state["train"]
         if labels is not None:
             test = labels.ensure(test, "test")
             train = labels.ensure(train, "initial")
-        return {
-            "clusters": clusters,
-            "descriptors": X,
-            "train": train,
-            "history": history,
-            "test": test,
-            "pool": pool,
-        }
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"{directory}: is a file, not a folder; choose another output")
-    if directory.exists() and any(directory.iterdir()):
+    else:
+        energies = dataset.energies
+        if labels is not None:  # no energy levels (n_energy=1): energies unknown
+            energies = np.zeros(len(dataset))
+            test = labels.ensure(test, "test")
+        state = _begin(dataset, config, directory, X, energies, test)
+        write_json(directory / "config.json", settings)
+        rng = np.random.default_rng([config.seed, 0x1417])
+        train = np.sort(rng.choice(pool, config.init, replace=False))
+        if labels is not None:
+            train = labels.ensure(train, "initial")
+        _checkpoint(directory, train, [])
+    return {**state, "descriptors": X, "train": train, "test": test, "pool": pool}
+
+
+def _resume(directory: Path, settings: dict, n_frames: int) -> dict:
+    """The clusters, training set and history of the run to resume in ``directory``;
+    its settings must be ``settings``."""
+    from ..clustering import load_clusters
+
+    saved = _read_json(directory / "config.json", "no run to resume")
+    if not isinstance(saved.get("config"), dict):
+        raise InputError(f"{directory / 'config.json'}: damaged (no settings)")
+    # a setting added later is missing in older runs: its default is what
+    # they did (every new field's default keeps the old behaviour)
+    saved["config"] = {**dataclasses.asdict(SelectionConfig()), **saved["config"]}
+    if saved != json.loads(json.dumps(settings)):
+        changed = changed_settings(settings["config"], saved["config"])
+        hint = ""
+        if "error_sample" in changed and saved["config"]["error_sample"] is None:
+            # started before the sample was the default, or with 0
+            hint = " (--error-sample 0: the whole pool, as it was started)"
         raise InputError(
-            f"{directory}: exists and is not empty; use --resume to continue it or "
-            "choose another output"
+            f"{directory}: was started with other settings "
+            f"({', '.join(changed) if changed else 'the dataset'}); resume "
+            f"with the same command{hint}"
         )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    checkpoint = _read_checkpoint(directory / "checkpoint.json", n_frames)
+    done = checkpoint["completed_iterations"]
+    history = _read_json(directory / "history.json", "no history", list)
+    if len(history) < done:
         raise InputError(
-            f"{directory}: cannot write there ({exc.strerror or exc})"
-        ) from exc
-    held.enter_context(folder_lock(directory))
-    write_marker(directory, COMMAND)
-    energies = dataset.energies
-    if labels is not None:  # no energy levels (n_energy=1): the energies are unknown
-        energies = np.zeros(len(dataset))
-        test = labels.ensure(test, "test")
+            f"{directory / 'history.json'}: {len(history)} iterations, but the "
+            f"checkpoint has {done}"
+        )
+    history = history[:done]
+    _check_history(directory / "history.json", history)
+    clusters = load_clusters(directory / "clusters.npz")[0]
+    logger.info("resuming %s after iteration %d", directory, done - 1)
+    return {
+        "clusters": clusters,
+        "train": np.asarray(checkpoint["train_indices"], dtype=int),
+        "history": history,
+    }
+
+
+def _begin(dataset, config, directory: Path, X, energies, test) -> dict:
+    """Cluster the dataset and write the data files of a new run."""
+    from ..clustering import TwoStageClustering, cluster_features
+    from ..models import write_data_files
+
     clusters = TwoStageClustering(
         n_geometry=config.n_geometry,
         n_energy=config.n_energy,
@@ -848,20 +847,7 @@ def _start(dataset, config, directory, resume, test, pool, held, labels=None) ->
     ).fit(cluster_features(X, energies))
     # the final model's data files, written once: a resume reads the clusters
     write_data_files(directory, dataset, clusters, test)
-    write_json(directory / "config.json", settings)
-    rng = np.random.default_rng([config.seed, 0x1417])
-    train = np.sort(rng.choice(pool, config.init, replace=False))
-    if labels is not None:
-        train = labels.ensure(train, "initial")
-    _checkpoint(directory, train, [])
-    return {
-        "clusters": clusters,
-        "descriptors": X,
-        "train": train,
-        "history": [],
-        "test": test,
-        "pool": pool,
-    }
+    return {"clusters": clusters, "history": []}
 
 
 def _checkpoint(directory: Path, train: np.ndarray, history: list) -> None:
