@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from .exceptions import FILE_READ_ERRORS, InputError
+from .exceptions import FILE_READ_ERRORS, InputError, option
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,21 @@ MAX_FORCE_RMS = 10.0
 #: about 0.02 Å, far above it.
 HASH_GRID = 1e-3
 
-#: The flags that name label keys, and an example, for "has no energy" messages
-LABEL_FLAGS = (
-    "--energy-key",
-    "--forces-key",
-    "MACE files: --energy-key REF_energy --forces-key REF_forces",
-)
+
+def label_options() -> tuple[str, str, str]:
+    """How "has no energy" messages name the label keys, and an example of them.
+
+    The parameters ``energy_key=KEY`` for a Python caller, the flags
+    ``--energy-key KEY`` inside a command line
+    (:func:`~ase_flatten.exceptions.option`).
+    """
+    return (
+        option("energy_key", "KEY"),
+        option("forces_key", "KEY"),
+        f"MACE files: {option('energy_key', 'REF_energy')} "
+        f"{option('forces_key', 'REF_forces')}",
+    )
+
 
 #: Where files written for other codes keep the reference labels: MACE's convention
 #: (``mace_run_train --energy_key REF_energy --forces_key REF_forces``), which no
@@ -569,7 +578,7 @@ def dataset_from_frames(
     source: str = "<memory>",
     energy_key: str | None = None,
     forces_key: str | None = None,
-    label_flags: tuple[str, str, str] = LABEL_FLAGS,
+    label_flags: tuple[str, str, str] | None = None,
 ) -> Dataset:
     """Copy positions and reference labels out of ASE frames into a Dataset.
 
@@ -584,9 +593,10 @@ def dataset_from_frames(
         (for example MACE's ``REF_energy``). By default they come from the attached
         calculator (extxyz ``energy``/``forces``), then from ``info['energy']`` /
         ``arrays['forces']``.
-    label_flags : (str, str, str)
+    label_flags : (str, str, str), optional
         The command-line flags that set the two keys and an example of them,
-        named when a frame has no label (:data:`LABEL_FLAGS`).
+        named when a frame has no label (default: :func:`label_options`, the
+        parameters or ``--energy-key`` / ``--forces-key``).
     """
     if len(frames) == 0:
         raise InputError(f"{source}: no frames")
@@ -628,10 +638,14 @@ def dataset_from_frames(
 
 
 def _missing_label(
-    source: str, i: int, atoms: Atoms, kind: str, key, flags=LABEL_FLAGS
+    source: str, i: int, atoms: Atoms, kind: str, key, flags=None
 ) -> str:
     """One line: which label is missing, which keys the frame has, which flag."""
     store = "info" if kind == "energy" else "arrays"
+    if flags is None:
+        keys = label_options()
+    else:
+        keys = (f"{flags[0]} KEY", f"{flags[1]} KEY", flags[2])
     where = (
         f"no {store} key {key!r}"
         if key
@@ -642,15 +656,14 @@ def _missing_label(
     return (
         f"{source}: frame {i} has no {kind} ({where}); its info keys: "
         f"{', '.join(info) or 'none'}; its arrays keys: {', '.join(arrays) or 'none'}; "
-        f"name the labels with {flags[0]} KEY {flags[1]} KEY ({flags[2]})"
+        f"name the labels with {keys[0]} {keys[1]} ({keys[2]})"
     )
 
 
 def _key_text(key: str | None, kind: str) -> str:
     if key is None:
         return f"the {kind}"
-    flag = "--energy-key" if kind == "energy" else "--forces-key"
-    return f"{kind} key {key!r} ({flag})"
+    return f"{kind} key {key!r} ({option(kind + '_key')})"
 
 
 def _energy_value(value, source: str, frame: int, key: str | None) -> float:
@@ -740,7 +753,7 @@ def read_dataset(
     format: str | None = None,
     energy_key: str | None = None,
     forces_key: str | None = None,
-    label_flags: tuple[str, str, str] = LABEL_FLAGS,
+    label_flags: tuple[str, str, str] | None = None,
 ) -> Dataset:
     """Read a labelled trajectory into a :class:`Dataset` (eV, Å).
 
@@ -759,9 +772,10 @@ def read_dataset(
         ASE format name, when the suffix does not tell.
     energy_key, forces_key : str, optional
         Names of the labels in ``atoms.info`` / ``atoms.arrays``.
-    label_flags : (str, str, str)
+    label_flags : (str, str, str), optional
         The flags that set those keys and an example, for the message when a
-        frame has no label (default: ``--energy-key`` / ``--forces-key``).
+        frame has no label (default: :func:`label_options`, ``energy_key=KEY``
+        from Python, ``--energy-key KEY`` in a command line).
 
     Raises
     ------

@@ -51,7 +51,7 @@ class RunError(RuntimeError):
 _SPELLING = contextvars.ContextVar("ase_flatten_spelling", default="python")
 
 
-def option(name: str, value=None) -> str:
+def option(name: str, value=None, flag: str | None = None) -> str:
     """A setting as an error message names it, to whoever called.
 
     A Python caller reads the parameter (``option("include_train", True)`` is
@@ -66,11 +66,19 @@ def option(name: str, value=None) -> str:
     value : object, optional
         A value to show with it: ``True`` for a switch, else shown as given
         (``option("model", "DIR")`` is ``model=DIR`` or ``--model DIR``).
+    flag : str, optional
+        The flag, where it is not the parameter with dashes
+        (``option("n_components", flag="--components")``).
     """
-    if _SPELLING.get() == "flags":
-        flag = "--" + name.replace("_", "-")
+    if naming_flags():
+        flag = flag or "--" + name.replace("_", "-")
         return flag if value is None or value is True else f"{flag} {value}"
     return name if value is None else f"{name}={value}"
+
+
+def naming_flags() -> bool:
+    """Whether messages name command-line flags now (inside :func:`flag_spelling`)."""
+    return _SPELLING.get() == "flags"
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from ase_flatten.exceptions import RunError
+from ase_flatten.exceptions import RunError, naming_flags, option
 
 from .failure import FailureCriteria
 from .metrics import run_metrics
@@ -133,6 +133,13 @@ def _tasks(specs, atoms, outdir, protocol, reference) -> list[Task]:
     return tasks
 
 
+def _rerun() -> str:
+    """How to finish the runs that did not: resume (command line) or call again."""
+    if naming_flags():
+        return f"rerun with {option('resume')}"
+    return "call validate_models again with the same outdir to finish them"
+
+
 def validate_models(
     models: dict,
     atoms: Atoms,
@@ -198,7 +205,7 @@ def validate_models(
     if errors:  # a run that raised or a worker that died: not the input's fault
         raise RunError(
             f"{len(errors)} of {len(todo)} runs did not finish (first: {errors[0]}); "
-            f"the finished ones are kept in {outdir}: rerun with --resume"
+            f"the finished ones are kept in {outdir}: {_rerun()}"
         )
     rows, runs = _collect(tasks, outdir, saved, protocol)
     write_summary(rows, outdir / "summary.csv")

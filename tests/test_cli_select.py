@@ -221,6 +221,10 @@ def test_select_bad_input(capsys, tmp_path, xtb_files):
         (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
         (["-p", "use_sym=maybe"], "must be true or false, got 'maybe'"),
         (["-p", "lam=abc"], "sgdml: parameter lam must be a number > 0, got 'abc'"),
+        # the library's own checks name the flags in a command line
+        (["--diverse-share", "1"], "--diverse-share must be in [0, 1), got 1.0"),
+        (["--warm-final"], "--warm-final needs --warm-start"),
+        (["--warm-start"], "--warm-start: the sgdml backend cannot continue"),
     ],
 )
 def test_select_refuses_bad_numbers(capsys, tmp_path, xtb_files, option, message):

@@ -59,12 +59,14 @@ def test_the_file_has_mace_keys_and_no_calculator(mace_file, xtb_dataset):
     )
 
 
-def test_missing_energy_names_the_flags_and_the_keys_the_file_has(mace_file):
+def test_missing_energy_names_the_parameters_and_the_keys_the_file_has(mace_file):
     with pytest.raises(InputError) as caught:
         read_dataset(mace_file)
     message = str(caught.value)
     assert "frame 0 has no energy" in message
-    assert "--energy-key" in message and "--forces-key" in message
+    assert "energy_key=KEY forces_key=KEY" in message  # called from Python
+    assert "(MACE files: energy_key=REF_energy forces_key=REF_forces)" in message
+    assert "--" not in message
     assert "info keys: REF_energy, frame;" in message
     assert "arrays keys: REF_forces" in message
     with pytest.raises(InputError, match="no arrays key 'forces'.*REF_forces"):

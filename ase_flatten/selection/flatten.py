@@ -36,7 +36,7 @@ import numpy as np
 from .. import clustering_options as options
 from ..data import Dataset, write_reference_frames
 from ..domain import DOMAIN_KINDS
-from ..exceptions import InputError
+from ..exceptions import InputError, naming_flags, option
 from ..outputs import RunFolder, changed_settings, write_json
 from ..parameters import check_choice
 from ..signals import sigterm_as_interrupt
@@ -122,29 +122,36 @@ class SelectionConfig:
             or min(self.subset_size, self.n_components) < 1
             or self.iterations < 0
         ):
+            names = [
+                option(name)
+                for name in ("init", "step", "n_fine", "n_geometry", "n_energy")
+            ]
             raise InputError(
-                "--init, --step, --n-fine, --n-geometry, --n-energy, --subset-size "
-                "and --components must be >= 1"
+                f"{', '.join(names)}, {option('subset_size')} and "
+                f"{option('n_components', flag='--components')} must be >= 1"
             )
         if self.error_sample is not None and self.error_sample < 1:
             raise InputError(
-                f"--error-sample must be >= 1 frame per cluster, got "
-                f"{self.error_sample} (None: predict the whole pool)"
+                f"{option('error_sample')} must be >= 1 frame per cluster, got "
+                f"{self.error_sample} ({_whole_pool()}: predict the whole pool)"
             )
         if not 0.0 <= self.diverse_share < 1.0:
             raise InputError(
-                f"--diverse-share must be in [0, 1), got {self.diverse_share}"
+                f"{option('diverse_share')} must be in [0, 1), got {self.diverse_share}"
             )
         self.check_before_data()
         if self.warm_final and not self.warm_start:
-            raise InputError("--warm-final needs --warm-start")
+            raise InputError(
+                f"{option('warm_final')} needs {option('warm_start', True)}"
+            )
         if self.warm_start:
             from ..backends import backend_class
 
             if not backend_class(self.backend).supports_warm_start:
                 raise InputError(
-                    f"--warm-start: the {self.backend} backend cannot continue from "
-                    "a previous model; it trains from scratch every iteration"
+                    f"{option('warm_start')}: the {self.backend} backend cannot "
+                    "continue from a previous model; it trains from scratch every "
+                    "iteration"
                 )
         final = self.init + self.step * self.iterations
         if final > n_pool:
@@ -169,9 +176,16 @@ class SelectionConfig:
             )
         if self.label_budget is not None and self.label_budget < self.init:
             raise InputError(
-                f"--label-budget {self.label_budget} is smaller than the initial set "
+                f"{option('label_budget', self.label_budget)} is smaller than the "
+                "initial set "
                 f"({self.init} frames); give at least {self.init}"
             )
+
+
+def _whole_pool() -> str:
+    """The setting that predicts the whole pool: ``--error-sample 0`` in a command
+    line, ``error_sample=None`` from Python."""
+    return option("error_sample", 0) if naming_flags() else "error_sample=None"
 
 
 @dataclass
@@ -805,7 +819,7 @@ def _resume(directory: Path, settings: dict, n_frames: int) -> dict:
         hint = ""
         if "error_sample" in changed and saved["config"]["error_sample"] is None:
             # started before the sample was the default, or with 0
-            hint = " (--error-sample 0: the whole pool, as it was started)"
+            hint = f" ({_whole_pool()}: the whole pool, as it was started)"
         raise InputError(
             f"{directory}: was started with other settings "
             f"({', '.join(changed) if changed else 'the dataset'}); resume "

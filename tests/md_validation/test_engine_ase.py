@@ -179,5 +179,5 @@ def test_a_dead_worker_process_is_a_run_error(sgdml_model, start_atoms, tmp_path
             Protocol(temperatures=[300], n_steps=10, replicas=1),
         )
     assert "worker process died" in str(info.value)
-    assert "rerun with --resume" in str(info.value)
+    assert "call validate_models again with the same outdir" in str(info.value)
     assert not isinstance(info.value, InputError)  # not the user's mistake

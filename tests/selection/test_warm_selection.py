@@ -130,7 +130,7 @@ def test_warm_final_continues_the_final_fit_too(warm_run, xtb_dataset, tmp_path)
     assert history[-1]["fit"]["epochs"] <= 3
     # the same iterations as the run with a cold final model
     np.testing.assert_array_equal(result.train_indices, warm_run.train_indices)
-    with pytest.raises(InputError, match="--warm-final needs --warm-start"):
+    with pytest.raises(InputError, match="^warm_final needs warm_start=True"):
         run_selection(
             xtb_dataset,
             dataclasses.replace(config, warm_start=False),
@@ -140,6 +140,6 @@ def test_warm_final_continues_the_final_fit_too(warm_run, xtb_dataset, tmp_path)
 
 def test_warm_start_needs_a_backend_that_has_it(xtb_dataset, tmp_path):
     config = dataclasses.replace(WARM, backend="sgdml", params={"sigma": 20})
-    with pytest.raises(InputError, match="--warm-start: the sgdml backend cannot"):
+    with pytest.raises(InputError, match="^warm_start: the sgdml backend cannot"):
         run_selection(xtb_dataset, config, tmp_path / "s")
     assert not (tmp_path / "s").exists()
