@@ -663,7 +663,7 @@ def save_clusters(path: str | os.PathLike, model: TwoStageClustering, **meta) ->
     Keys: ``labels``, ``geometry_labels``, ``energy_labels`` (one int per frame),
     the model's state arrays, and every ``meta`` item (e.g. ``fingerprint``).
     """
-    from .outputs import save_npz
+    from .files import save_npz
 
     save_npz(
         path,

@@ -21,7 +21,7 @@ from .error_analysis import (
     read_extra_test,
 )
 from .exceptions import InputError, option
-from .outputs import write_json, write_text
+from .files import write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def compare_models(
     -------
     Comparison
     """
-    from .outputs import atomic_directory, check_output_directory
+    from .files import atomic_directory, check_output_directory
     from .training import settings_of
 
     settings = settings_of(CompareSettings, settings, fields)
@@ -381,7 +381,7 @@ def write_frame_errors(path, names, errors_list, extras=None) -> None:
     (frame energy error), ``atoms_i`` (per-atom force-error norms); with an
     extra test set ``extra_force_i``, ``extra_energy_i``, ``extra_atoms_i``.
     """
-    from .outputs import atomic_path
+    from .files import atomic_path
 
     first = errors_list[0]
     arrays = {
@@ -481,7 +481,7 @@ def plot_comparison(names, errors_list, path, title=None) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from .outputs import atomic_path
+    from .files import atomic_path
 
     order = errors_list[0].order()
     counts = errors_list[0].n_frames[order]

@@ -210,7 +210,7 @@ class Dataset:
         """
         import ase.io
 
-        from .outputs import atomic_path
+        from .files import atomic_path
 
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, int)
         frames = []

@@ -488,7 +488,7 @@ class ApplicabilityDomain:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted domain to an npz, atomically."""
-        from .outputs import save_npz
+        from .files import save_npz
 
         save_npz(path, **self.state_arrays())
 
@@ -768,7 +768,7 @@ class QuestsDomain:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted domain to an npz, atomically."""
-        from .outputs import save_npz
+        from .files import save_npz
 
         save_npz(path, **self.state_arrays())
 

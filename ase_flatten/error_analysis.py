@@ -28,7 +28,7 @@ from ase import Atoms, units
 
 from .data import Dataset, read_dataset
 from .exceptions import InputError
-from .outputs import write_json, write_text
+from .files import write_json, write_text
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from . import __version__
 from .backends import Backend, backend_class
 from .data import check_searchable
 from .exceptions import FILE_READ_ERRORS, InputError
-from .outputs import RunFolder, atomic_path, write_json
+from .files import RunFolder, atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -544,7 +544,7 @@ def write_model_files(
     """Write the files of a model directory into the existing folder ``directory``.
 
     Not atomic by itself: use it inside
-    :func:`~ase_flatten.outputs.atomic_directory`, or call :meth:`SavedModel.save`.
+    :func:`~ase_flatten.files.atomic_directory`, or call :meth:`SavedModel.save`.
     Parameters as for :meth:`SavedModel.save`; with ``keep_data_files`` the data
     files (:data:`DATA_FILES`) are not written.
     """
@@ -661,7 +661,7 @@ def _model_info(backend: Backend, train_indices, dataset, meta: dict) -> dict:
 def _write_frame_hashes(directory: Path, dataset, train_indices, validation) -> None:
     """``frame_hashes.npz``: content hashes of the training and validation frames."""
     from .data import HASH_GRID
-    from .outputs import save_npz
+    from .files import save_npz
 
     seen = np.concatenate(
         [np.asarray(train_indices, dtype=int)]

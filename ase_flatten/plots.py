@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from .error_analysis import KCAL_MOL, ClusterErrors
-from .outputs import atomic_path
+from .files import atomic_path
 
 
 def plot_cluster_errors(

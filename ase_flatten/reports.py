@@ -175,7 +175,7 @@ def error_report(
         ``overwrite``, and only when it is an earlier report.
     settings : ReportSettings, optional
     overwrite : bool
-    workers : ase_flatten.distributed.WorkerPool, optional
+    workers : ase_flatten.dask_workers.WorkerPool, optional
         With ``model``: predict on these Dask workers (the same numbers).
     **fields
         Fields of :class:`ReportSettings` (replacing those of ``settings``),
@@ -191,7 +191,7 @@ def error_report(
         Bad data, settings, model, calculator or output, before any prediction.
     """
     from .data import data_path, load_data
-    from .outputs import atomic_directory, check_output_directory
+    from .files import atomic_directory, check_output_directory
 
     settings = settings_of(ReportSettings, settings, fields)
     data = _with_model_keys(data, settings.model)

@@ -150,8 +150,8 @@ def train_model(
     """
     from .data import data_path, load_data
     from .domain import require_domain
+    from .files import atomic_directory, check_output_directory
     from .models import load_model
-    from .outputs import atomic_directory, check_output_directory
     from .selection.split import holdout_split
 
     settings = settings_of(TrainSettings, settings, fields)

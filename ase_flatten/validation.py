@@ -10,10 +10,10 @@ module makes it importable beside the other workflows::
         start_atoms, "md/", temperatures=[300.0, 400.0], n_steps=2000, replicas=8,
     )
 
-See :func:`md_validation.validate.validate_models` and
-:class:`md_validation.validate.Protocol`.
+See :func:`md_validation.workflow.validate_models` and
+:class:`md_validation.workflow.Protocol`.
 """
 
-from md_validation.validate import Protocol, validate_models
+from md_validation.workflow import Protocol, validate_models
 
 __all__ = ["Protocol", "validate_models"]

@@ -2,7 +2,7 @@
 
 Trains sGDML (fixed sigma) on random frames of a dataset, then predicts a pool of
 frames (all of the dataset by default, 20,000 for the shared data) in-process and
-through :mod:`ase_flatten.distributed` on LocalClusters of 1 and 2 single-threaded
+through :mod:`ase_flatten.dask_workers` on LocalClusters of 1 and 2 single-threaded
 worker processes, at several chunk sizes. Each Dask measurement is what one
 selection iteration pays: save the freshly trained model for the workers, each
 worker loads it once, the chunks go out and come back in order. The overhead per
@@ -49,7 +49,7 @@ def on_workers(n_workers, backend, dataset, idx, chunks, reference, repeat):
     """Seconds per 'iteration' (save + predict) on n workers, per chunk size."""
     from distributed import get_task_stream
 
-    from ase_flatten.distributed import WorkerPool, dask_client
+    from ase_flatten.dask_workers import WorkerPool, dask_client
 
     n = n_workers
     rows = []
@@ -99,7 +99,7 @@ def on_workers(n_workers, backend, dataset, idx, chunks, reference, repeat):
 def gap_cost(dataset, train_frames, n_frames, seed):
     """GAP fit on train_frames; ms per frame in-process and on 2 workers."""
     from ase_flatten.backends import make_backend
-    from ase_flatten.distributed import WorkerPool, dask_client
+    from ase_flatten.dask_workers import WorkerPool, dask_client
 
     rng = np.random.default_rng(seed)
     train = np.sort(rng.choice(len(dataset), train_frames, replace=False))

@@ -89,7 +89,7 @@ def bench_molecule(name, data_dir, conformer) -> list[str]:
     from ase_flatten.clustering import cluster_dataset
     from ase_flatten.data import read_dataset
     from ase_flatten.domain import ApplicabilityDomain, DomainSettings
-    from ase_flatten.sample_data import make_md_dataset
+    from ase_flatten.md_dataset import make_md_dataset
 
     data = read_dataset(Path(data_dir) / f"{name}_xtb500K.xyz.gz")
     n = len(data)
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         "-o", "--output", default=str(ROOT / "benchmarks/output/domain.md")
     )
     args = parser.parse_args(argv)
-    from ase_flatten.outputs import write_text
+    from ase_flatten.files import write_text
 
     header = [
         f"`{' '.join(['python', *sys.argv])}`, {time.strftime('%Y-%m-%d')}, "

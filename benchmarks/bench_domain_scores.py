@@ -88,7 +88,7 @@ def xtb_forces(numbers, positions) -> np.ndarray:
     """GFN2-xTB forces (eV/Å) of each frame."""
     from ase import Atoms
 
-    from ase_flatten.sample_data import xtb_calculator
+    from ase_flatten.md_dataset import xtb_calculator
 
     calc = xtb_calculator()
     out = []
@@ -165,7 +165,7 @@ def bench_molecule(name, data_dir, seeds, size) -> list[dict]:
 
     from ase_flatten.backends import backend_class
     from ase_flatten.data import read_dataset
-    from ase_flatten.sample_data import make_md_dataset
+    from ase_flatten.md_dataset import make_md_dataset
 
     data = read_dataset(Path(data_dir) / f"{name}_xtb500K.xyz.gz")
     n = len(data)
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
         "-o", "--output", default=str(ROOT / "benchmarks/output/domain_scores")
     )
     args = parser.parse_args(argv)
-    from ase_flatten.outputs import write_json, write_text
+    from ase_flatten.files import write_json, write_text
 
     out = Path(args.output)
     t0 = time.perf_counter()

@@ -57,7 +57,7 @@ def main() -> None:
         "--results", type=Path, default=ROOT / "benchmarks/results/error_sample"
     )
     args = parser.parse_args()
-    from ase_flatten.outputs import write_json, write_text
+    from ase_flatten.files import write_json, write_text
 
     args.results.mkdir(parents=True, exist_ok=True)
     results_file = args.results / "results.json"

@@ -114,7 +114,7 @@ def main() -> None:
     out = args.results / "ipi_ceiling.json"
     rows = json.loads(out.read_text()) if out.exists() else []
     rows = [r for r in rows if r.get("tag") != args.tag] + [row]
-    from ase_flatten.outputs import write_json
+    from ase_flatten.files import write_json
 
     write_json(out, rows)
     print(json.dumps({k: v for k, v in row.items() if k != "profile"}, indent=1))
@@ -168,7 +168,7 @@ def _one_run(args, atoms, saved, kind: str, n_steps: int) -> float:
     folder = args.output / kind
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "ours":
-        from md_validation.runner import calculator_factory
+        from md_validation.single_run import calculator_factory
 
         start = time.perf_counter()
         ipi.run_ipi(calculator_factory(saved), atoms, _settings(n_steps), folder)
@@ -211,7 +211,7 @@ def profile(args, atoms, saved, top: int = 25) -> str:
 
     from md_validation.engines import ipi
     from md_validation.failure import MonitoredCalculator
-    from md_validation.runner import calculator_factory
+    from md_validation.single_run import calculator_factory
 
     folder = args.output / "profile"
     folder.mkdir(parents=True, exist_ok=True)

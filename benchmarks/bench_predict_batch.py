@@ -51,7 +51,7 @@ def main() -> None:
 
     from ase_flatten.backends import make_backend
     from ase_flatten.data import read_dataset
-    from ase_flatten.outputs import write_json, write_text
+    from ase_flatten.files import write_json, write_text
 
     torch.set_num_threads(1)
     data = read_dataset(args.data, index=f"0:{2000 + args.frames}")

@@ -67,8 +67,8 @@ def main() -> None:
 
     from ase_flatten.clustering import cluster_dataset
     from ase_flatten.data import read_dataset
+    from ase_flatten.files import write_text
     from ase_flatten.models import load_model
-    from ase_flatten.outputs import write_text
 
     params = [x for p in args.param for x in ("-p", p)]
     configs = [(None, 0)] + [(m, k) for m in ("pca", "kpca") for k in args.components]

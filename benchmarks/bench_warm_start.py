@@ -71,7 +71,7 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
     from ase_flatten.backends import make_backend
     from ase_flatten.clustering import load_clusters
     from ase_flatten.error_analysis import model_errors
-    from ase_flatten.outputs import write_json
+    from ase_flatten.files import write_json
     from ase_flatten.selection.flatten import SelectionConfig, run_selection
 
     record_file = out / "bench.json"
@@ -278,7 +278,7 @@ def main(argv=None) -> None:
     import torch
 
     from ase_flatten.data import read_dataset
-    from ase_flatten.outputs import write_json, write_text
+    from ase_flatten.files import write_json, write_text
 
     torch.set_num_threads(1)
     out = Path(args.output)

@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     from ase_flatten import quests
     from ase_flatten.data import read_dataset
     from ase_flatten.domain import QuestsDomain, QuestsDomainSettings
-    from ase_flatten.sample_data import make_md_dataset
+    from ase_flatten.md_dataset import make_md_dataset
 
     data = read_dataset(Path(args.data_dir) / "salicylic_acid_xtb500K.xyz.gz")
     start = Atoms(data.numbers, data.positions[0])

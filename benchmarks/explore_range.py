@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.outputs import write_json, write_text
+from ase_flatten.files import write_json, write_text
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from ase_flatten.outputs import write_json, write_text
+from ase_flatten.files import write_json, write_text
 
 BIN = Path(sys.executable).parent
 XTB = json.dumps({"method": "GFN2-xTB", "verbosity": 0})

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.outputs import write_json, write_text
+from ase_flatten.files import write_json, write_text
 
 SIZES = {"init": 100, "step": 50, "iterations": 3, "n_fine": 100}
 

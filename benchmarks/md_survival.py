@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from suite import BIN, WALLS, cli  # noqa: E402
 
-from ase_flatten.outputs import write_json, write_text  # noqa: E402
+from ase_flatten.files import write_json, write_text  # noqa: E402
 
 
 def main() -> None:

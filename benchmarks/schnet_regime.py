@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from suite import BIN, WALLS, cli  # noqa: E402
 
 from ase_flatten.error_analysis import KCAL_MOL  # noqa: E402
-from ase_flatten.outputs import write_json, write_text  # noqa: E402
+from ase_flatten.files import write_json, write_text  # noqa: E402
 
 
 def screen(model: Path, out: Path, args) -> float:

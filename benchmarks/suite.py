@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ase_flatten.error_analysis import KCAL_MOL
-from ase_flatten.outputs import write_text
+from ase_flatten.files import write_text
 from ase_flatten.selection.baselines import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,12 +161,23 @@ def cli(out: Path, *argv, collect: bool = False) -> float:
     return wall
 
 
+def run_command(argv: list[str], cwd: str | None = None) -> tuple[int, float, str]:
+    """Run a command line on a Dask worker: (exit status, wall seconds, stderr's
+    tail). Defined in the script, so that Dask sends it by value."""
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    return done.returncode, time.perf_counter() - start, done.stderr[-2000:]
+
+
 def run_planned_on_dask(args) -> None:
     """Every run the suite still needs, each one task on the Dask workers."""
     global PLAN
     from distributed import as_completed
 
-    from ase_flatten.distributed import dask_client, run_command
+    from ase_flatten.dask_workers import dask_client
 
     PLAN = []
     try:
@@ -840,7 +851,7 @@ def main() -> None:
     args.strategies = [s for s in args.strategies if s != "none"]
     data_dir = Path(args.data_dir)
     if data_dir.resolve() == DEMO_DATA:  # the demo data, made here when missing
-        from ase_flatten.sample_data import make_example_files
+        from ase_flatten.md_dataset import make_example_files
 
         make_example_files(DEMO_DATA, n_frames=3000, seed=0)
     elif not data_dir.is_dir():

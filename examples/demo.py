@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from ase_flatten.sample_data import make_example_files
+from ase_flatten.md_dataset import make_example_files
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"

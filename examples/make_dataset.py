@@ -30,7 +30,7 @@ from ase.io import iread
 
 from ase_flatten.data import read_dataset
 from ase_flatten.exceptions import InputError
-from ase_flatten.sample_data import MDProtocol, relabel, write_md_dataset
+from ase_flatten.md_dataset import MDProtocol, relabel, write_md_dataset
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from ase_flatten import (
     train_model,
 )
 from ase_flatten.clustering_options import ClusteringSettings
-from ase_flatten.sample_data import make_md_dataset
+from ase_flatten.md_dataset import make_md_dataset
 
 
 def main(output="examples/output/python_api", n_frames=300, size=60) -> dict:

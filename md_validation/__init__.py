@@ -10,10 +10,10 @@
 
 from .failure import FailureCriteria, MDFailure, check_frame, check_structure
 from .metrics import run_metrics
+from .replicas import ModelSpec
 from .result import COLUMNS, RunResult
-from .runner import calculator_factory, run_md
-from .tasks import ModelSpec
-from .validate import Protocol, validate_models
+from .single_run import calculator_factory, run_md
+from .workflow import Protocol, validate_models
 
 __all__ = [
     "COLUMNS",

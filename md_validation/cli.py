@@ -40,7 +40,11 @@ import sys
 from pathlib import Path
 
 from ase_flatten import __version__
-from ase_flatten.cli.common import add_label_key_arguments, field_default
+from ase_flatten.cli.common import (
+    add_dask_arguments,
+    add_label_key_arguments,
+    field_default,
+)
 from ase_flatten.cli.runtime import (
     ArgumentParser,
     add_output_arguments,
@@ -48,16 +52,15 @@ from ase_flatten.cli.runtime import (
     add_verbosity_arguments,
     execute,
 )
-from ase_flatten.distributed import add_dask_arguments
 from ase_flatten.exceptions import InputError
 
 from .engines import ENGINES
 from .export import ExportSettings
 from .failure import FailureCriteria
+from .replicas import default_jobs
 from .report import RESERVED_NAMES
 from .settings import DEFAULT_REPLICAS, RunSettings
-from .tasks import default_jobs
-from .validate import Protocol
+from .workflow import Protocol
 
 logger = logging.getLogger(__name__)
 PROG = "md-validate"
@@ -292,7 +295,7 @@ def _reference_spec(args):
     """The --reference ModelSpec (None without it); bad input is one line."""
     import json
 
-    from .tasks import ModelSpec, import_factory
+    from .replicas import ModelSpec, import_factory
 
     if args.reference is None:
         if args.reference_kwargs is not None:
@@ -329,7 +332,7 @@ MAX_STEPS = 100_000_000
 
 def _check_apart(export: Path, output: Path) -> None:
     """--export-risky must be a folder of its own, apart from -o and its work folder."""
-    from ase_flatten.outputs import partial_directory
+    from ase_flatten.files import partial_directory
 
     def resolved(path):
         return Path(os.path.realpath(os.path.abspath(path)))
@@ -366,12 +369,12 @@ def run(args) -> None:
     """
     import numpy as np
 
+    from ase_flatten.dask_workers import dask_client
     from ase_flatten.data import read_dataset
-    from ase_flatten.distributed import dask_client
+    from ase_flatten.files import RunFolder
     from ase_flatten.models import load_model
-    from ase_flatten.outputs import RunFolder
 
-    from .validate import REFERENCE, validate_models
+    from .workflow import REFERENCE, validate_models
 
     names = [name for name, _ in args.model]
     if len({name.lower() for name in names}) != len(names):

@@ -201,7 +201,7 @@ def explore(
         The output folder; the work goes on in ``directory.partial`` until the end.
     resume, overwrite : bool
         As for every resumable output
-        (:meth:`ase_flatten.outputs.RunFolder.for_output`).
+        (:meth:`ase_flatten.files.RunFolder.for_output`).
     jobs : int
         Worker processes for the MD replicas and the oracle.
     progress : bool or None
@@ -213,8 +213,8 @@ def explore(
     -------
     ExplorationResult
     """
+    from ase_flatten.files import RunFolder
     from ase_flatten.oracle import probe_oracle
-    from ase_flatten.outputs import RunFolder
 
     start, dataset, test = _read_start(model_dir)
     if settings.warm_start and not start.backend.supports_warm_start:
@@ -414,8 +414,8 @@ def _round(run: _Run, number: int, model, store, spent: int):
 
 def _run_md(run: _Run, model, folder: Path, number: int) -> list[dict]:
     """The round's replicas (finished ones kept on resume); one row per run."""
+    from .replicas import ModelSpec, Task, is_finished, run_tasks
     from .result import RunResult
-    from .tasks import ModelSpec, Task, is_finished, run_tasks
 
     settings = run.settings
     spec = ModelSpec(name=f"round{number}", path=str(model.path))
@@ -697,7 +697,7 @@ def _concat(added, new):
 def _checkpoint(run: _Run, history: list, added) -> None:
     """The labelled MD frames first, then the history that commits the round."""
     from ase_flatten.data import Dataset
-    from ase_flatten.outputs import write_json
+    from ase_flatten.files import write_json
 
     if added is not None:
         frames = Dataset(

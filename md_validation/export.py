@@ -11,7 +11,7 @@ labels), with ``model``, ``time_ps``, ``step``, ``temperature_K``, ``replica``,
 order FPS chose them (label the first ones first). ``DIR/export.json`` counts, per
 model, the frames read, flagged and written.
 
-``DIR`` is an output folder like any other (:mod:`ase_flatten.outputs`): built
+``DIR`` is an output folder like any other (:mod:`ase_flatten.files`): built
 beside its place and swapped in whole, marked as ``md-validate --export-risky``;
 an existing folder is replaced only with ``overwrite`` and only when it is an
 earlier export, never when it holds an input.
@@ -70,7 +70,7 @@ class RunTrajectory:
 
 
 def runs_from_rows(rows: list[dict], outdir: str | Path) -> list[RunTrajectory]:
-    """The runs of :func:`md_validation.validate.validate_models`' summary rows."""
+    """The runs of :func:`md_validation.workflow.validate_models`' summary rows."""
     return [
         RunTrajectory(
             model=row["model"],
@@ -92,7 +92,7 @@ def check_export_available(
     input of the run (``inputs``) nor a folder holding one.
     """
     from ase_flatten.exceptions import InputError
-    from ase_flatten.outputs import check_output_directory
+    from ase_flatten.files import check_output_directory
 
     check_output_directory(directory, EXPORT_COMMAND, overwrite, inputs)
     try:
@@ -142,8 +142,8 @@ def export_risky_frames(
     InputError
         ``directory`` cannot be written or replaced (before any work).
     """
+    from ase_flatten.files import atomic_directory, write_json
     from ase_flatten.models import load_model
-    from ase_flatten.outputs import atomic_directory, write_json
 
     settings = settings or ExportSettings()
     directory = Path(directory)
@@ -241,7 +241,7 @@ def _annotate(atoms, where, i: int):
 def _write_frames(path: Path, frames: list) -> None:
     import ase.io
 
-    from ase_flatten.outputs import atomic_path
+    from ase_flatten.files import atomic_path
 
     with atomic_path(path) as tmp:
         ase.io.write(tmp, frames, format="extxyz")

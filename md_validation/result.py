@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.outputs import atomic_path, write_text
+from ase_flatten.files import atomic_path, write_text
 
 __all__ = [
     "COLUMNS",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_flatten.outputs import atomic_path
+from ase_flatten.files import atomic_path
 
 __all__ = [
     "ALPHA",

@@ -13,7 +13,7 @@ from ase_flatten.data import Dataset  # noqa: E402
 @pytest.fixture(scope="session")
 def xtb_dataset() -> Dataset:
     """150 frames of ethanol, GFN2-xTB Langevin MD at 500 K (about 3 s)."""
-    from ase_flatten.sample_data import make_md_dataset
+    from ase_flatten.md_dataset import make_md_dataset
 
     return make_md_dataset(
         "CH3CH2OH", n_frames=150, equilibration_fs=250, seed=0, progress=False
@@ -23,7 +23,7 @@ def xtb_dataset() -> Dataset:
 @pytest.fixture(scope="session")
 def gfn1_dataset(xtb_dataset) -> Dataset:
     """The same frames labelled with GFN1-xTB: a model with real, uneven errors."""
-    from ase_flatten.sample_data import relabel
+    from ase_flatten.md_dataset import relabel
 
     return relabel(xtb_dataset, "GFN1-xTB", progress=False)
 

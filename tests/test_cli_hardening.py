@@ -7,7 +7,7 @@ import stat
 import numpy as np
 import pytest
 
-from ase_flatten.outputs import MARKER, read_marker
+from ase_flatten.files import MARKER, read_marker
 from tests.test_cli import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.slow  # whole command lines that train models

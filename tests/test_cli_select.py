@@ -259,7 +259,7 @@ def test_compare_leaves_out_test_frames_equal_to_training_frames(
 @pytest.fixture(scope="module")
 def hotter(tmp_path_factory):
     """24 frames of ethanol GFN2-xTB MD at 650 K: never in the 500 K data."""
-    from ase_flatten.sample_data import make_md_dataset
+    from ase_flatten.md_dataset import make_md_dataset
 
     path = tmp_path_factory.mktemp("extra") / "ethanol_650K.extxyz"
     make_md_dataset(

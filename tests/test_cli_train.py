@@ -338,7 +338,7 @@ def test_errors_labels_new_frames_with_a_saved_clustering(
 
 
 def test_errors_refuses_a_clustering_of_another_molecule(tmp_path, capsys, xtb_files):
-    from ase_flatten.sample_data import make_md_dataset
+    from ase_flatten.md_dataset import make_md_dataset
 
     reference, predicted = xtb_files
     water = make_md_dataset("H2O", n_frames=30, equilibration_fs=20, progress=False)

@@ -24,7 +24,7 @@ from ase_flatten.domain import (
     hydrogen_groups,
 )
 from ase_flatten.exceptions import InputError
-from ase_flatten.sample_data import make_md_dataset
+from ase_flatten.md_dataset import make_md_dataset
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from ase_flatten.domain import (
     make_domain,
 )
 from ase_flatten.exceptions import InputError
-from ase_flatten.sample_data import make_md_dataset
+from ase_flatten.md_dataset import make_md_dataset
 from tests.test_cli import assert_one_line_error, run_cli
 
 needs_quests = pytest.mark.skipif(

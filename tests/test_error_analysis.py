@@ -12,7 +12,7 @@ from ase_flatten.error_analysis import (
     read_predictions,
 )
 from ase_flatten.exceptions import InputError
-from ase_flatten.sample_data import xtb_calculator
+from ase_flatten.md_dataset import xtb_calculator
 from tests.helpers import random_dataset
 
 

@@ -128,7 +128,7 @@ def test_dask_address_of_a_web_server_fails_within_seconds(tmp_path, xtb_files):
     assert wall < 30  # start-up of Python and the imports, and the 5 s
     assert not (tmp_path / "s").exists()
     # and in-process, the connection alone gives up after the timeout
-    from ase_flatten.distributed import dask_client
+    from ase_flatten.dask_workers import dask_client
 
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler

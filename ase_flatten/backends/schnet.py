@@ -42,7 +42,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..exceptions import FILE_READ_ERRORS, InputError
-from ..outputs import write_json
+from ..files import write_json
 from .base import Backend
 from .parameters import Boolean, Integer, Options, Pattern, Real, check_parameters
 

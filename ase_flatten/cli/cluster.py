@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
 
     from ..clustering import save_clusters
     from ..exceptions import InputError
-    from ..outputs import check_output_file
+    from ..files import check_output_file
     from .common import clusters_meta, fit_clusters, read_dataset_arg
 
     if not args.output.endswith(".npz"):

@@ -350,3 +350,26 @@ def build_oracle(args: argparse.Namespace):
         max_failure_share=args.oracle_max_failures,
     )
     return oracle
+
+
+def add_dask_arguments(parser: argparse.ArgumentParser, chunk: bool = True) -> None:
+    """``--dask ADDRESS|local:N`` (and ``--dask-chunk FRAMES``) on ``parser``."""
+    from ..dask_workers import DEFAULT_CHUNK
+
+    group = parser.add_argument_group("past one machine (Dask)")
+    group.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help="run the parallel work on the workers of the Dask scheduler at ADDRESS "
+        "(e.g. tcp://host:8786) or on N local worker processes (local:N); the "
+        "workers must see the model and output folders",
+    )
+    if chunk:
+        group.add_argument(
+            "--dask-chunk",
+            type=positive_int,
+            default=DEFAULT_CHUNK,
+            metavar="FRAMES",
+            help=f"frames per prediction task, rounded up to whole batches of the "
+            f"model ({DEFAULT_CHUNK})",
+        )

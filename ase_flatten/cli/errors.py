@@ -21,8 +21,12 @@ import argparse
 import logging
 import os
 
-from ..distributed import add_dask_arguments
-from .common import add_clustering_arguments, add_dataset_arguments, positive_int
+from .common import (
+    add_clustering_arguments,
+    add_dask_arguments,
+    add_dataset_arguments,
+    positive_int,
+)
 from .runtime import add_output_arguments
 
 description = __doc__
@@ -99,9 +103,9 @@ COMMAND = "ase-flatten errors"
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..distributed import dask_client, worker_pool
+    from ..dask_workers import dask_client, worker_pool
     from ..exceptions import InputError
-    from ..outputs import check_output_directory
+    from ..files import check_output_directory
     from ..reports import error_report
     from .common import data_file
 

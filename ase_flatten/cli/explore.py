@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..distributed import add_dask_arguments
 from .common import (
+    add_dask_arguments,
     add_oracle_arguments,
     build_oracle,
     nonnegative_int,
@@ -120,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from md_validation.explore import ExploreSettings, explore
 
-    from ..distributed import dask_client
+    from ..dask_workers import dask_client
 
     settings = ExploreSettings(
         temperatures=tuple(args.temperatures),

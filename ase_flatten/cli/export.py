@@ -47,12 +47,12 @@ def run(args: argparse.Namespace) -> None:
 
     from ..data import read_dataset, write_reference_frames
     from ..exceptions import InputError
+    from ..files import atomic_directory, check_output_directory
     from ..models import (
         load_model,
         recorded_dataset,
         recorded_label_keys,
     )
-    from ..outputs import atomic_directory, check_output_directory
     from ..selection.flatten import frame_reasons
 
     inputs = [args.model, args.data]

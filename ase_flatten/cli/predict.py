@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> None:
 
     from ..data import split_selection
     from ..exceptions import InputError
+    from ..files import check_output_file
     from ..models import load_model
-    from ..outputs import check_output_file
 
     if Path(args.output).suffix not in (".extxyz", ".xyz"):
         raise InputError(f"{args.output}: the output must be an .extxyz or .xyz file")
@@ -196,7 +196,7 @@ def _write(path, frames, energies, forces, extras, saved, prefix=PREFIX) -> None
     from ase.calculators.calculator import all_properties
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from ..outputs import atomic_path
+    from ..files import atomic_path
 
     model = str(Path(saved.path).resolve())
     out = []

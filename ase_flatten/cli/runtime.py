@@ -5,7 +5,7 @@
 * :func:`add_traceback_argument`: ``-T``/``--traceback``, as in ASE's command line.
 * :func:`add_output_arguments`: ``-o DIR``, ``--overwrite`` (replaces only an
   earlier output of the same command, never an input; see
-  :mod:`ase_flatten.outputs`) and, for checkpointed commands, ``--resume``.
+  :mod:`ase_flatten.files`) and, for checkpointed commands, ``--resume``.
 * :func:`execute`: logging from ``-v``/``-q``, the matplotlib backend, SIGTERM as
   Ctrl-C, a user mistake (:class:`~ase_flatten.exceptions.InputError`) as one
   line with exit status 2 and a failed run
@@ -108,7 +108,7 @@ def _check_working_directory() -> None:
 
     Relative paths are resolved against it (``os.getcwd`` fails in a folder that
     was removed). A folder the user may not search is met where a path is first
-    looked up (:func:`~ase_flatten.outputs.check_reachable`, the data readers).
+    looked up (:func:`~ase_flatten.files.check_reachable`, the data readers).
     """
     try:
         os.getcwd()
@@ -151,7 +151,7 @@ def execute(prog: str, run: Callable, args: argparse.Namespace) -> int:
             prog, args, f"{exc} (rerun with -T for the traceback)", EXIT_RUN_ERROR
         )
     except OSError as exc:
-        from ..outputs import DISK_ERRNOS
+        from ..files import DISK_ERRNOS
 
         if exc.errno not in DISK_ERRNOS:
             raise

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..distributed import add_dask_arguments
 from ..selection.estimate import ESTIMATES
 from ..selection.flatten import SelectionConfig
 from ..selection.picking import ALLOCATIONS, CRITERIA, PICKS, THRESHOLDS
@@ -38,6 +37,7 @@ from ..selection.presets import PRESETS
 from .common import (
     add_backend_arguments,
     add_clustering_arguments,
+    add_dask_arguments,
     add_dataset_arguments,
     add_domain_argument,
     add_oracle_arguments,
@@ -210,10 +210,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from ..distributed import dask_client, worker_pool
+    from ..dask_workers import dask_client, worker_pool
     from ..domain import require_domain
     from ..exceptions import InputError
-    from ..outputs import check_output_place
+    from ..files import check_output_place
     from ..selection.flatten import run_selection
     from ..selection.presets import RULE_FIELDS
     from .common import build_backend, build_oracle

@@ -37,7 +37,7 @@ from .. import clustering_options as options
 from ..data import Dataset, write_reference_frames
 from ..domain import DOMAIN_KINDS
 from ..exceptions import InputError, naming_flags, option
-from ..outputs import RunFolder, changed_settings, write_json
+from ..files import RunFolder, changed_settings, write_json
 from ..parameters import check_choice
 from ..signals import sigterm_as_interrupt
 from . import picking
@@ -221,7 +221,7 @@ def run_selection(
         uninterrupted run gives.
     progress : bool or None
         tqdm bar over iterations (None: when stderr is a terminal).
-    workers : ase_flatten.distributed.WorkerPool, optional
+    workers : ase_flatten.dask_workers.WorkerPool, optional
         Predict the pool and the test split on Dask workers (``--dask``); the
         results are the in-process ones. Training and clustering stay here.
     labels : ase_flatten.pool.LabelledPool, optional
@@ -385,7 +385,7 @@ def _save_warm(directory: Path, iteration: int, backend):
     import os
     import shutil
 
-    from ..outputs import sibling_directory
+    from ..files import sibling_directory
 
     target = _warm_folder(directory, iteration)
     staging = sibling_directory(target)

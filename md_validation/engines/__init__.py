@@ -1,4 +1,4 @@
-"""MD engines: one runner interface (see :func:`md_validation.runner.run_md`).
+"""MD engines: one runner interface (see :func:`md_validation.single_run.run_md`).
 
 ``ase``  ASE integrators in this process (:mod:`.ase`);
 ``ipi``  a real ``i-pi`` server, the model served over a UNIX socket (:mod:`.ipi`).

@@ -100,7 +100,7 @@ def run_ase(
     init_velocities: bool = True,
     log_every_ps: float = 0.0,
 ) -> RunResult:
-    """Run MD with an ASE integrator; see :func:`md_validation.runner.run_md`.
+    """Run MD with an ASE integrator; see :func:`md_validation.single_run.run_md`.
 
     A model that raises during the run makes it a failed run (reason ``"model
     error: <type>: <message>"``, at the step whose energy or forces it could not

@@ -42,7 +42,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from ase_flatten.outputs import atomic_path, write_text
+from ase_flatten.files import atomic_path, write_text
 from ase_flatten.signals import sigterm_as_interrupt
 
 from ..failure import MDFailure, MonitoredCalculator, TemperatureWatch
@@ -203,7 +203,7 @@ def run_ipi(
     stop_timeout_s: float = 5.0,
     log_every_ps: float = 0.0,
 ) -> RunResult:
-    """Run MD with an i-PI server; see :func:`md_validation.runner.run_md`.
+    """Run MD with an i-PI server; see :func:`md_validation.single_run.run_md`.
 
     The steps of the module docstring: :func:`write_inputs`, :func:`start_server`,
     :func:`start_client`, :func:`watch_run`, then the clean-up, and

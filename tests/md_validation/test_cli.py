@@ -199,7 +199,7 @@ def test_replicas_default_and_help_show_defaults_and_power(capsys):
     parser = build_parser()
     args = parser.parse_args(["--model", "m=x", "--start", "d", "-o", "o"])
     assert args.replicas == 8
-    from md_validation.validate import Protocol
+    from md_validation.workflow import Protocol
 
     assert Protocol().replicas == 8  # the library's default too
     text = " ".join(parser.format_help().split())
@@ -267,7 +267,7 @@ def test_export_risky_is_an_atomic_marked_output(
 ):
     """A real tiny export: a marked folder; a second export refuses without
     --overwrite and replaces only its own earlier export with it."""
-    from ase_flatten.outputs import read_marker
+    from ase_flatten.files import read_marker
 
     export = tmp_path / "risky"
     args = [

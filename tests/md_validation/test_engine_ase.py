@@ -102,8 +102,8 @@ def test_model_that_raises_is_a_failed_run(after, sgdml_model, start_atoms, tmp_
 
 @pytest.mark.slow
 def test_validation_goes_on_after_a_model_error(sgdml_model, start_atoms, tmp_path):
-    from md_validation.tasks import ModelSpec
-    from md_validation.validate import Protocol, validate_models
+    from md_validation.replicas import ModelSpec
+    from md_validation.workflow import Protocol, validate_models
 
     broken = ModelSpec(
         "broken",
@@ -151,8 +151,8 @@ def test_a_replica_logs_its_progress_off_a_terminal(caplog):
 def test_the_log_interval_reaches_every_replica(tmp_path, start_atoms):
     """Protocol.log_every_ps goes to every task, and not into the run settings
     a resumed run compares."""
-    from md_validation.tasks import ModelSpec
-    from md_validation.validate import Protocol, _tasks
+    from md_validation.replicas import ModelSpec
+    from md_validation.workflow import Protocol, _tasks
 
     protocol = Protocol(temperatures=[300.0], replicas=2, log_every_ps=0.5)
     tasks = _tasks([ModelSpec("m", path="x")], start_atoms, tmp_path, protocol, None)
@@ -163,8 +163,8 @@ def test_the_log_interval_reaches_every_replica(tmp_path, start_atoms):
 @pytest.mark.slow
 def test_a_dead_worker_process_is_a_run_error(sgdml_model, start_atoms, tmp_path):
     from ase_flatten.exceptions import InputError, RunError
-    from md_validation.tasks import ModelSpec
-    from md_validation.validate import Protocol, validate_models
+    from md_validation.replicas import ModelSpec
+    from md_validation.workflow import Protocol, validate_models
 
     dying = ModelSpec(
         "dying",

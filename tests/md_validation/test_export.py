@@ -8,8 +8,8 @@ import pytest
 
 from ase_flatten.backends import make_backend
 from ase_flatten.data import Dataset
+from ase_flatten.md_dataset import xtb_calculator
 from ase_flatten.models import load_model
-from ase_flatten.sample_data import xtb_calculator
 from md_validation import run_md
 from md_validation.export import (
     ExportSettings,

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from ase_flatten.outputs import MARKER
+from ase_flatten.files import MARKER
 from md_validation.cli import main
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import run_cli as run_cli_with

@@ -15,8 +15,8 @@ from md_validation.reference import (
     js_divergence,
     mean_ci,
 )
-from md_validation.tasks import ModelSpec
-from md_validation.validate import Protocol, validate_models
+from md_validation.replicas import ModelSpec
+from md_validation.workflow import Protocol, validate_models
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import run_cli as run_cli_with
 

@@ -183,7 +183,7 @@ def test_a_failing_model_is_called_less_stable(
     30-frame fixture does not; the log-rank test tells them apart."""
     from ase_flatten.backends import make_backend
     from ase_flatten.models import save_model
-    from md_validation.validate import Protocol, validate_models
+    from md_validation.workflow import Protocol, validate_models
 
     train = np.linspace(0, 149, 5).astype(int)
     tiny = save_model(

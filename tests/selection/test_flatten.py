@@ -11,7 +11,7 @@ import pytest
 
 from ase_flatten import FlattenedCalculator
 from ase_flatten.exceptions import InputError
-from ase_flatten.outputs import folder_lock
+from ase_flatten.files import folder_lock
 from ase_flatten.selection import flatten
 from ase_flatten.selection.flatten import SelectionConfig, run_selection
 

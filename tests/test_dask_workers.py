@@ -124,7 +124,7 @@ def small_batches(monkeypatch):
 def test_select_and_errors_on_workers_match_in_process(
     scheduler, small_batches, tmp_path, capsys, xtb_files
 ):
-    from ase_flatten.distributed import worker_loads
+    from ase_flatten.dask_workers import worker_loads
 
     address, client = scheduler
     data, _ = xtb_files

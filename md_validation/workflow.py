@@ -14,10 +14,10 @@ from ase_flatten.exceptions import RunError, naming_flags, option
 
 from .failure import FailureCriteria
 from .metrics import run_metrics
+from .replicas import ModelSpec, Task, is_finished, run_tasks
 from .report import plot_energy_vs_time, write_summary
 from .result import RunResult
 from .settings import DEFAULT_REPLICAS
-from .tasks import ModelSpec, Task, is_finished, run_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Protocol:
     reference_n_steps : int, optional
         Steps of a reference run (default ``n_steps``).
     run_kwargs : dict
-        Passed to :func:`md_validation.runner.run_md` (engine, thermostat,
+        Passed to :func:`md_validation.single_run.run_md` (engine, thermostat,
         timestep_fs, stride, tau_fs, criteria).
     log_every_ps : float
         Every replica logs where it is every this many simulated ps (0: never);
@@ -160,7 +160,7 @@ def validate_models(
     ----------
     models : dict
         Name -> model directory, :class:`~ase_flatten.models.SavedModel` loaded
-        from one, or :class:`~md_validation.tasks.ModelSpec`.
+        from one, or :class:`~md_validation.replicas.ModelSpec`.
     atoms : Atoms
         Starting frame.
     outdir : path
@@ -223,7 +223,7 @@ def validate_models(
         lines += _reference_reports(
             runs, protocol, comparison, outdir, reference_energy
         )
-    from ase_flatten.outputs import write_json
+    from ase_flatten.files import write_json
 
     write_json(outdir / "comparison.json", _json_safe(comparison))
     return rows, lines

@@ -21,12 +21,10 @@ Clustering stays in-process: 10^6 frames take seconds.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -45,9 +43,7 @@ __all__ = [
     "ModelFiles",
     "WorkerPredictor",
     "WorkerPool",
-    "add_dask_arguments",
     "dask_client",
-    "run_command",
 ]
 
 #: Seconds to wait for a scheduler to answer before giving up.
@@ -62,37 +58,6 @@ LOCAL = "local:"
 #: BENCHMARKS.md). ``local:N`` workers start without it; for others, see the docs
 #: (tutorials/dask).
 NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-
-
-def add_dask_arguments(parser: argparse.ArgumentParser, chunk: bool = True) -> None:
-    """``--dask ADDRESS|local:N`` (and ``--dask-chunk FRAMES``) on ``parser``."""
-    group = parser.add_argument_group("past one machine (Dask)")
-    group.add_argument(
-        "--dask",
-        metavar="ADDRESS|local:N",
-        help="run the parallel work on the workers of the Dask scheduler at ADDRESS "
-        "(e.g. tcp://host:8786) or on N local worker processes (local:N); the "
-        "workers must see the model and output folders",
-    )
-    if chunk:
-        group.add_argument(
-            "--dask-chunk",
-            type=_positive_int,
-            default=DEFAULT_CHUNK,
-            metavar="FRAMES",
-            help=f"frames per prediction task, rounded up to whole batches of the "
-            f"model ({DEFAULT_CHUNK})",
-        )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def parse_local(address: str) -> int | None:
@@ -463,13 +428,3 @@ def worker_pool(client, scratch=None, chunk_frames: int = DEFAULT_CHUNK):
         yield pool
     finally:
         pool.close()
-
-
-# -- whole commands as tasks -------------------------------------------------------
-
-
-def run_command(argv: list[str], cwd: str | None = None) -> tuple[int, float, str]:
-    """Run a command line on a worker: (exit status, wall seconds, stderr's tail)."""
-    start = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
-    return done.returncode, time.perf_counter() - start, done.stderr[-2000:]

@@ -30,7 +30,7 @@ from ase import Atoms, units
 
 from .data import Dataset
 from .exceptions import InputError
-from .outputs import (
+from .files import (
     RunFolder,
     atomic_path,
     check_output_file,

@@ -80,7 +80,7 @@ class ModelSpec:
     def calculator_factory(self):
         """A zero-argument callable building a fresh calculator."""
         if self.path is not None:
-            from .runner import calculator_factory
+            from .single_run import calculator_factory
 
             return calculator_factory(self.path)
         function = import_factory(self.factory)
@@ -145,7 +145,7 @@ def _init_worker(log_level: int) -> None:
 
 def _run_task(task: Task) -> str | None:
     """Run one task in a worker; returns an error text, or None on success."""
-    from .runner import run_md
+    from .single_run import run_md
 
     try:
         key = task.spec.key()

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ase_flatten.exceptions import InputError
-from ase_flatten.outputs import (
+from ase_flatten.files import (
     MARKER,
     RunFolder,
     atomic_directory,
@@ -275,7 +275,7 @@ def test_a_held_work_folder_is_neither_resumed_nor_removed(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-from ase_flatten.outputs import folder_lock
+from ase_flatten.files import folder_lock
 with folder_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)

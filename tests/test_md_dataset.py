@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from ase.io import read
 
-import ase_flatten.sample_data as sample_data
+import ase_flatten.md_dataset as md_dataset
 from ase_flatten.data import read_dataset
 from ase_flatten.exceptions import InputError
-from ase_flatten.sample_data import (
+from ase_flatten.md_dataset import (
     MDProtocol,
     make_md_dataset,
     write_md_dataset,
@@ -108,13 +108,13 @@ TINY = MDProtocol(stride=2, equilibration_fs=5)  # ethanol, 6 frames: under 1 s
 
 def _interrupt_after_first_chunk(monkeypatch):
     """Make write_md_dataset stop like Ctrl-C right after its first checkpoint."""
-    save = sample_data._save_checkpoint
+    save = md_dataset._save_checkpoint
 
     def save_and_stop(*args):
         save(*args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sample_data, "_save_checkpoint", save_and_stop)
+    monkeypatch.setattr(md_dataset, "_save_checkpoint", save_and_stop)
 
 
 @pytest.fixture()
@@ -136,7 +136,7 @@ def test_write_md_dataset_resumes_to_the_same_frames(
     it the forces differ after the first resumed step (checked by hand).
     """
     whole = tmp_path / "whole.extxyz"
-    with caplog.at_level(logging.INFO, logger="ase_flatten.sample_data"):
+    with caplog.at_level(logging.INFO, logger="ase_flatten.md_dataset"):
         write_md_dataset(whole, "CH3CH2OH", 6, TINY, chunk_size=3, progress=False)
     assert whole.read_bytes() == reference_file.read_bytes()
     assert "3/6 frames" in caplog.text and "frames/min" in caplog.text
@@ -176,16 +176,16 @@ def test_write_md_dataset_resumes_to_the_same_frames(
 #: the last digit differently.
 _INTERRUPTED = """
 import sys
-from ase_flatten import sample_data
+from ase_flatten import md_dataset
 
-save = sample_data._save_checkpoint
+save = md_dataset._save_checkpoint
 def save_and_stop(*args):
     save(*args)
     raise KeyboardInterrupt
-sample_data._save_checkpoint = save_and_stop
-protocol = sample_data.MDProtocol(stride=2, equilibration_fs=5)
+md_dataset._save_checkpoint = save_and_stop
+protocol = md_dataset.MDProtocol(stride=2, equilibration_fs=5)
 try:
-    sample_data.write_md_dataset(sys.argv[1], "CH3CH2OH", 6, protocol, chunk_size=3)
+    md_dataset.write_md_dataset(sys.argv[1], "CH3CH2OH", 6, protocol, chunk_size=3)
 except KeyboardInterrupt:
     sys.exit(130)
 """
