@@ -417,6 +417,18 @@ def run(args) -> None:
     if reference is not None:
         _check_reference(reference, atoms)
     bar = not args.no_progress and sys.stderr.isatty()
+    # what every run shares, as given (recorded so: a resume compares them)
+    run_options = dict(
+        engine=args.engine,
+        thermostat=args.thermostat,
+        timestep_fs=args.timestep,
+        stride=args.stride,
+        tau_fs=args.tau,
+        criteria=FailureCriteria(
+            max_temperature_factor=args.max_temperature_factor,
+            temperature_window_fs=args.runaway_window_fs,
+        ),
+    )
     protocol = Protocol(
         temperatures=list(args.temperatures),
         n_steps=_n_steps(args.time_ps, args.steps, args.timestep),
@@ -427,17 +439,7 @@ def run(args) -> None:
         and _n_steps(
             args.reference_time_ps, None, args.timestep, "--reference-time-ps"
         ),
-        run_kwargs=dict(
-            engine=args.engine,
-            thermostat=args.thermostat,
-            timestep_fs=args.timestep,
-            stride=args.stride,
-            tau_fs=args.tau,
-            criteria=FailureCriteria(
-                max_temperature_factor=args.max_temperature_factor,
-                temperature_window_fs=args.runaway_window_fs,
-            ),
-        ),
+        run=RunSettings(**run_options),
         reference=reference,
         reference_energy=float(data.energies.min()),
         high_error_factor=args.high_error_factor,
@@ -453,7 +455,7 @@ def run(args) -> None:
         seed=protocol.seed,
         reference_replicas=protocol.reference_replicas,
         reference_n_steps=protocol.reference_n_steps,
-        run=dict(protocol.run_kwargs, criteria=vars(protocol.run_kwargs["criteria"])),
+        run=dict(run_options, criteria=vars(run_options["criteria"])),
     )
     protocol.log_every_ps = 0.0 if bar else args.log_every_ps
     # a bad address fails before any output; the work folder stays locked until

@@ -416,6 +416,7 @@ def _run_md(run: _Run, model, folder: Path, number: int) -> list[dict]:
     """The round's replicas (finished ones kept on resume); one row per run."""
     from .replicas import ModelSpec, Task, is_finished, run_tasks
     from .result import RunResult
+    from .settings import RunSettings
 
     settings = run.settings
     spec = ModelSpec(name=f"round{number}", path=str(model.path))
@@ -427,21 +428,21 @@ def _run_md(run: _Run, model, folder: Path, number: int) -> list[dict]:
             tasks.append(
                 Task(
                     spec=spec,
-                    temperature_K=temperature,
                     replica=replica,
-                    seed=int(
-                        np.random.SeedSequence(
-                            [settings.seed, number, t_index, replica]
-                        ).generate_state(1)[0]
-                    ),
-                    n_steps=settings.n_steps,
                     run_dir=str(run_dir),
                     atoms=starts[replica],
-                    run_kwargs={
-                        "timestep_fs": settings.timestep_fs,
-                        "stride": settings.stride,
-                        "engine": settings.engine,
-                    },
+                    settings=RunSettings(
+                        temperature_K=temperature,
+                        n_steps=settings.n_steps,
+                        timestep_fs=settings.timestep_fs,
+                        seed=int(
+                            np.random.SeedSequence(
+                                [settings.seed, number, t_index, replica]
+                            ).generate_state(1)[0]
+                        ),
+                        engine=settings.engine,
+                        stride=settings.stride,
+                    ),
                 )
             )
     todo = [task for task in tasks if not is_finished(task.run_dir)]

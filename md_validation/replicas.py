@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ase_flatten.backends.ase import import_factory
 
 from .result import RUN_FILE
+from .settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +91,22 @@ class ModelSpec:
 
 @dataclass
 class Task:
-    """One MD run: a model at a temperature, one seeded replica, its folder."""
+    """One MD run: a model at a temperature, one seeded replica, its folder.
+
+    ``settings`` is everything the run does (temperature, steps and seed
+    included); ``log_every_ps`` only how often it logs where it is.
+    """
 
     spec: ModelSpec
-    temperature_K: float
     replica: int
-    seed: int
-    n_steps: int
     run_dir: str
     atoms: Atoms
-    run_kwargs: dict = field(default_factory=dict)
+    settings: RunSettings
+    log_every_ps: float = 0.0
+
+    @property
+    def temperature_K(self) -> float:
+        return self.settings.temperature_K
 
     @property
     def label(self) -> str:
@@ -158,12 +165,10 @@ def _run_task(task: Task) -> str | None:
         run_md(
             _FACTORIES[key],
             task.atoms,
-            temperature_K=task.temperature_K,
-            n_steps=task.n_steps,
-            seed=task.seed,
             outdir=run_dir,
             label=task.label,
-            **task.run_kwargs,
+            settings=task.settings,
+            log_every_ps=task.log_every_ps,
         )
     except Exception as exc:  # reported by the parent, the other tasks go on
         logger.debug("%s", task.label, exc_info=True)

@@ -12,12 +12,11 @@ from ase import Atoms
 
 from ase_flatten.exceptions import RunError, naming_flags, option
 
-from .failure import FailureCriteria
 from .metrics import run_metrics
 from .replicas import ModelSpec, Task, is_finished, run_tasks
 from .report import plot_energy_vs_time, write_summary
 from .result import RunResult
-from .settings import DEFAULT_REPLICAS
+from .settings import DEFAULT_REPLICAS, RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +50,10 @@ class Protocol:
         replica ``k`` uses seed ``seed + REFERENCE_SEED_OFFSET + k``.
     reference_n_steps : int, optional
         Steps of a reference run (default ``n_steps``).
-    run_kwargs : dict
-        Passed to :func:`md_validation.single_run.run_md` (engine, thermostat,
-        timestep_fs, stride, tau_fs, criteria).
+    run : RunSettings
+        What every run shares (engine, thermostat, timestep_fs, stride, tau_fs,
+        criteria); each run takes its temperature, ``n_steps`` and seed from
+        the protocol.
     log_every_ps : float
         Every replica logs where it is every this many simulated ps (0: never);
         not a setting of the runs (a resumed run may change it).
@@ -73,7 +73,7 @@ class Protocol:
     seed: int = 0
     reference_replicas: int | None = None
     reference_n_steps: int | None = None
-    run_kwargs: dict = field(default_factory=dict)
+    run: RunSettings = field(default_factory=RunSettings)
     log_every_ps: float = 0.0
     reference: ModelSpec | None = None
     reference_energy: float = 0.0
@@ -106,28 +106,26 @@ def _tasks(specs, atoms, outdir, protocol, reference) -> list[Task]:
         replicas = protocol.reference_replicas or min(protocol.replicas, 4)
         steps = protocol.reference_n_steps or protocol.n_steps
         groups.append((reference, replicas, steps, REFERENCE_SEED_OFFSET))
-    run_kwargs = {
-        **protocol.run_kwargs,
-        "progress": False,
-        "log_every_ps": protocol.log_every_ps,
-    }
-    run_kwargs.setdefault("criteria", FailureCriteria())
     tasks = []
     for spec, replicas, steps, offset in groups:
         for temperature in protocol.temperatures:
             for k in range(replicas):
+                settings = dataclasses.replace(
+                    protocol.run,
+                    temperature_K=float(temperature),
+                    n_steps=steps,
+                    seed=protocol.seed + offset + k,
+                )
                 tasks.append(
                     Task(
                         spec=spec,
-                        temperature_K=float(temperature),
                         replica=k,
-                        seed=protocol.seed + offset + k,
-                        n_steps=steps,
                         run_dir=str(
                             outdir / spec.name / f"{temperature:g}K" / f"replica{k}"
                         ),
                         atoms=atoms,
-                        run_kwargs=run_kwargs,
+                        settings=settings,
+                        log_every_ps=protocol.log_every_ps,
                     )
                 )
     return tasks
@@ -240,7 +238,7 @@ def _collect(tasks, outdir, saved, protocol) -> tuple[list[dict], list[dict]]:
             model=name,
             temperature_K=task.temperature_K,
             replica=task.replica,
-            seed=task.seed,
+            seed=task.settings.seed,
             engine=result.meta.get("engine"),
             thermostat=result.meta.get("thermostat"),
             run_dir=str(Path(task.run_dir).relative_to(outdir)),
@@ -273,7 +271,7 @@ def _reference_reports(runs, protocol, comparison, outdir, reference_energy):
     """reference.png and the "reference" entries of comparison.json; lines."""
     from .reference import compare_to_reference, plot_reference, reference_lines
 
-    criteria = protocol.run_kwargs.get("criteria") or FailureCriteria()
+    criteria = protocol.run.criteria
     table, histograms = compare_to_reference(
         runs, REFERENCE, reference_energy, criteria.temperature_window_fs
     )
@@ -297,8 +295,7 @@ def _survival_reports(rows, tasks, protocol, outdir) -> tuple[dict, list[str]]:
         write_survival,
     )
 
-    timestep_fs = protocol.run_kwargs.get("timestep_fs", 0.5)
-    run_lengths = {t.spec.name: t.n_steps * timestep_fs / 1000.0 for t in tasks}
+    run_lengths = {t.spec.name: t.settings.time_ps(t.settings.n_steps) for t in tasks}
     table = survival_table(rows)
     write_survival(table, outdir / "survival.csv")
     groups = summarize_groups(table, run_lengths)

@@ -156,8 +156,11 @@ def test_the_log_interval_reaches_every_replica(tmp_path, start_atoms):
 
     protocol = Protocol(temperatures=[300.0], replicas=2, log_every_ps=0.5)
     tasks = _tasks([ModelSpec("m", path="x")], start_atoms, tmp_path, protocol, None)
-    assert [t.run_kwargs["log_every_ps"] for t in tasks] == [0.5, 0.5]
-    assert "log_every_ps" not in protocol.run_kwargs
+    assert [t.log_every_ps for t in tasks] == [0.5, 0.5]
+    # one settings object per run: the protocol's, with its temperature and seed
+    assert [t.settings.seed for t in tasks] == [0, 1]
+    assert {t.settings.temperature_K for t in tasks} == {300.0}
+    assert all(t.settings.stride == protocol.run.stride for t in tasks)
 
 
 @pytest.mark.slow

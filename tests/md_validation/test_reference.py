@@ -16,6 +16,7 @@ from md_validation.reference import (
     mean_ci,
 )
 from md_validation.replicas import ModelSpec
+from md_validation.settings import RunSettings
 from md_validation.workflow import Protocol, validate_models
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import run_cli as run_cli_with
@@ -140,7 +141,7 @@ def test_wrong_model_is_far_from_the_reference(tmp_path, start_atoms, xtb_datase
         ),
     }
     protocol = Protocol(
-        temperatures=[300.0], n_steps=300, replicas=2, run_kwargs=dict(stride=3)
+        temperatures=[300.0], n_steps=300, replicas=2, run=RunSettings(stride=3)
     )
     reference = ModelSpec("gfn2", factory=XTB, kwargs=GFN2)
     _, lines = validate_models(

@@ -183,6 +183,7 @@ def test_a_failing_model_is_called_less_stable(
     30-frame fixture does not; the log-rank test tells them apart."""
     from ase_flatten.backends import make_backend
     from ase_flatten.models import save_model
+    from md_validation.settings import RunSettings
     from md_validation.workflow import Protocol, validate_models
 
     train = np.linspace(0, 149, 5).astype(int)
@@ -193,7 +194,7 @@ def test_a_failing_model_is_called_less_stable(
         xtb_dataset,
     )
     protocol = Protocol(
-        temperatures=[400.0], n_steps=200, replicas=4, run_kwargs=dict(stride=10)
+        temperatures=[400.0], n_steps=200, replicas=4, run=RunSettings(stride=10)
     )
     models = {"fixture": sgdml_model, "tiny": tiny}
     rows, lines = validate_models(
