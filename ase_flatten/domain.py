@@ -217,7 +217,39 @@ def column_permutations(perms: np.ndarray) -> np.ndarray:
     return np.array([column[p[i], p[j]] for p in perms])
 
 
-class ApplicabilityDomain:
+def _training_frames(positions) -> np.ndarray:
+    """``positions`` as floats, refused unless at least 2 frames (M, N, 3)."""
+    positions = np.asarray(positions, dtype=float)
+    if positions.ndim != 3 or len(positions) < 2:
+        raise InputError(
+            f"the domain needs at least 2 frames of shape (N, 3), got {positions.shape}"
+        )
+    return positions
+
+
+class _SavedDomain:
+    """What both domain kinds share: the flag, and their ``domain.npz``."""
+
+    def outside(self, positions) -> np.ndarray:
+        """True for structures scoring above :attr:`threshold_` (:meth:`distance`)."""
+        return self.distance(positions) > self.threshold_
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted domain to an npz, atomically."""
+        from .files import save_npz
+
+        save_npz(path, **self.state_arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read a file written by :meth:`save` (either kind: :func:`load_domain`)."""
+        domain = load_domain(path)
+        if not isinstance(domain, cls):
+            raise InputError(f"{path}: a {domain.kind} domain, not a {cls.kind} one")
+        return domain
+
+
+class ApplicabilityDomain(_SavedDomain):
     """Nearest-reference-frame distance and a time-separated threshold.
 
     Parameters
@@ -252,12 +284,7 @@ class ApplicabilityDomain:
     def fit(self, numbers, positions) -> ApplicabilityDomain:
         """Calibrate on frames ``positions`` (M, N, 3) in Å, in trajectory order."""
         s = self.settings
-        positions = np.asarray(positions, dtype=float)
-        if positions.ndim != 3 or len(positions) < 2:
-            raise InputError(
-                f"the domain needs at least 2 frames of shape (N, 3), got "
-                f"{positions.shape}"
-            )
+        positions = _training_frames(positions)
         self.numbers_ = np.asarray(numbers, dtype=int)
         n_frames, n_atoms = positions.shape[:2]
         n_ref = min(n_frames, s.max_reference)
@@ -306,23 +333,8 @@ class ApplicabilityDomain:
         return best
 
     def _window(self) -> int:
-        """``exclude_frames``, shortened when the data is too short for it.
-
-        Every frame needs a neighbour farther than the window: the middle frame
-        of a trajectory spanning ``S`` frames has none beyond ``S / 2``.
-        """
-        t = self.reference_indices_
-        longest = (int(t[-1] - t[0]) + 1) // 2 - 1
-        window = self.settings.exclude_frames
-        if window > longest:
-            logger.warning(
-                "applicability domain: %d frames are too few to skip neighbours "
-                "within %d frames; skipping within %d",
-                t[-1] - t[0] + 1,
-                window,
-                longest,
-            )
-        return max(0, min(window, longest))
+        """``exclude_frames``, shortened when the data is too short for it."""
+        return _window(self.reference_indices_, self.settings.exclude_frames)
 
     # -- using it --------------------------------------------------------------
     def _nearest(self, queries: np.ndarray, times=None) -> np.ndarray:
@@ -404,10 +416,6 @@ class ApplicabilityDomain:
             nearest = self._nearest(queries)
         return nearest.reshape(len(X), len(cols)).min(axis=1)
 
-    def outside(self, positions) -> np.ndarray:
-        """True for structures farther than :attr:`threshold_` from the data."""
-        return self.distance(positions) > self.threshold_
-
     def summary(self) -> dict:
         """Settings and calibration as JSON-ready values."""
         return {
@@ -486,26 +494,6 @@ class ApplicabilityDomain:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted domain to an npz, atomically."""
-        from .files import save_npz
-
-        save_npz(path, **self.state_arrays())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ApplicabilityDomain:
-        """Read a file written by :meth:`save`."""
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return cls.from_state_arrays({k: npz[k] for k in npz.files})
-        except FileNotFoundError as exc:
-            raise InputError(f"{path}: no such file") from exc
-        except FILE_READ_ERRORS as exc:
-            raise InputError(
-                f"{path}: not a domain file written by ase-flatten "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-
 
 # -- the QUESTS domain ------------------------------------------------------------
 #: The domain kinds: ``distance`` (:class:`ApplicabilityDomain`) and ``quests``
@@ -545,7 +533,7 @@ class QuestsDomainSettings:
     seed: int = 0
 
 
-class QuestsDomain:
+class QuestsDomain(_SavedDomain):
     """QUESTS' novelty dH of a structure's most novel atomic environment.
 
     A structure's score is the largest, over its atoms, of QUESTS' differential
@@ -594,12 +582,7 @@ class QuestsDomain:
         from . import quests
 
         s = self.settings
-        positions = np.asarray(positions, dtype=float)
-        if positions.ndim != 3 or len(positions) < 2:
-            raise InputError(
-                f"the domain needs at least 2 frames of shape (N, 3), got "
-                f"{positions.shape}"
-            )
+        positions = _training_frames(positions)
         self.numbers_ = np.asarray(numbers, dtype=int)
         n_frames = len(positions)
         self.reference_indices_ = _evenly(n_frames, s.max_reference)
@@ -682,10 +665,6 @@ class QuestsDomain:
         """
         return self.atom_scores(positions).max(axis=1)
 
-    def outside(self, positions) -> np.ndarray:
-        """True for structures scoring above :attr:`threshold_`."""
-        return self.distance(positions) > self.threshold_
-
     def summary(self) -> dict:
         """Settings and calibration as JSON-ready values."""
         return {
@@ -766,17 +745,6 @@ class QuestsDomain:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted domain to an npz, atomically."""
-        from .files import save_npz
-
-        save_npz(path, **self.state_arrays())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> QuestsDomain:
-        """Read a file written by :meth:`save` (any kind: :func:`load_domain`)."""
-        return load_domain(path)
-
 
 def _evenly(n: int, at_most: int) -> np.ndarray:
     """At most ``at_most`` of ``range(n)``, evenly spaced, first and last kept."""
@@ -784,8 +752,11 @@ def _evenly(n: int, at_most: int) -> np.ndarray:
 
 
 def _window(times: np.ndarray, window: int) -> int:
-    """``window``, shortened when ``times`` span too few frames for it (as
-    :meth:`ApplicabilityDomain._window`)."""
+    """``window``, shortened when ``times`` span too few frames for it.
+
+    Every frame needs a neighbour farther than the window: the middle frame of a
+    trajectory spanning ``S`` frames has none beyond ``S / 2``.
+    """
     longest = (int(times[-1] - times[0]) + 1) // 2 - 1
     if window > longest:
         logger.warning(
