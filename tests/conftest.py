@@ -67,3 +67,22 @@ def unwritable(tmp_path):
     place.chmod(0o555)
     yield place
     place.chmod(0o755)
+
+
+@pytest.fixture(scope="session")
+def butane():
+    """Butane: 500 K data from anti, an independent anti MD and a gauche one (300 K);
+    the distance and the QUESTS domain tests share it."""
+    from ase.build import molecule
+
+    from ase_flatten.md_dataset import make_md_dataset
+
+    anti = molecule("trans-butane")
+    gauche = anti.copy()
+    end = [3] + [i for i in range(len(anti)) if 0 < anti.get_distance(i, 3) < 1.2]
+    gauche.set_dihedral(0, 1, 2, 3, 65, indices=end)
+    md = dict(equilibration_fs=250, progress=False)
+    data = make_md_dataset(anti, n_frames=150, seed=0, **md)
+    independent = make_md_dataset(anti, 60, temperature_K=300, seed=1, **md)
+    other = make_md_dataset(gauche, 30, temperature_K=300, seed=2, **md)
+    return data, independent, other

@@ -40,20 +40,6 @@ def ethanol_300K():
     )
 
 
-@pytest.fixture(scope="module")
-def butane():
-    """Butane: 500 K data from anti, an independent anti MD and a gauche one (300 K)."""
-    anti = molecule("trans-butane")
-    gauche = anti.copy()
-    end = [3] + [i for i in range(len(anti)) if 0 < anti.get_distance(i, 3) < 1.2]
-    gauche.set_dihedral(0, 1, 2, 3, 65, indices=end)
-    md = dict(equilibration_fs=250, progress=False)
-    data = make_md_dataset(anti, n_frames=150, seed=0, **md)
-    independent = make_md_dataset(anti, 60, temperature_K=300, seed=1, **md)
-    other = make_md_dataset(gauche, 30, temperature_K=300, seed=2, **md)
-    return data, independent, other
-
-
 def test_equivalent_hydrogens_of_ethanol():
     atoms = molecule("CH3CH2OH")  # C(H3) C(H2) O H(O) H H(CH2) H H H(CH3)
     groups = hydrogen_groups(atoms.numbers, atoms.positions)

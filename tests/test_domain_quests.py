@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-from ase.build import molecule
 
 from ase_flatten.domain import (
     ApplicabilityDomain,
@@ -22,7 +21,6 @@ from ase_flatten.domain import (
     make_domain,
 )
 from ase_flatten.exceptions import InputError
-from ase_flatten.md_dataset import make_md_dataset
 from tests.test_cli import assert_one_line_error, run_cli
 
 needs_quests = pytest.mark.skipif(
@@ -146,16 +144,9 @@ def test_model_saved_with_the_quests_domain(tmp_path, xtb_dataset):
 
 @pytest.mark.slow
 @needs_quests
-def test_quests_domain_on_butane():
+def test_quests_domain_on_butane(butane):
     """Anti-only 500 K data: an independent anti MD inside, gauche outside."""
-    anti = molecule("trans-butane")
-    gauche = anti.copy()
-    end = [3] + [i for i in range(len(anti)) if 0 < anti.get_distance(i, 3) < 1.2]
-    gauche.set_dihedral(0, 1, 2, 3, 65, indices=end)
-    md = dict(equilibration_fs=250, progress=False)
-    data = make_md_dataset(anti, n_frames=150, seed=0, **md)
-    independent = make_md_dataset(anti, 60, temperature_K=300, seed=1, **md)
-    other = make_md_dataset(gauche, 30, temperature_K=300, seed=2, **md)
+    data, independent, other = butane
     domain = QuestsDomain().fit(data.numbers, data.positions)
     assert domain.outside(independent.positions).mean() <= 0.05
     assert domain.outside(other.positions).mean() >= 0.9
