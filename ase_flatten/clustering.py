@@ -35,7 +35,6 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
 from .clustering_options import (
     ASSIGN,
@@ -50,6 +49,7 @@ from .clustering_options import (
 )
 from .exceptions import FILE_READ_ERRORS, InputError
 from .parameters import check_choice, check_positive_int
+from .threads import thread_map
 
 logger = logging.getLogger(__name__)
 
@@ -227,18 +227,22 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
 
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_geometry)
         energy = np.empty(n_frames, dtype=int)
+        members = [np.flatnonzero(geometry == g) for g in range(self.n_geometry)]
+
+        def levels(g: int):
+            return _energy_levels(
+                energies[members[g]], self.n_energy, self.n_init, seeds[g]
+            )
+
+        # KMeans on 1-D energies is faster on one OpenMP thread (2 threads took
+        # 2x the wall time on a quiet 2-core machine, 3-9x on a busy one, with
+        # the same labels): the geometry clusters' KMeans run side by side instead
         self.energy_centers_ = []
-        # KMeans on 1-D energies is faster on one OpenMP thread: 2 threads took
-        # 2x the wall time on a quiet 2-core machine and 3-9x on a busy one, with
-        # the same labels (centres equal to 1e-15 eV)
-        with threadpool_limits(1, user_api="openmp"):
-            for g in range(self.n_geometry):
-                members = np.flatnonzero(geometry == g)
-                levels, centers = _energy_levels(
-                    energies[members], self.n_energy, self.n_init, seeds[g]
-                )
-                energy[members] = levels
-                self.energy_centers_.append(centers)
+        for g, (level, centers) in enumerate(
+            thread_map(levels, range(self.n_geometry))
+        ):
+            energy[members[g]] = level
+            self.energy_centers_.append(centers)
         sizes = [len(c) for c in self.energy_centers_]
         self.cluster_offsets_ = np.concatenate([[0], np.cumsum(sizes)])
         self.n_clusters_ = int(self.cluster_offsets_[-1])
@@ -423,18 +427,7 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
                 X[block], members, self.assign
             )
 
-        n_threads = _blas_threads() if len(blocks) > 1 else 1
-        if n_threads == 1:
-            for block in blocks:
-                assign(block)
-            return labels, nearest
-        from concurrent.futures import ThreadPoolExecutor
-
-        with (
-            threadpool_limits(1, user_api="blas"),
-            ThreadPoolExecutor(n_threads) as pool,
-        ):
-            list(pool.map(assign, blocks))
+        thread_map(assign, blocks)
         return labels, nearest
 
     # -- persistence -----------------------------------------------------------
@@ -610,14 +603,6 @@ def _exact_scores(block, members: _Members, rule: str) -> np.ndarray:
         counts = np.diff(np.append(members.starts, len(y)))
         return np.add.reduceat(d, members.starts, axis=1) / counts
     return np.maximum.reduceat(d, members.starts, axis=1)
-
-
-def _blas_threads() -> int:
-    """Threads BLAS may use now (OMP_NUM_THREADS and the like), at least 1."""
-    from threadpoolctl import threadpool_info
-
-    counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    return max(counts, default=1)
 
 
 def _check_assign_rule(rule: str) -> None:

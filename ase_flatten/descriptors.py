@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .exceptions import InputError
+from .threads import thread_map
 
 DESCRIPTORS = ("distances", "inverse")
 _CHUNK = 65536  # frames per block: bounds the (chunk, P, 3) temporary
@@ -49,13 +50,17 @@ def pairwise_distances(
     positions = np.asarray(positions)
     if positions.ndim != 3 or positions.shape[2] != 3:
         raise InputError(f"positions must have shape (M, N, 3), got {positions.shape}")
+
     i, j = pair_indices(positions.shape[1])
     out = np.empty((len(positions), len(i)), dtype=dtype)
-    for start in range(0, len(positions), _CHUNK):
-        block = positions[start : start + _CHUNK]
-        diff = block[:, i, :] - block[:, j, :]
+
+    def block(start: int) -> None:  # blocks run side by side on the BLAS threads
+        frames = positions[start : start + _CHUNK]
+        diff = frames[:, i, :] - frames[:, j, :]
         dist = np.sqrt(np.einsum("mpk,mpk->mp", diff, diff))
-        out[start : start + len(block)] = 1.0 / dist if kind == "inverse" else dist
+        out[start : start + len(frames)] = 1.0 / dist if kind == "inverse" else dist
+
+    thread_map(block, range(0, len(positions), _CHUNK))
     return out
 
 

@@ -5,6 +5,7 @@ from scipy.spatial.distance import pdist
 from ase_flatten import descriptors
 from ase_flatten.descriptors import pairwise_distances
 from ase_flatten.exceptions import InputError
+from ase_flatten.threads import blas_threads
 
 
 def positions(n_frames=7, n_atoms=6, seed=0):
@@ -31,6 +32,18 @@ def test_chunks_give_the_same_result(monkeypatch):
     whole = pairwise_distances(pos)
     monkeypatch.setattr(descriptors, "_CHUNK", 5)
     np.testing.assert_array_equal(pairwise_distances(pos), whole)
+
+
+def test_blocks_on_two_threads_give_the_same_result(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    pos = positions(n_frames=41)
+    whole = pairwise_distances(pos)
+    monkeypatch.setattr(descriptors, "_CHUNK", 4)  # 11 blocks over 2 threads
+    with threadpool_limits(2, user_api="blas"):
+        assert blas_threads() == 2
+        np.testing.assert_array_equal(pairwise_distances(pos), whole)
+        np.testing.assert_array_equal(pairwise_distances(pos, "inverse"), 1.0 / whole)
 
 
 def test_bad_arguments():
