@@ -207,8 +207,6 @@ def rate(args, atoms, saved, kind: str) -> float:
 
 def profile(args, atoms, saved, top: int = 25) -> str:
     """The client in this process under cProfile, for ``--steps`` steps."""
-    from ase.calculators.socketio import SocketClient
-
     from md_validation.engines import ipi
     from md_validation.failure import MonitoredCalculator
     from md_validation.single_run import calculator_factory
@@ -223,7 +221,7 @@ def profile(args, atoms, saved, top: int = 25) -> str:
     try:
         work = start.copy()
         work.calc = MonitoredCalculator(calculator_factory(saved)())
-        client = SocketClient(unixsocket=address)
+        client = ipi._one_call_client(work.calc, address)  # the engine's client
         profiler.enable()
         client.run(work)
         profiler.disable()

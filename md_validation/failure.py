@@ -211,22 +211,31 @@ class MonitoredCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        energy, forces = self.evaluate(self.atoms)
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+
+    def evaluate(self, atoms) -> tuple[float, np.ndarray]:
+        """Energy (eV) and forces (N, 3; eV/Å) of ``atoms``, checked; no cache.
+
+        One force call (it counts as the next step); raises :class:`MDFailure`
+        when the failure rule fires. The i-PI client calls it once per step.
+        """
         step = self.n_calls
         self.n_calls += 1
         if self._direct:
             # one call of its calculate, which gives energy and forces together:
             # no copy of the frame, no two cache checks (the same numbers)
-            self.calc.calculate(self.atoms, ["energy", "forces"], all_changes)
+            self.calc.calculate(atoms, ["energy", "forces"], all_changes)
             energy = float(self.calc.results["energy"])
             forces = np.asarray(self.calc.results["forces"], dtype=float)
         else:
-            work = self.atoms.copy()
+            work = atoms.copy()
             work.calc = self.calc
             energy = float(np.asarray(work.get_potential_energy()).reshape(-1)[0])
             forces = np.asarray(work.get_forces(), dtype=float).reshape(-1, 3)
         reason = check_frame(
-            self.atoms.numbers, self.atoms.positions, energy, forces, self.criteria
+            atoms.numbers, atoms.positions, energy, forces, self.criteria
         )
         if reason:
             raise MDFailure(reason, step)
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+        return energy, forces

@@ -77,10 +77,29 @@ def socket_path(address: str) -> Path:
     return Path("/tmp") / f"ipi_{address}"
 
 
-def _serve(calc_factory, atoms, address, criteria, status_file):
-    """Client process: serve the model until i-PI says stop; report how it ended."""
+def _one_call_client(monitored: MonitoredCalculator, address: str):
+    """ASE's SocketClient that asks ``monitored`` once per i-PI step.
+
+    ASE's client asks the attached calculator for the energy and then for the
+    forces of the frame it has just received: two cache checks (ASE's
+    ``compare_atoms``, a handful of ``np.isclose`` each) and two copies of the frame per
+    step. This one calls :meth:`MonitoredCalculator.evaluate` once, with the same
+    numbers. Molecules only (no stress; i-PI runs them without a cell); one rank.
+    """
     from ase.calculators.socketio import SocketClient
 
+    class OneCallClient(SocketClient):
+        def calculate(self, atoms, use_stress):
+            if use_stress:  # a periodic cell: ASE's own path
+                return super().calculate(atoms, use_stress)
+            energy, forces = monitored.evaluate(atoms)
+            return energy, forces, np.zeros((3, 3))
+
+    return OneCallClient(unixsocket=address)
+
+
+def _serve(calc_factory, atoms, address, criteria, status_file):
+    """Client process: serve the model until i-PI says stop; report how it ended."""
     # the fork inherits the parent's SIGTERM handler; the parent stops this
     # process with SIGTERM, which must end it, not pass for a Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -92,7 +111,7 @@ def _serve(calc_factory, atoms, address, criteria, status_file):
         monitored = MonitoredCalculator(calc_factory(), criteria)
         atoms = atoms.copy()
         atoms.calc = monitored
-        client = SocketClient(unixsocket=address)
+        client = _one_call_client(monitored, address)
         client.run(atoms)
     except MDFailure as exc:
         status = {"status": "failed", "reason": exc.reason, "step": exc.step}

@@ -96,6 +96,51 @@ def test_ipi_run_parses_properties_and_cleans_up(sgdml_model, start_atoms, tmp_p
     assert_cleaned_up(tmp_path)
 
 
+def test_one_call_client_gives_ase_clients_trajectory(
+    sgdml_model, start_atoms, tmp_path, monkeypatch
+):
+    """One evaluate per step instead of ASE's energy-then-forces path: the same
+    i-PI run to the bit, and the same count of force calls."""
+    from ase.calculators.socketio import SocketClient
+
+    from md_validation.engines import ipi
+
+    runs = {}
+    for name in ("one_call", "ase"):
+        if name == "ase":  # the forked client process inherits the patch
+            monkeypatch.setattr(
+                ipi,
+                "_one_call_client",
+                lambda monitored, address: SocketClient(unixsocket=address),
+            )
+        runs[name] = run_md(
+            sgdml_model, start_atoms, 300, 60, engine="ipi", stride=10,
+            outdir=tmp_path / name, seed=3,
+        )  # fmt: skip
+    for column in COLUMNS:
+        np.testing.assert_array_equal(
+            runs["one_call"].record[column], runs["ase"].record[column]
+        )
+    import ase.io
+
+    one, two = (ase.io.read(tmp_path / n / "trajectory.extxyz", ":") for n in runs)
+    assert len(one) == len(two) == 7
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a.positions, b.positions)
+
+
+def test_monitored_evaluate_counts_and_equals_the_calculator(sgdml_model, start_atoms):
+    from md_validation.failure import MonitoredCalculator
+
+    monitored = MonitoredCalculator(FlattenedCalculator(sgdml_model))
+    energy, forces = monitored.evaluate(start_atoms)
+    plain = start_atoms.copy()
+    plain.calc = FlattenedCalculator(sgdml_model)
+    assert energy == plain.get_potential_energy()
+    np.testing.assert_array_equal(forces, plain.get_forces())
+    assert monitored.n_calls == 1
+
+
 def test_ipi_detects_failure_and_stops(sgdml_model, start_atoms, tmp_path):
     def factory():
         return Broken(FlattenedCalculator(sgdml_model), after=31, mode="nan")
