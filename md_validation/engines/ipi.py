@@ -9,7 +9,8 @@ One run:
    :data:`sys.executable`) in its own session, and waits for ``/tmp/ipi_<name>``;
 3. :func:`start_client` forks a client process that builds the calculator, wraps it in
    :class:`~md_validation.failure.MonitoredCalculator` (the failure rule on every
-   force call) and serves it with :class:`ase.calculators.socketio.SocketClient`;
+   force call) and serves it with :class:`ase.calculators.socketio.SocketClient`,
+   one model call per step (:func:`_one_call_client`);
 4. :func:`watch_run` watches i-PI's properties file (progress, temperature
    runaway) until the run fails or a process ends;
 5. always (success, model raising, client dying, Ctrl-C, SIGTERM): terminates the
