@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..exceptions import InputError
+from ..exceptions import InputError, option
 
 if TYPE_CHECKING:  # the CLI imports STRATEGIES while it builds its parser
     from ..backends.base import Backend
@@ -132,10 +132,8 @@ class PeerSettings:
                 f"{self.committee_candidates}"
             )
         if self.bandwidth is not None and not self.bandwidth > 0:
-            raise InputError(
-                f"the QUESTS bandwidth must be positive, got --bandwidth "
-                f"{self.bandwidth}"
-            )
+            given = option("bandwidth", self.bandwidth, flag="--quests-bandwidth")
+            raise InputError(f"the QUESTS bandwidth must be positive, got {given}")
         if not self.ggfps_beta >= 0:
             raise InputError(f"the GGFPS exponent must be >= 0, got {self.ggfps_beta}")
 

@@ -145,8 +145,8 @@ def test_quests_prethins_a_large_pool(xtb_dataset, monkeypatch):
 
 @pytest.mark.parametrize("bandwidth", [0.0, -0.1, float("nan")])
 def test_nonpositive_bandwidth_is_refused(bandwidth):
-    with pytest.raises(InputError, match="QUESTS bandwidth must be positive"):
-        PeerSettings(bandwidth=bandwidth)
+    with pytest.raises(InputError, match="QUESTS bandwidth must be positive, got band"):
+        PeerSettings(bandwidth=bandwidth)  # a Python caller reads the parameter
 
 
 # -- committee ----------------------------------------------------------------------
@@ -251,7 +251,10 @@ def test_bad_peer_settings_on_the_command_line(tmp_path, capsys, xtb_files):
     base = ["train", reference, "--backend", "sgdml", "--size", "10"]
     cases = [
         (["--strategy", "committee", "--committee", "1"], "a committee of 1 model"),
-        (["--strategy", "quests", "--quests-bandwidth", "0"], "bandwidth must be"),
+        (
+            ["--strategy", "quests", "--quests-bandwidth", "0"],
+            "got --quests-bandwidth 0",
+        ),
         (["--strategy", "quests", "--quests-bandwidth", "-1"], "bandwidth must be"),
         (["--strategy", "committee", "--committee", "x"], "not an integer"),
     ]
