@@ -52,6 +52,13 @@ def main() -> None:
         nargs="+",
         help="temperatures of the survival runs (default: --temperatures)",
     )
+    parser.add_argument(
+        "--reference-replicas",
+        type=int,
+        default=0,
+        help="GFN2-xTB MD replicas per temperature beside the survival runs (0: none);"
+        " their distance distribution is the noise floor of the model's",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
@@ -96,12 +103,46 @@ def main() -> None:
         ["--model", f"explored={out / 'explored'}", "--start", args.data,
          "--temperatures", *args.md_temperatures, "--time-ps", args.time_ps,
          "--replicas", args.replicas, "--seed", args.seed, "--jobs", args.jobs,
-         "-o", out / "md", "--no-progress", "-q",
+         "-o", out / "md", "--no-progress", "-q", *reference_args(args),
          *(["--resume"] if (out / "md.partial").exists() else [])],
         out / "md" / "summary.csv",
     )  # fmt: skip
     write_text(out / "survival.md", survival_table(out, args))
     print((out / "survival.md").read_text())
+
+
+def reference_args(args) -> list[str]:
+    """md-validate's options for GFN2-xTB's own MD (none without replicas)."""
+    if args.reference_replicas <= 0:
+        return []
+    return ["--reference", "tblite.ase:TBLite", "--reference-kwargs", XTB,
+            "--reference-replicas", str(args.reference_replicas)]  # fmt: skip
+
+
+def distance_lines(out: Path) -> list[str]:
+    """JS divergence of the explored model's distances to GFN2-xTB's, over its floor."""
+    comparison = json.loads((out / "md" / "comparison.json").read_text())
+    lines = []
+    for temperature, block in comparison["temperatures"].items():
+        reference = block.get("reference")
+        if not reference:
+            continue
+        floor = reference["reference"]["self_js_divergence"]
+        for model, measures in reference["models"].items():
+            js = measures["js_divergence"]
+            ratio = js / floor
+            lines.append(
+                f"| {temperature} | {model} | {js:.4f} | {floor:.4f} | {ratio:.1f} |"
+            )
+    if not lines:
+        return []
+    header = [
+        "",
+        "| T (K) | model | JS divergence to GFN2-xTB (bits) | GFN2-xTB vs itself"
+        " | ratio |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
+    return header + lines
 
 
 def _rows(path: Path) -> list[dict]:
@@ -147,6 +188,7 @@ def survival_table(out: Path, args) -> str:
                 p = f"{test.p_value:.3g}"
             n_failed = sum(f for _, f in runs)
             lines.append(f"| {temperature} | {model} | {n_failed}/{len(runs)} | {p} |")
+    lines += distance_lines(out)
     return "\n".join(lines) + "\n"
 
 
