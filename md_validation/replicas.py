@@ -141,6 +141,11 @@ def _one_thread() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
+#: Set in a worker process once a run there was interrupted (Ctrl-C, or the
+#: parent's stop): the tasks already queued for it then return without running.
+_STOPPING = False
+
+
 def _init_worker(log_level: int) -> None:
     for name in _THREAD_VARIABLES:
         os.environ[name] = "1"
@@ -148,6 +153,30 @@ def _init_worker(log_level: int) -> None:
     logging.basicConfig(
         level=log_level, format="%(levelname)s %(name)s: %(message)s", force=True
     )
+    # Ctrl-C interrupts a run (see _run_pool_task), not an idle worker waiting
+    # for its next task, which would die with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_pool_task(task: Task) -> str | None:
+    """:func:`_run_task` in a worker process: interruptible, once.
+
+    The executor hands a worker the next queued task as soon as the last one
+    returns, even after the parent began to stop (queued tasks cannot be
+    cancelled). A worker whose run was interrupted therefore starts nothing
+    more: an i-PI server started then would outlive the stop.
+    """
+    global _STOPPING
+    if _STOPPING:
+        return "not run: interrupted"
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _run_task(task)
+    except KeyboardInterrupt:
+        _STOPPING = True
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_task(task: Task) -> str | None:
@@ -212,7 +241,7 @@ def run_tasks(
         initargs=(logging.getLogger().getEffectiveLevel(),),
     )
     try:
-        futures = {pool.submit(_run_task, task): task for task in tasks}
+        futures = {pool.submit(_run_pool_task, task): task for task in tasks}
         done = as_completed(futures)
         for future in tqdm(done, total=len(tasks), unit="run", disable=not progress):
             task = futures[future]
@@ -286,11 +315,16 @@ def _interrupt(signum, frame):
 
 
 def _stop(processes, grace_s: float = 10.0) -> None:
-    """Interrupt worker processes, then terminate those still running."""
+    """Interrupt worker processes, then terminate, then kill those still running."""
     for process in processes:
         if process.is_alive():
             os.kill(process.pid, signal.SIGINT)
     for process in processes:
         process.join(grace_s)
         if process.is_alive():
-            process.terminate()
+            process.terminate()  # SIGTERM: a run cleans up as on Ctrl-C
+            process.join(grace_s)
+        if process.is_alive():
+            logger.warning("worker %d did not stop on SIGTERM; killing it", process.pid)
+            process.kill()
+            process.join(grace_s)

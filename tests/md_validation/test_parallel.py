@@ -121,3 +121,31 @@ def test_overwrite_never_deletes_an_input(
     assert start_file.read_bytes() == data
     assert (stranger / "thesis.tex").read_text() == "keep me"
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_an_interrupted_worker_starts_no_queued_task(monkeypatch):
+    """After a Ctrl-C (or the parent's stop) in a worker's run, the tasks the
+    executor had already queued for that worker return without running."""
+    import signal
+
+    from md_validation import replicas
+
+    ran = []
+
+    def interrupted(task):
+        ran.append(task)
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(replicas, "_STOPPING", False)
+    monkeypatch.setattr(replicas, "_run_task", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            replicas._run_pool_task("first")
+        assert replicas._STOPPING
+        # between runs a worker ignores SIGINT (an idle worker must not die)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert replicas._run_pool_task("queued") == "not run: interrupted"
+        assert ran == ["first"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
