@@ -35,6 +35,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from .clustering_options import (
     ASSIGN,
@@ -237,10 +238,10 @@ class TwoStageClustering(ClusterMixin, BaseEstimator):
         # KMeans on 1-D energies is faster on one OpenMP thread (2 threads took
         # 2x the wall time on a quiet 2-core machine, 3-9x on a busy one, with
         # the same labels): the geometry clusters' KMeans run side by side instead
+        with threadpool_limits(1, user_api="openmp"):
+            found = thread_map(levels, range(self.n_geometry))
         self.energy_centers_ = []
-        for g, (level, centers) in enumerate(
-            thread_map(levels, range(self.n_geometry))
-        ):
+        for g, (level, centers) in enumerate(found):
             energy[members[g]] = level
             self.energy_centers_.append(centers)
         sizes = [len(c) for c in self.energy_centers_]

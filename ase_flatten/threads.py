@@ -1,8 +1,8 @@
 """Python threads over independent blocks of numpy work, one BLAS thread each.
 
 NumPy's ufuncs, BLAS and scikit-learn's Cython loops release the GIL, so blocks of
-a large array run in parallel on Python threads. Each thread's BLAS and OpenMP then
-run on one thread, so the machine is not oversubscribed. The thread count is what
+a large array run in parallel on Python threads. Each thread's BLAS then runs on
+one thread, so the machine is not oversubscribed. The thread count is what
 BLAS may use now (``OMP_NUM_THREADS`` and the like): setting it to 1 runs
 everything in the calling thread, as before.
 """
@@ -28,18 +28,17 @@ def blas_threads() -> int:
 def thread_map(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[func(item) for item in items]`` on :func:`blas_threads` threads.
 
-    The results come in the order of ``items``. Inside, BLAS and OpenMP run on
-    one thread each, so ``func`` gives the same numbers on any thread count when
-    its own arithmetic does not depend on it (a seeded KMeans, a block of a
-    product). With one thread, or one item, no thread is started.
+    The results come in the order of ``items``. On the threads, BLAS runs on one
+    thread each, so ``func`` gives the same numbers on any thread count when its
+    own arithmetic does not depend on it (a seeded KMeans, a block of a
+    product); OpenMP is the caller's to limit. With one item, or one BLAS
+    thread, ``func`` runs in the calling thread and threadpoolctl is not asked
+    (reading the loaded libraries costs about a millisecond: too much for the
+    one-frame calls of an MD step).
     """
     items = list(items)
-    n_threads = min(blas_threads(), len(items))
-    with threadpool_limits(1, user_api="openmp"):
-        if n_threads <= 1:
-            return [func(item) for item in items]
-        with (
-            threadpool_limits(1, user_api="blas"),
-            ThreadPoolExecutor(n_threads) as pool,
-        ):
-            return list(pool.map(func, items))
+    n_threads = min(blas_threads(), len(items)) if len(items) > 1 else 1
+    if n_threads == 1:
+        return [func(item) for item in items]
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        return list(pool.map(func, items))
