@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
+    if not Path(args.data).is_file():  # before any training or MD starts
+        sys.exit(f"{args.data}: no such file")
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     hot = out / "hot.extxyz"

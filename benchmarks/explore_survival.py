@@ -62,6 +62,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
+    if not Path(args.data).is_file():  # before any training or MD starts
+        sys.exit(f"{args.data}: no such file")
+    summary = args.against / "summary.csv"
+    if not summary.is_file():
+        sys.exit(f"--against {args.against}: no summary.csv (an md-validate output)")
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     walls_file = out / "walls.json"
