@@ -22,8 +22,10 @@ cost measure on a shared machine; wall seconds are recorded beside them. Writes
 OUT/s<seed>/<variant>/ (the run folder and ``bench.json``), OUT/summary.md and
 OUT/summary.json.
 
-Measured with this script (2026-12-02): cold, ``lr=5e-4,epochs=10,patience=5``,
-``lr=2e-3,epochs=10,patience=5`` (seed 0) and ``lr=1e-3,epochs=20,patience=10``.
+Measured with this script (2026-12-02, SchNet, the whole pool): cold,
+``lr=5e-4,epochs=10,patience=5``, ``lr=2e-3,epochs=10,patience=5`` (seed 0) and
+``lr=1e-3,epochs=20,patience=10``; (2026-12-07) SchNet and MACE on ethanol and
+uracil with ``--error-sample 10`` (select's default) and ``--warm default``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -39,11 +42,25 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-SCHNET = {"max_epochs": 40, "device": "cpu"}  # the suite's quick size
+#: Each backend at the suite's sizes (quick: 40 epochs; MACE without its most
+#: expensive parts, as the suite runs it).
+BASE = {
+    "schnet": {"max_epochs": 40, "device": "cpu"},
+    "mace": {"max_epochs": 40, "max_ell": 2, "correlation": 2, "device": "cpu"},
+}
+DESCRIBED = {
+    "schnet": "SchNet (64 features, 3 interactions, mixed loss",
+    "mace": "MACE (l <= 2, correlation 2",
+}
 
 
 def parse_warm(text: str) -> dict:
-    """``lr=5e-4,epochs=10,patience=5`` -> the backend's warm parameters."""
+    """``lr=5e-4,epochs=10,patience=5`` -> the backend's warm parameters.
+
+    ``default`` is the backend's own warm schedule (its default parameters).
+    """
+    if text == "default":
+        return {}
     names = {"lr": "warm_lr", "epochs": "warm_epochs", "patience": "warm_patience"}
     params = {}
     for item in text.split(","):
@@ -57,6 +74,8 @@ def parse_warm(text: str) -> dict:
 def variant_name(warm: dict | None) -> str:
     if warm is None:
         return "cold"
+    if not warm:
+        return "warm_default"
     return "warm_lr{:g}_e{}_p{}".format(
         warm["warm_lr"], warm["warm_epochs"], warm["warm_patience"]
     )
@@ -76,11 +95,11 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
 
     record_file = out / "bench.json"
     record = json.loads(record_file.read_text()) if record_file.exists() else {}
-    params = {**SCHNET, "max_epochs": args.epochs, **(warm or {})}
+    params = {**BASE[args.backend], "max_epochs": args.epochs, **(warm or {})}
     run_dir = out / "run"
     if "select" not in record:
         config = SelectionConfig(
-            backend="schnet",
+            backend=args.backend,
             params=params,
             init=args.init,
             step=args.step,
@@ -89,7 +108,7 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
             seed=seed,
             warm_start=warm is not None,
             warm_final=warm is not None,
-            error_sample=None,  # the whole pool, as the recorded runs predicted
+            error_sample=args.error_sample or None,  # 0: the whole pool
         )
         resume = (run_dir / "checkpoint.json").exists()
         print(f"{out}: select{' (resumed)' if resume else ''}", flush=True)
@@ -120,7 +139,7 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
         train = np.load(run_dir / "train_indices.npy")
         test = np.load(run_dir / "test_indices.npy")
         clusters = load_clusters(run_dir / "clusters.npz")[0]
-        backend = make_backend("schnet", random_state=seed, **params)
+        backend = make_backend(args.backend, random_state=seed, **params)
         wall, cpu = clock()
         backend.fit(dataset, train, held_out=test)
         wall2, cpu2 = clock()
@@ -137,22 +156,27 @@ def run_one(dataset, args, seed: int, warm: dict | None, out: Path) -> dict:
         write_json(record_file, record)
     if warm is not None and "warm_final_fit" not in record:
         print(f"{out}: the final warm fit again, timed on its own", flush=True)
-        record["warm_final_fit"] = time_final_warm_fit(dataset, seed, params, run_dir)
+        record["warm_final_fit"] = time_final_warm_fit(
+            dataset, args.backend, seed, params, run_dir
+        )
         write_json(record_file, record)
     return record
 
 
-def time_final_warm_fit(dataset, seed: int, params: dict, run_dir: Path) -> dict:
+def time_final_warm_fit(
+    dataset, name: str, seed: int, params: dict, run_dir: Path
+) -> dict:
     """CPU and wall time of the run's final warm fit, repeated from its files."""
-    from ase_flatten.backends.schnet import SchNetBackend
+    from ase_flatten.backends import backend_class
     from ase_flatten.clustering import load_clusters
     from ase_flatten.error_analysis import model_errors
 
     last = sorted((run_dir / "warm").glob("iteration_*"))[-1]
-    previous = SchNetBackend.load(last, dataset.numbers, params, random_state=seed)
+    cls = backend_class(name)
+    previous = cls.load(last, dataset.numbers, params, random_state=seed)
     train = np.load(run_dir / "train_indices.npy")
     test = np.load(run_dir / "test_indices.npy")
-    backend = SchNetBackend(random_state=seed, **params)
+    backend = cls(random_state=seed, **params)
     wall, cpu = clock()
     backend.fit(dataset, train, held_out=test, init_from=previous)
     wall2, cpu2 = clock()
@@ -187,14 +211,22 @@ def mean_sd2(values) -> str:
 def summary(records: dict, args) -> str:
     """The table: cost against one training, and the final errors."""
     import ase
-    import schnetpack
     import torch
 
+    library = {"schnet": "schnetpack", "mace": "mace"}[args.backend]
+    version = __import__(library).__version__
+
+    estimate = (
+        f"{args.error_sample} frames per cluster"
+        if args.error_sample
+        else "the whole pool"
+    )
     lines = [
-        f"SchNet (64 features, 3 interactions, mixed loss; max_epochs "
+        f"{DESCRIBED[args.backend]}; max_epochs "
         f"{args.epochs}), select {args.init} + {args.iterations} x {args.step} = "
         f"{args.init + args.iterations * args.step} frames, {args.n_fine} fine "
-        f"clusters, {Path(args.data).name}; test force RMSE in eV/Å on the run's "
+        f"clusters, {Path(args.data).name}, error estimate from {estimate}"
+        f"; test force RMSE in eV/Å on the run's "
         "10 % test split, mean ± sd over seeds "
         f"{', '.join(str(s) for s in args.seeds)}. Cost is select's CPU time "
         "(one torch thread) over one cold training of the final size on the same "
@@ -249,8 +281,8 @@ def summary(records: dict, args) -> str:
         "",
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} cores (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
-        f"), python {platform.python_version()}, ase {ase.__version__}, schnetpack "
-        f"{schnetpack.__version__}, torch {torch.__version__}.",
+        f"), python {platform.python_version()}, ase {ase.__version__}, {library} "
+        f"{version}, torch {torch.__version__}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -259,6 +291,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="labelled dataset (e.g. ethanol_xtb500K.xyz.gz)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--backend", choices=sorted(BASE), default="schnet")
+    parser.add_argument(
+        "--error-sample",
+        type=int,
+        default=0,
+        metavar="K",
+        help="select's --error-sample (0: the whole pool, as the first runs)",
+    )
     parser.add_argument("--init", type=int, default=50)
     parser.add_argument("--step", type=int, default=25)
     parser.add_argument("--iterations", type=int, default=2)
@@ -269,7 +309,7 @@ def main(argv=None) -> None:
         action="append",
         default=[],
         metavar="lr=L,epochs=E,patience=P",
-        help="a warm schedule to run (repeatable)",
+        help="a warm schedule to run (repeatable; `default`: the backend's own)",
     )
     parser.add_argument("--no-cold", action="store_true", help="skip the cold runs")
     parser.add_argument("-o", "--output", required=True)
@@ -282,6 +322,8 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     out = Path(args.output)
+    if not Path(args.data).is_file():
+        sys.exit(f"{args.data}: no such file")
     dataset = read_dataset(args.data)
     variants = ([] if args.no_cold else [None]) + [parse_warm(w) for w in args.warm]
     records = {variant_name(v): [] for v in variants}

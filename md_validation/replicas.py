@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ase_flatten.backends.ase import import_factory
 
+from .processes import terminate
 from .result import RUN_FILE
 from .settings import RunSettings
 
@@ -321,10 +322,5 @@ def _stop(processes, grace_s: float = 10.0) -> None:
             os.kill(process.pid, signal.SIGINT)
     for process in processes:
         process.join(grace_s)
-        if process.is_alive():
-            process.terminate()  # SIGTERM: a run cleans up as on Ctrl-C
-            process.join(grace_s)
-        if process.is_alive():
-            logger.warning("worker %d did not stop on SIGTERM; killing it", process.pid)
-            process.kill()
-            process.join(grace_s)
+        # then SIGTERM (a run cleans up as on Ctrl-C), then SIGKILL
+        terminate(process, f"worker {process.pid}", grace_s)

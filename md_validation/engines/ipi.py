@@ -47,6 +47,7 @@ from ase_flatten.files import atomic_path, write_text
 from ase_flatten.signals import sigterm_as_interrupt
 
 from ..failure import MDFailure, MonitoredCalculator, TemperatureWatch
+from ..processes import terminate
 from ..result import RunResult, empty_record
 from ..settings import RunSettings
 from .common import StepProgress, finish_run, trajectory_frame, trim_record
@@ -137,27 +138,11 @@ def _serve(calc_factory, atoms, address, criteria, status_file):
 
 
 def _stop_process(proc, name: str, timeout: float = 5.0) -> None:
-    """Terminate a Popen or multiprocessing.Process, kill it after ``timeout``."""
-    if proc is None:
-        return
-    if isinstance(proc, subprocess.Popen):
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop on SIGTERM; killing it", name)
-                proc.kill()
-                proc.wait(timeout)
-        return
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(timeout)
-        if proc.is_alive():
-            logger.warning("%s did not stop on SIGTERM; killing it", name)
-            proc.kill()
-            proc.join(timeout)
-    proc.close()
+    """Stop a Popen or multiprocessing.Process (:func:`md_validation.processes.terminate`);
+    a Process is closed afterwards: the engine owns it."""
+    terminate(proc, name, timeout)
+    if proc is not None and not isinstance(proc, subprocess.Popen):
+        proc.close()
 
 
 def _tail(path: Path, n: int = 5) -> str:
