@@ -224,7 +224,7 @@ def test_select_bad_input(capsys, tmp_path, xtb_files):
         # the library's own checks name the flags in a command line
         (["--diverse-share", "1"], "--diverse-share must be in [0, 1), got 1.0"),
         (["--warm-final"], "--warm-final needs --warm-start"),
-        (["--warm-start"], "--warm-start: the sgdml backend cannot continue"),
+        (["--backend", "gap", "--warm-start"], "--warm-start: the gap backend cannot"),
     ],
 )
 def test_select_refuses_bad_numbers(capsys, tmp_path, xtb_files, option, message):

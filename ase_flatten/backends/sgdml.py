@@ -2,7 +2,9 @@
 
 Trains in eV and Å on exactly the frames it is given. The kernel width ``sigma`` is
 either given or chosen from a grid by the force RMSE on validation frames outside
-the training set, as ``sgdml all`` does. sGDML itself picks the analytic solver when
+the training set, as ``sgdml all`` does; a warm start (``fit(..., init_from=...)``,
+``select --warm-start``) keeps the previous model's sigma instead of searching
+again. sGDML itself picks the analytic solver when
 its own memory estimate fits the memory we allow (by default what the machine has
 free now) and its iterative solver otherwise.
 
@@ -30,6 +32,7 @@ import logging
 import time
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -195,15 +198,32 @@ class SGDMLBackend(Backend):
         "max_memory_gb": [Real(0, closed="neither"), None],
     }
     batch_size = 500
+    #: a warm start keeps the previous model's kernel width (no grid search)
+    supports_warm_start: ClassVar[bool] = True
 
     def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
-        with global_numpy_seed(self.random_state):  # sgdml draws from it
-            self._fit_seeded(dataset, train_idx, val_idx)
-
-    def _fit_seeded(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
-        start = time.perf_counter()
         p = self.params
         grid = [p["sigma"]] if p["sigma"] is not None else list(p["sigma_grid"])
+        with global_numpy_seed(self.random_state):  # sgdml draws from it
+            self._fit_seeded(dataset, train_idx, val_idx, grid)
+
+    def _fit_warm(self, dataset: Dataset, train_idx, val_idx, init_from) -> None:
+        """sGDML's warm start: the kernel width ``init_from`` chose, kept.
+
+        The solve is exact, so no weights carry over; what a warm start saves
+        is the search over ``sigma_grid`` (one solve instead of one per
+        candidate). A ``sigma`` given explicitly wins over the kept one.
+        """
+        sigma = self.params["sigma"] or init_from.sigma_
+        with global_numpy_seed(self.random_state):
+            self._fit_seeded(dataset, train_idx, val_idx, [sigma])
+        logger.info("sGDML warm start: sigma %d kept from the previous model", sigma)
+
+    def _fit_seeded(
+        self, dataset: Dataset, train_idx: np.ndarray, val_idx, grid: list[int]
+    ) -> None:
+        start = time.perf_counter()
+        p = self.params
         if len(train_idx) < 2:
             raise InputError("sGDML needs at least 2 training frames")
         memory = p["max_memory_gb"]

@@ -138,8 +138,10 @@ def _serve(calc_factory, atoms, address, criteria, status_file):
 
 
 def _stop_process(proc, name: str, timeout: float = 5.0) -> None:
-    """Stop a Popen or multiprocessing.Process (:func:`md_validation.processes.terminate`);
-    a Process is closed afterwards: the engine owns it."""
+    """Stop a Popen or Process (:func:`md_validation.processes.terminate`).
+
+    A Process is closed afterwards: the engine owns it.
+    """
     terminate(proc, name, timeout)
     if proc is not None and not isinstance(proc, subprocess.Popen):
         proc.close()

@@ -1,4 +1,4 @@
-"""Warm starts of the neural backends: real schnetpack and mace-torch, tiny sizes.
+"""Warm starts: real schnetpack, mace-torch and sgdml, tiny sizes.
 
 A warm fit continues from a previous model's weights on a grown training set; it
 must start where that model was (its first epoch beats a cold fit's), keep the
@@ -162,7 +162,7 @@ def test_schnet_warm_start_refuses_what_it_cannot_continue(
         from ase_flatten.backends import backend_class
 
         sgdml = backend_class("sgdml")(sigma=10)
-        with pytest.raises(InputError, match="sgdml backend cannot continue"):
+        with pytest.raises(InputError, match="sgdml model to continue from, got Sch"):
             sgdml.fit(xtb_dataset, TRAIN, init_from=schnet_previous)
 
 
@@ -249,3 +249,36 @@ def test_mace_warm_fit_repeats_and_resumes_from_saved_files(
         mace(num_channels=16).fit(
             xtb_dataset, MACE_GROWN, MACE_VALID, init_from=mace_previous
         )
+
+
+# -- sGDML ----------------------------------------------------------------------
+
+
+def sgdml(**params):
+    pytest.importorskip("sgdml")
+    from ase_flatten.backends.sgdml import SGDMLBackend
+
+    return SGDMLBackend(**{"sigma_grid": [2, 10, 40], **params})
+
+
+def test_sgdml_warm_fit_keeps_the_previous_sigma_without_a_search(xtb_dataset):
+    previous = sgdml().fit(xtb_dataset, TRAIN, VALID)
+    assert len(previous.validation_) == 3  # the cold fit searched the grid
+    warm = sgdml().fit(xtb_dataset, GROWN, VALID, init_from=previous)
+    assert warm.sigma_ == previous.sigma_
+    assert warm.validation_ == {}  # one solve, no candidates
+    assert warm.validation_indices_.size == 0
+    # the same model as a cold fit told that sigma: nothing else carries over
+    fixed = sgdml(sigma=previous.sigma_).fit(xtb_dataset, GROWN)
+    for a, b in zip(
+        predictions(warm, xtb_dataset), predictions(fixed, xtb_dataset), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    # a cold fit on the grown set searches again
+    assert len(sgdml().fit(xtb_dataset, GROWN, VALID).validation_) == 3
+
+
+def test_sgdml_warm_fit_takes_an_explicit_sigma_over_the_kept_one(xtb_dataset):
+    previous = sgdml(sigma=40).fit(xtb_dataset, TRAIN)
+    assert sgdml(sigma=10).fit(xtb_dataset, GROWN, init_from=previous).sigma_ == 10
+    assert sgdml().fit(xtb_dataset, GROWN, VALID, init_from=previous).sigma_ == 40

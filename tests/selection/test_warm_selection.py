@@ -139,7 +139,28 @@ def test_warm_final_continues_the_final_fit_too(warm_run, xtb_dataset, tmp_path)
 
 
 def test_warm_start_needs_a_backend_that_has_it(xtb_dataset, tmp_path):
-    config = dataclasses.replace(WARM, backend="sgdml", params={"sigma": 20})
-    with pytest.raises(InputError, match="^warm_start: the sgdml backend cannot"):
+    config = dataclasses.replace(WARM, backend="gap", params={})
+    with pytest.raises(InputError, match="^warm_start: the gap backend cannot"):
         run_selection(xtb_dataset, config, tmp_path / "s")
     assert not (tmp_path / "s").exists()
+
+
+def test_sgdml_warm_start_keeps_the_first_fits_sigma(xtb_dataset, tmp_path):
+    """sGDML's warm start: the grid searched once, its sigma kept after that."""
+    pytest.importorskip("sgdml")
+    from ase_flatten.models import SavedModel
+
+    config = dataclasses.replace(
+        WARM, backend="sgdml", params={"sigma_grid": [2, 10, 40]}, warm_final=True
+    )
+    result = run_selection(xtb_dataset, config, tmp_path / "s")
+    assert [h["fit"]["warm_start"] for h in result.history] == [False, True, True]
+    final = SavedModel.load(result.directory).backend
+    first = flatten._warm_model(result.directory, config, xtb_dataset, 1)
+    assert final.sigma_ == first.sigma_
+    # a cold final model searches the grid again on the final set
+    cold = run_selection(
+        xtb_dataset, dataclasses.replace(config, warm_final=False), tmp_path / "c"
+    )
+    np.testing.assert_array_equal(cold.train_indices, result.train_indices)
+    assert cold.history[-1]["fit"]["warm_start"] is False
