@@ -191,7 +191,7 @@ def time_final_warm_fit(
     return {
         "wall_s": wall2 - wall,
         "cpu_s": cpu2 - cpu,
-        "epochs": backend.history_["epochs"],
+        "epochs": getattr(backend, "history_", {}).get("epochs"),
         "force_rmse": errors.overall["force_rmse"],  # equals select's final
     }
 

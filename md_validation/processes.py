@@ -1,14 +1,25 @@
-"""Stopping a child process: SIGTERM first, SIGKILL when it outlives a timeout.
+"""Starting and stopping child processes.
 
-One place for the escalation that the i-PI engine (its server and client) and the
+:func:`terminate`: SIGTERM first, SIGKILL when the process outlives a timeout; one
+place for the escalation that the i-PI engine (its server and client) and the
 replica pool (its workers) share. The caller owns the process object: nothing here
 closes it, so an executor that owns its workers keeps working.
+
+:func:`signals_deferred`: a Ctrl-C or SIGTERM that arrives while ``os.fork`` runs
+is raised inside logging's at-fork hook, where Python can only print it as an
+ignored exception with a traceback; held until the fork is done, it is raised in
+the caller's own code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import subprocess
+
+#: the signals a stop sends: Ctrl-C (or the replica pool's SIGINT) and ``kill PID``
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 logger = logging.getLogger(__name__)
 
@@ -45,3 +56,22 @@ def terminate(proc, name: str, timeout: float = 5.0) -> None:
             wait(timeout)
         except subprocess.TimeoutExpired:
             logger.warning("%s did not stop on SIGKILL within %.0f s", name, timeout)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold :data:`STOP_SIGNALS` for the block; one that arrived is raised after it.
+
+    A child forked inside the block starts with them blocked too: it calls
+    :func:`unblock_stop_signals` first.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_stop_signals() -> None:
+    """Let :data:`STOP_SIGNALS` in again (in a child forked in the block)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -1,12 +1,20 @@
-"""md_validation.processes.terminate: SIGTERM first, SIGKILL when ignored."""
+"""md_validation.processes: terminate escalates; signals_deferred holds a stop."""
 
 import logging
 import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 import time
 
-from md_validation.processes import terminate
+import pytest
+
+from md_validation.processes import (
+    signals_deferred,
+    terminate,
+    unblock_stop_signals,
+)
 
 IGNORES_SIGTERM = (
     "import signal, sys, time\n"
@@ -51,3 +59,32 @@ def test_an_ended_process_and_none_are_left_alone():
     running.start()
     terminate(running, "sleeper", timeout=5)
     assert running.exitcode == -15
+
+
+def _child_blocked(queue):
+    queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    unblock_stop_signals()
+    queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def test_a_stop_during_the_block_is_raised_after_it():
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a handled signal would have raised by now
+            reached_the_end = True
+    assert reached_the_end
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_a_child_forked_in_the_block_can_unblock_the_stop_signals():
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    with signals_deferred():
+        child = context.Process(target=_child_blocked, args=(queue,))
+        child.start()
+    assert queue.get(timeout=10) is True  # inherited the held mask
+    assert queue.get(timeout=10) is False
+    child.join(10)
+    assert child.exitcode == 0

@@ -47,7 +47,7 @@ from ase_flatten.files import atomic_path, write_text
 from ase_flatten.signals import sigterm_as_interrupt
 
 from ..failure import MDFailure, MonitoredCalculator, TemperatureWatch
-from ..processes import terminate
+from ..processes import signals_deferred, terminate, unblock_stop_signals
 from ..result import RunResult, empty_record
 from ..settings import RunSettings
 from .common import StepProgress, finish_run, trajectory_frame, trim_record
@@ -105,6 +105,7 @@ def _serve(calc_factory, atoms, address, criteria, status_file):
     # the fork inherits the parent's SIGTERM handler; the parent stops this
     # process with SIGTERM, which must end it, not pass for a Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    unblock_stop_signals()  # forked with them held (see start_client)
     status = {"status": "done"}
     code = 0
     client = None
@@ -347,7 +348,13 @@ def start_client(calc_factory, start: Atoms, address, settings, status_file):
         args=(calc_factory, start, address, settings.criteria, status_file),
         daemon=True,
     )
-    client.start()
+    try:
+        # a stop during the fork is raised here, after it, not in logging's hook
+        with signals_deferred():
+            client.start()
+    except BaseException:
+        _stop_process(client, "i-pi client")
+        raise
     return client
 
 
