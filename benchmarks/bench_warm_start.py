@@ -277,6 +277,8 @@ def summary(records: dict, args) -> str:
             epochs = " / ".join(
                 "-".join(str(e[k]) for e in epochs) for k in range(len(epochs[0]))
             )
+            if args.backend == "sgdml":
+                epochs = "(a direct solve)"
             test = [r[source]["test"] for r in runs]
             resumed = any(r["select"]["resumed"] for r in runs)
             lines.append(

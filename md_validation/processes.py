@@ -7,7 +7,7 @@ closes it, so an executor that owns its workers keeps working.
 
 :func:`signals_deferred`: a Ctrl-C or SIGTERM that arrives while ``os.fork`` runs
 is raised inside logging's at-fork hook, where Python can only print it as an
-ignored exception with a traceback; held until the fork is done, it is raised in
+ignored exception with a traceback; noted until the fork is done, it is raised in
 the caller's own code.
 """
 
@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import subprocess
+import threading
 
 #: the signals a stop sends: Ctrl-C (or the replica pool's SIGINT) and ``kill PID``
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -58,20 +59,45 @@ def terminate(proc, name: str, timeout: float = 5.0) -> None:
             logger.warning("%s did not stop on SIGKILL within %.0f s", name, timeout)
 
 
+#: while a :func:`signals_deferred` block runs: the handlers it replaced and the
+#: signals it caught (a child forked in the block inherits both)
+_HELD: dict = {}
+
+
 @contextlib.contextmanager
 def signals_deferred():
     """Hold :data:`STOP_SIGNALS` for the block; one that arrived is raised after it.
 
-    A child forked inside the block starts with them blocked too: it calls
-    :func:`unblock_stop_signals` first.
+    The hold is Python's: the signals' handlers only note them for the block, so
+    it holds whichever thread the kernel hands the signal to. Outside the main
+    thread (where handlers cannot be set) the block runs unchanged. A child
+    forked inside the block inherits the noting handlers: it calls
+    :func:`release_in_child` first.
     """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
+        for signum in STOP_SIGNALS
+    }
+    _HELD.update(previous=previous, caught=caught)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _release(previous, caught)
 
 
-def unblock_stop_signals() -> None:
-    """Let :data:`STOP_SIGNALS` in again (in a child forked in the block)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+def release_in_child() -> None:
+    """In a child forked in :func:`signals_deferred`: the parent's handlers back."""
+    if _HELD:
+        _release(_HELD["previous"], _HELD["caught"])
+
+
+def _release(previous: dict, caught: list[int]) -> None:
+    _HELD.clear()
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    if caught:  # now handled as it would have been without the block
+        signal.raise_signal(caught[0])

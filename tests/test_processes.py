@@ -6,15 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from md_validation.processes import (
-    signals_deferred,
-    terminate,
-    unblock_stop_signals,
-)
+from md_validation.processes import release_in_child, signals_deferred, terminate
 
 IGNORES_SIGTERM = (
     "import signal, sys, time\n"
@@ -61,30 +58,41 @@ def test_an_ended_process_and_none_are_left_alone():
     assert running.exitcode == -15
 
 
-def _child_blocked(queue):
-    queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
-    unblock_stop_signals()
-    queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+def _child_handlers(queue):
+    queue.put(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    release_in_child()
+    queue.put(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 
 
-def test_a_stop_during_the_block_is_raised_after_it():
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_stop_during_the_block_is_raised_after_it(threads):
+    """Whichever thread the kernel hands the signal to (other threads running)."""
+    stop = threading.Event()
+    others = [threading.Thread(target=stop.wait) for _ in range(threads)]
+    for thread in others:
+        thread.start()
     reached_the_end = False
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # a handled signal would have raised by now
-            reached_the_end = True
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # a handled signal would have raised by now
+                reached_the_end = True
+    finally:
+        stop.set()
+        for thread in others:
+            thread.join()
     assert reached_the_end
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_child_forked_in_the_block_can_unblock_the_stop_signals():
+def test_a_child_forked_in_the_block_gets_the_handlers_back():
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     with signals_deferred():
-        child = context.Process(target=_child_blocked, args=(queue,))
+        child = context.Process(target=_child_handlers, args=(queue,))
         child.start()
-    assert queue.get(timeout=10) is True  # inherited the held mask
-    assert queue.get(timeout=10) is False
+    assert queue.get(timeout=10) is False  # inherited the noting handler
+    assert queue.get(timeout=10) is True
     child.join(10)
     assert child.exitcode == 0

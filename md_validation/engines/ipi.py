@@ -47,7 +47,7 @@ from ase_flatten.files import atomic_path, write_text
 from ase_flatten.signals import sigterm_as_interrupt
 
 from ..failure import MDFailure, MonitoredCalculator, TemperatureWatch
-from ..processes import signals_deferred, terminate, unblock_stop_signals
+from ..processes import release_in_child, signals_deferred, terminate
 from ..result import RunResult, empty_record
 from ..settings import RunSettings
 from .common import StepProgress, finish_run, trajectory_frame, trim_record
@@ -102,15 +102,17 @@ def _one_call_client(monitored: MonitoredCalculator, address: str):
 
 def _serve(calc_factory, atoms, address, criteria, status_file):
     """Client process: serve the model until i-PI says stop; report how it ended."""
-    # the fork inherits the parent's SIGTERM handler; the parent stops this
-    # process with SIGTERM, which must end it, not pass for a Ctrl-C
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    unblock_stop_signals()  # forked with them held (see start_client)
     status = {"status": "done"}
     code = 0
     client = None
     monitored = None
     try:
+        # forked in signals_deferred (see start_client): a stop noted since the
+        # fork is raised here, as an interruption
+        release_in_child()
+        # the fork inherits the parent's SIGTERM handler; the parent stops this
+        # process with SIGTERM, which must end it, not pass for a Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         monitored = MonitoredCalculator(calc_factory(), criteria)
         atoms = atoms.copy()
         atoms.calc = monitored
