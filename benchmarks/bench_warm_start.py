@@ -25,7 +25,8 @@ OUT/summary.json.
 Measured with this script (2026-12-02, SchNet, the whole pool): cold,
 ``lr=5e-4,epochs=10,patience=5``, ``lr=2e-3,epochs=10,patience=5`` (seed 0) and
 ``lr=1e-3,epochs=20,patience=10``; (2026-12-07) SchNet and MACE on ethanol and
-uracil with ``--error-sample 10`` (select's default) and ``--warm default``.
+uracil with ``--error-sample 10`` (select's default) and ``--warm default``;
+sGDML (its sigma grid) with ``--warm sigma=keep --warm sigma=neighbours``.
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ def parse_warm(text: str) -> dict:
     if text == "default":
         return {}
     names = {"lr": "warm_lr", "epochs": "warm_epochs", "patience": "warm_patience"}
+    if text.startswith("sigma="):  # sgdml: sigma=keep or sigma=neighbours
+        return {"warm_sigma": text.partition("=")[2]}
     params = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
         if key not in names:
-            raise SystemExit(f"--warm {text}: unknown {key!r} (lr, epochs, patience)")
+            raise SystemExit(
+                f"--warm {text}: unknown {key!r} (lr, epochs, patience; sgdml: sigma)"
+            )
         params[names[key]] = float(value) if key == "lr" else int(value)
     return params
 
@@ -78,6 +83,8 @@ def variant_name(warm: dict | None) -> str:
         return "cold"
     if not warm:
         return "warm_default"
+    if "warm_sigma" in warm:
+        return f"warm_sigma_{warm['warm_sigma']}"
     return "warm_lr{:g}_e{}_p{}".format(
         warm["warm_lr"], warm["warm_epochs"], warm["warm_patience"]
     )
@@ -321,7 +328,8 @@ def main(argv=None) -> None:
         action="append",
         default=[],
         metavar="lr=L,epochs=E,patience=P",
-        help="a warm schedule to run (repeatable; `default`: the backend's own)",
+        help="a warm schedule to run (repeatable; `default`: the backend's own; "
+        "sgdml: sigma=keep or sigma=neighbours)",
     )
     parser.add_argument("--no-cold", action="store_true", help="skip the cold runs")
     parser.add_argument("-o", "--output", required=True)

@@ -3,8 +3,8 @@
 Trains in eV and Å on exactly the frames it is given. The kernel width ``sigma`` is
 either given or chosen from a grid by the force RMSE on validation frames outside
 the training set, as ``sgdml all`` does; a warm start (``fit(..., init_from=...)``,
-``select --warm-start``) keeps the previous model's sigma instead of searching
-again. sGDML itself picks the analytic solver when
+``select --warm-start``) searches only the previous model's sigma and its
+neighbours in the grid (``warm_sigma``). sGDML itself picks the analytic solver when
 its own memory estimate fits the memory we allow (by default what the machine has
 free now) and its iterative solver otherwise.
 
@@ -39,7 +39,7 @@ import numpy as np
 from ..data import Dataset
 from ..exceptions import FILE_READ_ERRORS, InputError
 from .base import Backend
-from .parameters import Boolean, Integer, ListOf, Real
+from .parameters import Boolean, Integer, ListOf, Options, Real
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,14 @@ def sgdml_dataset(dataset: Dataset, idx: np.ndarray) -> dict:
     }
 
 
+def sigma_neighbours(sigma: int, grid) -> list[int]:
+    """``sigma`` and the values of ``grid`` next to it on either side, ascending."""
+    values = sorted(set(grid))
+    below = [g for g in values if g < sigma][-1:]
+    above = [g for g in values if g > sigma][:1]
+    return [*below, sigma, *above]
+
+
 class SGDMLBackend(Backend):
     """sGDML force field.
 
@@ -177,6 +185,10 @@ class SGDMLBackend(Backend):
     max_memory_gb : float or None
         Memory sGDML may plan for; None uses the memory free at training time.
         Above it, sGDML switches from the analytic to the iterative solver.
+    warm_sigma : {"neighbours", "keep"}
+        A warm start's kernel width: the previous model's and its neighbours in
+        ``sigma_grid`` chosen on validation frames (three solves), or the
+        previous model's kept (one solve).
     """
 
     name = "sgdml"
@@ -188,6 +200,7 @@ class SGDMLBackend(Backend):
         "lam": 1e-10,
         "use_sym": True,
         "max_memory_gb": None,
+        "warm_sigma": "neighbours",
     }
     parameter_constraints = {
         "sigma": [Integer(1), None],
@@ -196,6 +209,7 @@ class SGDMLBackend(Backend):
         "lam": [Real(0, closed="neither")],
         "use_sym": [Boolean()],
         "max_memory_gb": [Real(0, closed="neither"), None],
+        "warm_sigma": [Options(("neighbours", "keep"))],
     }
     batch_size = 500
     #: a warm start keeps the previous model's kernel width (no grid search)
@@ -208,16 +222,27 @@ class SGDMLBackend(Backend):
             self._fit_seeded(dataset, train_idx, val_idx, grid)
 
     def _fit_warm(self, dataset: Dataset, train_idx, val_idx, init_from) -> None:
-        """sGDML's warm start: the kernel width ``init_from`` chose, kept.
+        """sGDML's warm start: the search narrowed to where ``init_from`` chose.
 
         The solve is exact, so no weights carry over; what a warm start saves
-        is the search over ``sigma_grid`` (one solve instead of one per
-        candidate). A ``sigma`` given explicitly wins over the kept one.
+        is most of the search over ``sigma_grid``: the previous sigma and its
+        neighbours in the grid (``warm_sigma="neighbours"``), or the previous
+        sigma alone (``"keep"``). A ``sigma`` given explicitly wins.
         """
-        sigma = self.params["sigma"] or init_from.sigma_
+        p = self.params
+        if p["sigma"] is not None:
+            grid = [p["sigma"]]
+        elif p["warm_sigma"] == "keep":
+            grid = [init_from.sigma_]
+        else:
+            grid = sigma_neighbours(init_from.sigma_, p["sigma_grid"])
         with global_numpy_seed(self.random_state):
-            self._fit_seeded(dataset, train_idx, val_idx, [sigma])
-        logger.info("sGDML warm start: sigma %d kept from the previous model", sigma)
+            self._fit_seeded(dataset, train_idx, val_idx, grid)
+        logger.info(
+            "sGDML warm start: sigma from %s (the previous model's %d)",
+            grid,
+            init_from.sigma_,
+        )
 
     def _fit_seeded(
         self, dataset: Dataset, train_idx: np.ndarray, val_idx, grid: list[int]
@@ -269,7 +294,9 @@ class SGDMLBackend(Backend):
                 if best is None or rmse < best[0]:
                     best = (rmse, model)
             self.model_ = best[1]
-            if self.sigma_ in (min(grid), max(grid)):
+            if self.sigma_ in (min(grid), max(grid)) and not (
+                min(p["sigma_grid"]) < self.sigma_ < max(p["sigma_grid"])
+            ):
                 logger.warning(
                     "sGDML: the best sigma %d is at the edge of the grid %s; "
                     "consider widening sigma_grid",

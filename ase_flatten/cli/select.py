@@ -179,8 +179,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="each iteration's fit after the first continues from the previous "
         "iteration's model with the backend's short warm schedule (-p warm_lr=, "
         "warm_epochs=, warm_patience=) instead of training from scratch (sgdml: "
-        "keeps the first fit's sigma instead of searching its grid again); the "
-        "final model is still trained from scratch; schnet, mace and sgdml",
+        "searches only the previous sigma and its neighbours in sigma_grid; -p "
+        "warm_sigma=keep: that sigma alone); the final model is still trained "
+        "from scratch; schnet, mace and sgdml",
     )
     loop.add_argument(
         "--warm-final",

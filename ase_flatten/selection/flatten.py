@@ -94,7 +94,7 @@ class SelectionConfig:
     seed: int = 0
     #: each iteration's fit after the first continues from the previous
     #: iteration's model with the backend's warm schedule (SchNet, MACE), or
-    #: keeps its kernel width instead of searching the grid again (sGDML)
+    #: searches only the previous kernel width and its grid neighbours (sGDML)
     warm_start: bool = False
     #: with warm_start, the final model continues too (else it is trained from
     #: scratch on the final set: measured to matter for SchNet)

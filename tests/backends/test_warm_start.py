@@ -261,10 +261,39 @@ def sgdml(**params):
     return SGDMLBackend(**{"sigma_grid": [2, 10, 40], **params})
 
 
+def test_sigma_neighbours_are_the_grid_values_next_to_it():
+    from ase_flatten.backends.sgdml import sigma_neighbours
+
+    grid = [40, 5, 10, 20, 80]
+    assert sigma_neighbours(10, grid) == [5, 10, 20]
+    assert sigma_neighbours(5, grid) == [5, 10]
+    assert sigma_neighbours(80, grid) == [40, 80]
+    assert sigma_neighbours(15, grid) == [10, 15, 20]  # an explicit earlier sigma
+
+
+def test_sgdml_warm_fit_searches_the_previous_sigma_and_its_neighbours(xtb_dataset):
+    from ase_flatten.backends.sgdml import sigma_neighbours
+
+    grid = [2, 5, 10, 20, 40]
+    previous = sgdml(sigma_grid=grid).fit(xtb_dataset, TRAIN, VALID)
+    assert len(previous.validation_) == 5
+    warm = sgdml(sigma_grid=grid).fit(xtb_dataset, GROWN, VALID, init_from=previous)
+    near = sigma_neighbours(previous.sigma_, grid)
+    assert sorted(warm.validation_) == near and len(near) in (2, 3)
+    assert warm.validation_[warm.sigma_] == min(warm.validation_.values())
+    # the same model as a cold fit that searches those values: nothing else carries
+    cold = sgdml(sigma_grid=near).fit(xtb_dataset, GROWN, VALID)
+    assert cold.validation_ == warm.validation_
+    for a, b in zip(
+        predictions(warm, xtb_dataset), predictions(cold, xtb_dataset), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_sgdml_warm_fit_keeps_the_previous_sigma_without_a_search(xtb_dataset):
     previous = sgdml().fit(xtb_dataset, TRAIN, VALID)
     assert len(previous.validation_) == 3  # the cold fit searched the grid
-    warm = sgdml().fit(xtb_dataset, GROWN, VALID, init_from=previous)
+    warm = sgdml(warm_sigma="keep").fit(xtb_dataset, GROWN, VALID, init_from=previous)
     assert warm.sigma_ == previous.sigma_
     assert warm.validation_ == {}  # one solve, no candidates
     assert warm.validation_indices_.size == 0
@@ -281,4 +310,7 @@ def test_sgdml_warm_fit_keeps_the_previous_sigma_without_a_search(xtb_dataset):
 def test_sgdml_warm_fit_takes_an_explicit_sigma_over_the_kept_one(xtb_dataset):
     previous = sgdml(sigma=40).fit(xtb_dataset, TRAIN)
     assert sgdml(sigma=10).fit(xtb_dataset, GROWN, init_from=previous).sigma_ == 10
-    assert sgdml().fit(xtb_dataset, GROWN, VALID, init_from=previous).sigma_ == 40
+    kept = sgdml(warm_sigma="keep").fit(xtb_dataset, GROWN, VALID, init_from=previous)
+    assert kept.sigma_ == 40
+    with pytest.raises(InputError, match="warm_sigma must be one of neighbours, keep"):
+        sgdml(warm_sigma="all")

@@ -146,13 +146,12 @@ def test_warm_start_needs_a_backend_that_has_it(xtb_dataset, tmp_path):
 
 
 def test_sgdml_warm_start_keeps_the_first_fits_sigma(xtb_dataset, tmp_path):
-    """sGDML's warm start: the grid searched once, its sigma kept after that."""
+    """sGDML's warm start kept: the grid searched once, its sigma kept after that."""
     pytest.importorskip("sgdml")
     from ase_flatten.models import SavedModel
 
-    config = dataclasses.replace(
-        WARM, backend="sgdml", params={"sigma_grid": [2, 10, 40]}, warm_final=True
-    )
+    params = {"sigma_grid": [2, 10, 40], "warm_sigma": "keep"}
+    config = dataclasses.replace(WARM, backend="sgdml", params=params, warm_final=True)
     result = run_selection(xtb_dataset, config, tmp_path / "s")
     assert [h["fit"]["warm_start"] for h in result.history] == [False, True, True]
     final = SavedModel.load(result.directory).backend
