@@ -293,7 +293,10 @@ def test_sigterm_leaves_no_half_built_folder(tmp_path, xtb_files):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    # 130 from the command; once in about five loaded runs the process ended by
+    # SIGINT (-2) after the same last line, which a shell also reports as 130
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines()[-1] == "ase-flatten errors: interrupted"
+    assert "Traceback" not in err
     assert os.listdir(tmp_path) == ["report"]
     assert (out / "summary.json").read_text() == "old"
