@@ -212,7 +212,7 @@ class SGDMLBackend(Backend):
         "warm_sigma": [Options(("neighbours", "keep"))],
     }
     batch_size = 500
-    #: a warm start keeps the previous model's kernel width (no grid search)
+    #: a warm start narrows the sigma search to the previous width (``warm_sigma``)
     supports_warm_start: ClassVar[bool] = True
 
     def _fit(self, dataset: Dataset, train_idx: np.ndarray, val_idx) -> None:
@@ -294,9 +294,8 @@ class SGDMLBackend(Backend):
                 if best is None or rmse < best[0]:
                     best = (rmse, model)
             self.model_ = best[1]
-            if self.sigma_ in (min(grid), max(grid)) and not (
-                min(p["sigma_grid"]) < self.sigma_ < max(p["sigma_grid"])
-            ):
+            # the edge of sigma_grid, not of a warm start's narrowed search
+            if not min(p["sigma_grid"]) < self.sigma_ < max(p["sigma_grid"]):
                 logger.warning(
                     "sGDML: the best sigma %d is at the edge of the grid %s; "
                     "consider widening sigma_grid",
